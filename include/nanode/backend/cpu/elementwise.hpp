@@ -1,0 +1,208 @@
+#pragma once
+// CPU elementwise kernels: broadcast binary ops, unary maps and their derivatives.
+// Arithmetic over raw buffers only; shape checks happen in dispatch.
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+
+#include <Eigen/Core>
+
+#include "nanode/backend/cpu/parallel.hpp"
+#include "nanode/backend/op_codes.hpp"
+
+namespace nanode::cpu {
+
+template <class T>
+using ArrMap = Eigen::Map<Eigen::Array<T, Eigen::Dynamic, 1>>;
+template <class T>
+using CArrMap = Eigen::Map<const Eigen::Array<T, Eigen::Dynamic, 1>>;
+
+constexpr int64_t kElementwiseGrain = 16384;
+
+template <class T>
+void fill(T* out, int64_t n, T value) {
+  parallel_for(n, kElementwiseGrain, [&](int64_t b, int64_t e) { std::fill(out + b, out + e, value); });
+}
+
+template <class To, class From>
+void convert(const From* in, To* out, int64_t n) {
+  parallel_for(n, kElementwiseGrain, [&](int64_t b, int64_t e) {
+    for (int64_t i = b; i < e; ++i) out[i] = static_cast<To>(in[i]);
+  });
+}
+
+namespace detail {
+// out[0:n] = a op b where a and b are either arrays (stride 1) or scalars (stride 0).
+template <class T>
+void binary_run(BinaryOp op, const T* a, bool a_scalar, const T* b, bool b_scalar, T* out, int64_t n) {
+  ArrMap<T> o(out, n);
+  auto apply = [&](const auto& x, const auto& y) {
+    switch (op) {
+      case BinaryOp::Add: o = x + y; break;
+      case BinaryOp::Sub: o = x - y; break;
+      case BinaryOp::Mul: o = x * y; break;
+      case BinaryOp::Div: o = x / y; break;
+    }
+  };
+  if (!a_scalar && !b_scalar) {
+    apply(CArrMap<T>(a, n), CArrMap<T>(b, n));
+  } else if (!a_scalar) {
+    const T s = *b;
+    switch (op) {
+      case BinaryOp::Add: o = CArrMap<T>(a, n) + s; break;
+      case BinaryOp::Sub: o = CArrMap<T>(a, n) - s; break;
+      case BinaryOp::Mul: o = CArrMap<T>(a, n) * s; break;
+      case BinaryOp::Div: o = CArrMap<T>(a, n) / s; break;
+    }
+  } else if (!b_scalar) {
+    const T s = *a;
+    switch (op) {
+      case BinaryOp::Add: o = s + CArrMap<T>(b, n); break;
+      case BinaryOp::Sub: o = s - CArrMap<T>(b, n); break;
+      case BinaryOp::Mul: o = s * CArrMap<T>(b, n); break;
+      case BinaryOp::Div: o = s / CArrMap<T>(b, n); break;
+    }
+  } else {
+    T v = T(0);
+    switch (op) {
+      case BinaryOp::Add: v = *a + *b; break;
+      case BinaryOp::Sub: v = *a - *b; break;
+      case BinaryOp::Mul: v = *a * *b; break;
+      case BinaryOp::Div: v = *a / *b; break;
+    }
+    o.setConstant(v);
+  }
+}
+}  // namespace detail
+
+/// out (contiguous, d.numel() elements) = a op b over the broadcast layout d.
+template <class T>
+void binary(BinaryOp op, const T* a, const T* b, T* out, const BroadcastDesc& d) {
+  const int nd = d.ndim;
+  const int64_t inner = d.size[nd - 1];
+  const bool a_scalar = d.stride_a[nd - 1] == 0, b_scalar = d.stride_b[nd - 1] == 0;
+  const int64_t rows = d.numel() / (inner > 0 ? inner : 1);
+  if (d.numel() == 0) return;
+  if (rows == 1) {
+    parallel_for(inner, kElementwiseGrain, [&](int64_t s, int64_t e) {
+      detail::binary_run(op, a_scalar ? a : a + s, a_scalar, b_scalar ? b : b + s, b_scalar, out + s, e - s);
+    });
+    return;
+  }
+  const int64_t grain_rows = inner >= kElementwiseGrain ? 1 : kElementwiseGrain / inner;
+  parallel_for(rows, grain_rows, [&](int64_t rb, int64_t re) {
+    // Odometer over the outer axes, started at row rb.
+    int64_t idx[5] = {0, 0, 0, 0, 0};
+    int64_t r = rb;
+    for (int k = nd - 2; k >= 0; --k) {
+      idx[k] = r % d.size[k];
+      r /= d.size[k];
+    }
+    for (int64_t row = rb; row < re; ++row) {
+      int64_t oa = 0, ob = 0;
+      for (int k = 0; k < nd - 1; ++k) {
+        oa += idx[k] * d.stride_a[k];
+        ob += idx[k] * d.stride_b[k];
+      }
+      detail::binary_run(op, a + oa, a_scalar, b + ob, b_scalar, out + row * inner, inner);
+      for (int k = nd - 2; k >= 0; --k) {
+        if (++idx[k] < d.size[k]) break;
+        idx[k] = 0;
+      }
+    }
+  });
+}
+
+template <class T>
+void unary(UnaryOp op, const T* x, T* y, int64_t n, T p0, T p1) {
+  parallel_for(n, kElementwiseGrain, [&](int64_t b, int64_t e) {
+    CArrMap<T> X(x + b, e - b);
+    ArrMap<T> Y(y + b, e - b);
+    switch (op) {
+      case UnaryOp::Exp: Y = X.exp(); break;
+      case UnaryOp::Log: Y = X.log(); break;
+      case UnaryOp::Sqrt: Y = X.sqrt(); break;
+      case UnaryOp::Tanh: Y = X.tanh(); break;
+      case UnaryOp::Sigmoid: Y = X.logistic(); break;
+      case UnaryOp::Relu: Y = X.max(T(0)); break;
+      case UnaryOp::LeakyRelu: Y = (X > T(0)).select(X, X * p0); break;
+      case UnaryOp::Softplus: Y = X.max(T(0)) + (-X.abs()).exp().log1p(); break;
+      case UnaryOp::Sin: Y = X.sin(); break;
+      case UnaryOp::Cos: Y = X.cos(); break;
+      case UnaryOp::Pow:
+        if (p0 == T(2)) Y = X.square();
+        else if (p0 == T(1)) Y = X;
+        else if (p0 == T(0.5)) Y = X.sqrt();
+        else Y = X.pow(p0);
+        break;
+      case UnaryOp::Affine: Y = X * p0 + p1; break;
+      case UnaryOp::Square: Y = X.square(); break;
+      case UnaryOp::Step: Y = (X > p0).template cast<T>() * p1; break;
+    }
+  });
+}
+
+/// gx = g * d op(x)/dx; y = op(x) is read by ops whose derivative is cheaper from it.
+template <class T>
+void unary_backward(UnaryOp op, const T* g, const T* x, const T* y, T* gx, int64_t n, T p0, T p1) {
+  (void)p1;
+  parallel_for(n, kElementwiseGrain, [&](int64_t b, int64_t e) {
+    const int64_t m = e - b;
+    CArrMap<T> G(g + b, m);
+    ArrMap<T> GX(gx + b, m);
+    switch (op) {
+      case UnaryOp::Exp: GX = G * CArrMap<T>(y + b, m); break;
+      case UnaryOp::Log: GX = G / CArrMap<T>(x + b, m); break;
+      case UnaryOp::Sqrt: GX = G * T(0.5) / CArrMap<T>(y + b, m); break;
+      case UnaryOp::Tanh: GX = G * (T(1) - CArrMap<T>(y + b, m).square()); break;
+      case UnaryOp::Sigmoid: {
+        CArrMap<T> Y(y + b, m);
+        GX = G * Y * (T(1) - Y);
+        break;
+      }
+      case UnaryOp::Relu: GX = (CArrMap<T>(x + b, m) > T(0)).select(G, T(0)); break;
+      case UnaryOp::LeakyRelu: GX = (CArrMap<T>(x + b, m) > T(0)).select(G, G * p0); break;
+      case UnaryOp::Softplus: GX = G * CArrMap<T>(x + b, m).logistic(); break;
+      case UnaryOp::Sin: GX = G * CArrMap<T>(x + b, m).cos(); break;
+      case UnaryOp::Cos: GX = -G * CArrMap<T>(x + b, m).sin(); break;
+      case UnaryOp::Pow:
+        if (p0 == T(2)) GX = T(2) * G * CArrMap<T>(x + b, m);
+        else if (p0 == T(1)) GX = G;
+        else GX = G * p0 * CArrMap<T>(x + b, m).pow(p0 - T(1));
+        break;
+      case UnaryOp::Affine: GX = G * p0; break;
+      case UnaryOp::Square: GX = T(2) * G * CArrMap<T>(x + b, m); break;
+      case UnaryOp::Step: GX.setZero(); break;
+    }
+  });
+}
+
+/// y += alpha * x (the accumulation used for gradients and optimisers).
+template <class T>
+void axpy(T alpha, const T* x, T* y, int64_t n) {
+  parallel_for(n, kElementwiseGrain, [&](int64_t b, int64_t e) {
+    ArrMap<T>(y + b, e - b) += alpha * CArrMap<T>(x + b, e - b);
+  });
+}
+
+/// One Adam/AdamW update of n parameters. c1, c2 are the bias corrections
+/// 1 - beta1^t and 1 - beta2^t. decoupled: weight decay as in AdamW; otherwise
+/// added to the gradient (Adam's L2).
+template <class T>
+void adam_step(T* p, const T* g, T* m, T* v, int64_t n, T lr, T beta1, T beta2, T eps, T weight_decay, T c1, T c2,
+               bool decoupled) {
+  parallel_for(n, kElementwiseGrain, [&](int64_t b, int64_t e) {
+    for (int64_t i = b; i < e; ++i) {
+      T gi = g[i];
+      if (weight_decay != T(0)) {
+        if (decoupled) p[i] -= lr * weight_decay * p[i];
+        else gi += weight_decay * p[i];
+      }
+      m[i] = beta1 * m[i] + (T(1) - beta1) * gi;
+      v[i] = beta2 * v[i] + (T(1) - beta2) * gi * gi;
+      p[i] -= lr * (m[i] / c1) / (std::sqrt(v[i] / c2) + eps);
+    }
+  });
+}
+
+}  // namespace nanode::cpu

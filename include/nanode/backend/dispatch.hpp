@@ -1,0 +1,736 @@
+#pragma once
+// The one place that picks a backend. Every function here checks its inputs
+// (shapes, dtypes, devices) and then calls either the CPU kernels (Eigen, in
+// backend/cpu/) or the CUDA launchers (declared in backend/cuda/api.hpp, built
+// from kernels/*.cu). Ops never look at the device themselves.
+#include <algorithm>
+#include <cstring>
+#include <sstream>
+#include <vector>
+
+#include "nanode/core/tensor.hpp"
+#include "nanode/backend/cpu/elementwise.hpp"
+#include "nanode/backend/cpu/linalg.hpp"
+#include "nanode/backend/cpu/reduce.hpp"
+#include "nanode/backend/cuda/api.hpp"
+
+namespace nanode {
+
+/// Whether this program was built with the CUDA backend linked in.
+constexpr bool cuda_built() {
+#ifdef NANODE_WITH_CUDA
+  return true;
+#else
+  return false;
+#endif
+}
+
+/// Usable CUDA devices (0 without a GPU or without the CUDA backend).
+inline int cuda_device_count() {
+#ifdef NANODE_WITH_CUDA
+  return cuda::device_count();
+#else
+  return 0;
+#endif
+}
+inline bool cuda_available() { return cuda_device_count() > 0; }
+
+namespace backend {
+
+// ---- checks ------------------------------------------------------------------
+
+[[noreturn]] inline void no_cuda(const char* op) {
+  fail(op, ": this program was built without CUDA (configure with NANODE_CUDA=ON and link nanode::cuda)");
+}
+
+inline void check_defined(const char* op, const Tensor& t) {
+  NANODE_CHECK(t.defined(), op, ": got an undefined tensor");
+}
+
+inline void check_float(const char* op, const Tensor& t) {
+  check_defined(op, t);
+  NANODE_CHECK(t.dtype() == DType::Float32 || t.dtype() == DType::Float64, op, ": expected a float tensor, got ",
+               t.dtype(), " of shape ", t.shape());
+  NANODE_CHECK(!(t.device().is_cuda() && t.dtype() != DType::Float32), op, ": CUDA tensors must be float32, got ",
+               t.dtype());
+}
+
+inline void check_same(const char* op, const Tensor& a, const Tensor& b) {
+  check_float(op, a);
+  check_float(op, b);
+  NANODE_CHECK(a.device() == b.device(), op, ": tensors are on different devices (", a.device(), " with shape ",
+               a.shape(), ", ", b.device(), " with shape ", b.shape(), ")");
+  NANODE_CHECK(a.dtype() == b.dtype(), op, ": dtypes differ (", a.dtype(), " with shape ", a.shape(), ", ",
+               b.dtype(), " with shape ", b.shape(), ")");
+}
+
+/// Calls f(T{}) with T the C++ type of a float dtype.
+template <class F>
+void dispatch_float(DType dt, const char* op, F&& f) {
+  switch (dt) {
+    case DType::Float32: f(float{}); return;
+    case DType::Float64: f(double{}); return;
+    default: fail(op, ": dtype ", dt, " is not supported (float32 or float64 expected)");
+  }
+}
+
+inline Tensor empty_like(const Tensor& t) { return Tensor::empty(t.shape(), t.dtype(), t.device()); }
+
+// ---- raw copies ----------------------------------------------------------------
+
+/// Copies `rows` rows of `width` bytes from src (pitch src_pitch) to dst (pitch dst_pitch), same device.
+inline void copy_rows(Device dev, void* dst, int64_t dst_pitch, const void* src, int64_t src_pitch,
+                      int64_t width, int64_t rows) {
+  if (width == 0 || rows == 0) return;
+  if (dev.is_cpu()) {
+    char* d = static_cast<char*>(dst);
+    const char* s = static_cast<const char*>(src);
+    cpu::parallel_for(rows, std::max<int64_t>(1, 65536 / std::max<int64_t>(width, 1)), [&](int64_t b, int64_t e) {
+      for (int64_t r = b; r < e; ++r) std::memcpy(d + r * dst_pitch, s + r * src_pitch, static_cast<size_t>(width));
+    });
+    return;
+  }
+#ifdef NANODE_WITH_CUDA
+  cuda::copy_rows_device(dst, dst_pitch, src, src_pitch, width, rows, dev.index);
+#else
+  no_cuda("copy");
+#endif
+}
+
+inline void fill(Tensor& t, double value) {
+  check_defined("fill", t);
+  const int64_t n = t.numel();
+  if (n == 0) return;
+  if (t.device().is_cpu()) {
+    switch (t.dtype()) {
+      case DType::Float32: cpu::fill(t.data<float>(), n, static_cast<float>(value)); break;
+      case DType::Float64: cpu::fill(t.data<double>(), n, value); break;
+      case DType::Int32: cpu::fill(t.data<int32_t>(), n, static_cast<int32_t>(value)); break;
+    }
+    return;
+  }
+#ifdef NANODE_WITH_CUDA
+  switch (t.dtype()) {
+    case DType::Float32: cuda::fill_f32(t.data<float>(), n, static_cast<float>(value), t.device().index); break;
+    case DType::Int32: cuda::fill_i32(t.data<int32_t>(), n, static_cast<int32_t>(value), t.device().index); break;
+    default: fail("fill: ", t.dtype(), " is not supported on CUDA");
+  }
+#else
+  no_cuda("fill");
+#endif
+}
+
+/// Byte copy between same-size buffers on any pair of devices.
+inline void copy_bytes(const Tensor& dst, const Tensor& src) {
+  const size_t bytes = src.nbytes();
+  if (bytes == 0) return;
+  const Device dd = dst.device(), sd = src.device();
+  if (dd.is_cpu() && sd.is_cpu()) {
+    std::memcpy(dst.raw_data(), src.raw_data(), bytes);
+    return;
+  }
+#ifdef NANODE_WITH_CUDA
+  if (dd.is_cuda() && sd.is_cpu()) {
+    cuda::copy_host_to_device(dst.raw_data(), src.raw_data(), bytes, dd.index);
+  } else if (dd.is_cpu() && sd.is_cuda()) {
+    cuda::copy_device_to_host(dst.raw_data(), src.raw_data(), bytes, sd.index);
+  } else if (dd.index == sd.index) {
+    cuda::copy_device_to_device(dst.raw_data(), src.raw_data(), bytes, dd.index);
+  } else {
+    std::vector<char> host(bytes);
+    cuda::copy_device_to_host(host.data(), src.raw_data(), bytes, sd.index);
+    cuda::copy_host_to_device(dst.raw_data(), host.data(), bytes, dd.index);
+  }
+#else
+  no_cuda("copy");
+#endif
+}
+
+// ---- random ------------------------------------------------------------------------
+
+/// Fills a host buffer with uniform [lo, hi) or normal(mean=lo, std=hi) values from
+/// gen's stream. The values depend only on (seed, offset), not on thread count.
+template <class T>
+void generate_random(T* out, int64_t n, double lo, double hi, bool normal, Generator& gen) {
+  // Each value takes one 32-bit word (float) or two (double); normals come in pairs.
+  constexpr int64_t words_per = sizeof(T) == 4 ? 1 : 2;
+  const int64_t values_per_block = 4 / words_per;
+  const int64_t blocks = (n + values_per_block - 1) / values_per_block;
+  const uint64_t first = gen.reserve(static_cast<uint64_t>(blocks + (blocks & 1)));
+  auto unit = [&](const std::array<uint32_t, 4>& w, int64_t j) -> double {
+    if constexpr (sizeof(T) == 4) {
+      return static_cast<double>(w[static_cast<size_t>(j)] >> 8) * 0x1.0p-24;
+    } else {
+      const uint64_t v = (static_cast<uint64_t>(w[static_cast<size_t>(2 * j)]) << 32) | w[static_cast<size_t>(2 * j + 1)];
+      return static_cast<double>(v >> 11) * 0x1.0p-53;
+    }
+  };
+  // Work on pairs of blocks so Box-Muller pairs never straddle threads.
+  const int64_t pairs = (blocks + 1) / 2;
+  cpu::parallel_for(pairs, 1024, [&](int64_t pb, int64_t pe) {
+    for (int64_t p = pb; p < pe; ++p) {
+      double u[8];
+      for (int64_t half = 0; half < 2; ++half) {
+        const auto w = gen.block(first + static_cast<uint64_t>(2 * p + half));
+        for (int64_t j = 0; j < values_per_block; ++j) u[half * values_per_block + j] = unit(w, j);
+      }
+      const int64_t base = 2 * p * values_per_block;
+      for (int64_t j = 0; j < 2 * values_per_block; j += 2) {
+        double v0, v1;
+        if (normal) {
+          const double r = std::sqrt(-2.0 * std::log(1.0 - u[j]));
+          v0 = lo + hi * r * std::cos(6.283185307179586 * u[j + 1]);
+          v1 = lo + hi * r * std::sin(6.283185307179586 * u[j + 1]);
+        } else {
+          v0 = lo + (hi - lo) * u[j];
+          v1 = lo + (hi - lo) * u[j + 1];
+        }
+        if (base + j < n) out[base + j] = static_cast<T>(v0);
+        if (base + j + 1 < n) out[base + j + 1] = static_cast<T>(v1);
+      }
+    }
+  });
+  // Clamp float rounding of uniform values into [lo, hi).
+  if (!normal && hi > lo) {
+    for (int64_t i = 0; i < n; ++i)
+      if (static_cast<double>(out[i]) >= hi) out[i] = static_cast<T>(lo);
+  }
+}
+
+inline Tensor random(const Shape& shape, double a, double b, bool normal, Generator& gen, DType dtype, Device device) {
+  Tensor host = Tensor::empty(shape, dtype, Device::cpu());
+  dispatch_float(dtype, normal ? "normal" : "uniform",
+                 [&](auto tag) { generate_random(host.data<decltype(tag)>(), host.numel(), a, b, normal, gen); });
+  return device.is_cpu() ? host : host.to(device);
+}
+
+// ---- elementwise -----------------------------------------------------------------
+
+/// The broadcast layout of out = a op b with size-1 axes dropped and contiguous axes merged.
+inline BroadcastDesc make_broadcast_desc(const Shape& a, const Shape& b, const Shape& out) {
+  const auto sa = broadcast_strides(a, out), sb = broadcast_strides(b, out);
+  BroadcastDesc d;
+  for (int i = 0; i < out.ndim(); ++i) {
+    const int64_t n = out[i];
+    if (n == 1) continue;
+    const size_t si = static_cast<size_t>(i);
+    if (d.ndim > 0) {
+      const int j = d.ndim - 1;
+      if (d.stride_a[j] == sa[si] * n && d.stride_b[j] == sb[si] * n) {
+        d.size[j] *= n;
+        d.stride_a[j] = sa[si];
+        d.stride_b[j] = sb[si];
+        continue;
+      }
+    }
+    d.size[d.ndim] = n;
+    d.stride_a[d.ndim] = sa[si];
+    d.stride_b[d.ndim] = sb[si];
+    ++d.ndim;
+  }
+  if (d.ndim == 0) {
+    d.ndim = 1;
+    d.size[0] = 1;
+  }
+  return d;
+}
+
+inline const char* binary_name(BinaryOp op) {
+  switch (op) {
+    case BinaryOp::Add: return "add";
+    case BinaryOp::Sub: return "sub";
+    case BinaryOp::Mul: return "mul";
+    case BinaryOp::Div: return "div";
+  }
+  return "binary";
+}
+
+inline Tensor binary(BinaryOp op, const Tensor& a, const Tensor& b) {
+  const char* name = binary_name(op);
+  check_same(name, a, b);
+  const Shape out_shape = broadcast_shapes(a.shape(), b.shape(), name);
+  Tensor out = Tensor::empty(out_shape, a.dtype(), a.device());
+  if (out.numel() == 0) return out;
+  const BroadcastDesc d = make_broadcast_desc(a.shape(), b.shape(), out_shape);
+  if (a.device().is_cpu()) {
+    dispatch_float(a.dtype(), name, [&](auto tag) {
+      using T = decltype(tag);
+      cpu::binary<T>(op, a.data<T>(), b.data<T>(), out.data<T>(), d);
+    });
+    return out;
+  }
+#ifdef NANODE_WITH_CUDA
+  cuda::binary_f32(op, a.data<float>(), b.data<float>(), out.data<float>(), d, a.device().index);
+#else
+  no_cuda(name);
+#endif
+  return out;
+}
+
+inline Tensor unary(UnaryOp op, const Tensor& x, double p0 = 0.0, double p1 = 0.0) {
+  check_float("unary", x);
+  Tensor y = empty_like(x);
+  if (x.numel() == 0) return y;
+  if (x.device().is_cpu()) {
+    dispatch_float(x.dtype(), "unary", [&](auto tag) {
+      using T = decltype(tag);
+      cpu::unary<T>(op, x.data<T>(), y.data<T>(), x.numel(), static_cast<T>(p0), static_cast<T>(p1));
+    });
+    return y;
+  }
+#ifdef NANODE_WITH_CUDA
+  cuda::unary_f32(op, x.data<float>(), y.data<float>(), x.numel(), static_cast<float>(p0), static_cast<float>(p1),
+                  x.device().index);
+#else
+  no_cuda("unary");
+#endif
+  return y;
+}
+
+/// Gradient of a unary map: g * op'(x). Ops whose derivative uses y = op(x) read y.
+inline Tensor unary_backward(UnaryOp op, const Tensor& g, const Tensor& x, const Tensor& y, double p0 = 0.0,
+                             double p1 = 0.0) {
+  const Tensor& ref = x.defined() ? x : (y.defined() ? y : g);
+  check_same("unary_backward", g, ref);
+  Tensor gx = empty_like(g);
+  if (g.numel() == 0) return gx;
+  if (g.device().is_cpu()) {
+    dispatch_float(g.dtype(), "unary_backward", [&](auto tag) {
+      using T = decltype(tag);
+      cpu::unary_backward<T>(op, g.data<T>(), x.defined() ? x.data<T>() : nullptr, y.defined() ? y.data<T>() : nullptr,
+                             gx.data<T>(), g.numel(), static_cast<T>(p0), static_cast<T>(p1));
+    });
+    return gx;
+  }
+#ifdef NANODE_WITH_CUDA
+  cuda::unary_backward_f32(op, g.data<float>(), x.defined() ? x.data<float>() : nullptr,
+                           y.defined() ? y.data<float>() : nullptr, gx.data<float>(), g.numel(),
+                           static_cast<float>(p0), static_cast<float>(p1), g.device().index);
+#else
+  no_cuda("unary_backward");
+#endif
+  return gx;
+}
+
+/// y += alpha * x in place (same shape, device and dtype).
+inline void axpy_(Tensor& y, double alpha, const Tensor& x) {
+  check_same("axpy", y, x);
+  NANODE_CHECK(y.shape() == x.shape(), "axpy: shapes differ (", y.shape(), " and ", x.shape(), ")");
+  if (x.numel() == 0) return;
+  if (y.device().is_cpu()) {
+    dispatch_float(y.dtype(), "axpy", [&](auto tag) {
+      using T = decltype(tag);
+      cpu::axpy<T>(static_cast<T>(alpha), x.data<T>(), y.data<T>(), x.numel());
+    });
+    return;
+  }
+#ifdef NANODE_WITH_CUDA
+  cuda::axpy_f32(static_cast<float>(alpha), x.data<float>(), y.data<float>(), x.numel(), y.device().index);
+#else
+  no_cuda("axpy");
+#endif
+}
+
+/// One Adam/AdamW step on a parameter tensor with its moment buffers (see cpu::adam_step).
+inline void adam_step_(Tensor& p, const Tensor& g, Tensor& m, Tensor& v, double lr, double beta1, double beta2,
+                       double eps, double weight_decay, double c1, double c2, bool decoupled) {
+  check_same("adam", p, g);
+  NANODE_CHECK(p.shape() == g.shape() && m.shape() == p.shape() && v.shape() == p.shape(),
+               "adam: parameter ", p.shape(), " and gradient ", g.shape(), " shapes differ");
+  if (p.numel() == 0) return;
+  if (p.device().is_cpu()) {
+    dispatch_float(p.dtype(), "adam", [&](auto tag) {
+      using T = decltype(tag);
+      cpu::adam_step<T>(p.data<T>(), g.data<T>(), m.data<T>(), v.data<T>(), p.numel(), T(lr), T(beta1), T(beta2),
+                        T(eps), T(weight_decay), T(c1), T(c2), decoupled);
+    });
+    return;
+  }
+#ifdef NANODE_WITH_CUDA
+  cuda::adam_step_f32(p.data<float>(), g.data<float>(), m.data<float>(), v.data<float>(), p.numel(), float(lr),
+                      float(beta1), float(beta2), float(eps), float(weight_decay), float(c1), float(c2), decoupled,
+                      p.device().index);
+#else
+  no_cuda("adam");
+#endif
+}
+
+// ---- reductions --------------------------------------------------------------------
+
+/// out[o, i] = sum_j x[o, j, i] on the tensor's device; out has outer*inner elements.
+inline void sum_middle(const Tensor& x, Tensor& out, int64_t outer, int64_t r, int64_t inner) {
+  if (x.device().is_cpu()) {
+    dispatch_float(x.dtype(), "sum", [&](auto tag) {
+      using T = decltype(tag);
+      cpu::sum_middle<T>(x.data<T>(), out.data<T>(), outer, r, inner);
+    });
+    return;
+  }
+#ifdef NANODE_WITH_CUDA
+  cuda::sum_f32(x.data<float>(), out.data<float>(), outer, r, inner, x.device().index);
+#else
+  no_cuda("sum");
+#endif
+}
+
+/// Sums over `axes` (any order, no repeats). keepdim keeps them as size 1.
+inline Tensor sum(const Tensor& x, std::vector<int> axes, bool keepdim) {
+  check_float("sum", x);
+  const int nd = x.ndim();
+  for (auto& a : axes) a = normalize_axis(a, nd, "sum");
+  std::sort(axes.begin(), axes.end());
+  NANODE_CHECK(std::adjacent_find(axes.begin(), axes.end()) == axes.end(), "sum: an axis is repeated");
+  std::vector<int64_t> kept = x.shape().vec();
+  Tensor cur = x;
+  // Reduce runs of adjacent axes, last run first, each as one [outer, r, inner] pass.
+  size_t i = axes.size();
+  while (i > 0) {
+    size_t j = i - 1;
+    while (j > 0 && axes[j - 1] == axes[j] - 1) --j;
+    const int first = axes[j], last = axes[i - 1];
+    int64_t outer = 1, r = 1, inner = 1;
+    for (int k = 0; k < nd; ++k) {
+      const int64_t s = kept[static_cast<size_t>(k)];
+      if (k < first) outer *= s;
+      else if (k <= last) r *= s;
+      else inner *= s;
+    }
+    for (int k = first; k <= last; ++k) kept[static_cast<size_t>(k)] = 1;
+    Tensor out = Tensor::empty(Shape(kept), x.dtype(), x.device());
+    if (out.numel() > 0) {
+      if (r == 0) fill(out, 0.0);
+      else sum_middle(cur, out, outer, r, inner);
+    }
+    cur = out;
+    i = j;
+  }
+  if (keepdim) return cur;
+  std::vector<int64_t> dims;
+  for (int k = 0; k < nd; ++k)
+    if (!std::binary_search(axes.begin(), axes.end(), k)) dims.push_back(x.shape()[k]);
+  return cur.reshape(dims);
+}
+
+inline Tensor sum_all(const Tensor& x) {
+  std::vector<int> axes(static_cast<size_t>(x.ndim()));
+  for (int k = 0; k < x.ndim(); ++k) axes[static_cast<size_t>(k)] = k;
+  if (axes.empty()) return x.clone();
+  return sum(x, axes, false);
+}
+
+/// Sums a gradient of a broadcast result back to the shape of the operand.
+inline Tensor sum_to_shape(const Tensor& g, const Shape& target) {
+  if (g.shape() == target) return g;
+  const int nd = g.ndim(), off = nd - target.ndim();
+  NANODE_CHECK(off >= 0, "sum_to_shape: cannot reduce ", g.shape(), " to ", target);
+  std::vector<int> axes;
+  for (int k = 0; k < nd; ++k) {
+    if (k < off) axes.push_back(k);
+    else if (target[k - off] == 1 && g.shape()[k] != 1) axes.push_back(k);
+    else
+      NANODE_CHECK(target[k - off] == g.shape()[k], "sum_to_shape: cannot reduce ", g.shape(), " to ", target);
+  }
+  if (axes.empty()) return g.reshape(target);
+  return sum(g, axes, true).reshape(target);
+}
+
+// ---- matmul and permute ------------------------------------------------------------
+
+/// Batched matrix product of the last two axes: op(a) [.., m, k] x op(b) [.., k, n].
+/// Batch axes must be equal, or one operand is 2-D and is shared by the batch.
+inline Tensor matmul(const Tensor& a, const Tensor& b, bool ta = false, bool tb = false) {
+  check_same("matmul", a, b);
+  NANODE_CHECK(a.ndim() >= 2 && b.ndim() >= 2, "matmul: operands must be at least 2-D, got ", a.shape(), " and ",
+               b.shape());
+  const int64_t m = ta ? a.size(-1) : a.size(-2), ka = ta ? a.size(-2) : a.size(-1);
+  const int64_t kb = tb ? b.size(-1) : b.size(-2), n = tb ? b.size(-2) : b.size(-1);
+  NANODE_CHECK(ka == kb, "matmul: inner dimensions differ: ", a.shape(), (ta ? "^T" : ""), " x ", b.shape(),
+               (tb ? "^T" : ""));
+  std::vector<int64_t> batch_a(a.shape().vec()), batch_b(b.shape().vec());
+  batch_a.resize(batch_a.size() - 2);
+  batch_b.resize(batch_b.size() - 2);
+  std::vector<int64_t> batch;
+  if (batch_a == batch_b || batch_b.empty()) batch = batch_a;
+  else if (batch_a.empty()) batch = batch_b;
+  else
+    fail("matmul: batch axes differ: ", a.shape(), " x ", b.shape(),
+         " (batches must match, or one operand must be 2-D)");
+  int64_t nb = 1;
+  for (auto s : batch) nb *= s;
+  std::vector<int64_t> out_dims = batch;
+  out_dims.push_back(m);
+  out_dims.push_back(n);
+  Tensor c = Tensor::empty(Shape(out_dims), a.dtype(), a.device());
+  if (c.numel() == 0) return c;
+  const int64_t lda = a.size(-1), ldb = b.size(-1);
+  const int64_t sa = batch_a.empty() ? 0 : m * ka, sb = batch_b.empty() ? 0 : ka * n;
+  if (a.device().is_cpu()) {
+    dispatch_float(a.dtype(), "matmul", [&](auto tag) {
+      using T = decltype(tag);
+      cpu::gemm_batched<T>(ta, tb, m, n, ka, T(1), a.data<T>(), lda, sa, b.data<T>(), ldb, sb, T(0), c.data<T>(), n,
+                           m * n, nb);
+    });
+    return c;
+  }
+#ifdef NANODE_WITH_CUDA
+  cuda::gemm_f32(ta, tb, m, n, ka, 1.0f, a.data<float>(), lda, sa, b.data<float>(), ldb, sb, 0.0f, c.data<float>(), n,
+                 m * n, nb, a.device().index);
+#else
+  no_cuda("matmul");
+#endif
+  return c;
+}
+
+/// out[i] = x[sum_k i_k * d.in_stride[k]] (strided gather: permutes and broadcasts).
+inline void gather(const Tensor& x, Tensor& out, const PermuteDesc& d) {
+  if (out.numel() == 0) return;
+  if (x.device().is_cpu()) {
+    dispatch_float(x.dtype(), "gather", [&](auto tag) {
+      using T = decltype(tag);
+      cpu::permute<T>(x.data<T>(), out.data<T>(), d);
+    });
+    return;
+  }
+#ifdef NANODE_WITH_CUDA
+  cuda::permute_f32(x.data<float>(), out.data<float>(), d, x.device().index);
+#else
+  no_cuda("gather");
+#endif
+}
+
+/// out axis k is input axis perm[k].
+inline Tensor permute(const Tensor& x, const std::vector<int>& perm) {
+  check_float("permute", x);
+  const int nd = x.ndim();
+  NANODE_CHECK(static_cast<int>(perm.size()) == nd, "permute: got ", perm.size(), " axes for a tensor of shape ",
+               x.shape());
+  std::vector<int> seen(static_cast<size_t>(nd), 0);
+  PermuteDesc d;
+  d.ndim = nd;
+  const auto st = x.shape().strides();
+  std::vector<int64_t> dims(static_cast<size_t>(nd));
+  for (int k = 0; k < nd; ++k) {
+    const int p = normalize_axis(perm[static_cast<size_t>(k)], nd, "permute");
+    NANODE_CHECK(!seen[static_cast<size_t>(p)]++, "permute: axis ", p, " appears twice");
+    d.size[k] = x.shape()[p];
+    d.in_stride[k] = st[static_cast<size_t>(p)];
+    dims[static_cast<size_t>(k)] = x.shape()[p];
+  }
+  Tensor out = Tensor::empty(Shape(dims), x.dtype(), x.device());
+  gather(x, out, d);
+  return out;
+}
+
+/// x broadcast (repeated along its size-1 and missing axes) to `shape`.
+inline Tensor expand(const Tensor& x, const Shape& shape) {
+  check_float("expand", x);
+  NANODE_CHECK(broadcast_shapes(x.shape(), shape, "expand") == shape, "expand: cannot expand ", x.shape(), " to ",
+               shape);
+  if (x.shape() == shape) return x;
+  Tensor out = Tensor::empty(shape, x.dtype(), x.device());
+  const auto st = broadcast_strides(x.shape(), shape);
+  PermuteDesc d;
+  d.ndim = shape.ndim();
+  for (int k = 0; k < d.ndim; ++k) {
+    d.size[k] = shape[k];
+    d.in_stride[k] = st[static_cast<size_t>(k)];
+  }
+  gather(x, out, d);
+  return out;
+}
+
+/// The gradient of x.narrow(axis, start, g.size(axis)): g placed into zeros of x's shape.
+inline Tensor narrow_backward(const Tensor& g, const Shape& x_shape, int axis, int64_t start) {
+  Tensor gx = Tensor::zeros(x_shape, g.dtype(), g.device());
+  int64_t outer = 1, inner = 1;
+  for (int k = 0; k < axis; ++k) outer *= x_shape[k];
+  for (int k = axis + 1; k < x_shape.ndim(); ++k) inner *= x_shape[k];
+  const int64_t es = static_cast<int64_t>(dtype_size(g.dtype())), len = g.shape()[axis];
+  copy_rows(g.device(), static_cast<char*>(gx.raw_data()) + start * inner * es, x_shape[axis] * inner * es,
+            g.raw_data(), len * inner * es, len * inner * es, outer);
+  return gx;
+}
+
+/// Concatenation along `axis`; all other axes must agree.
+inline Tensor concat(const std::vector<Tensor>& xs, int axis) {
+  NANODE_CHECK(!xs.empty(), "concat: no tensors given");
+  const Tensor& x0 = xs[0];
+  check_float("concat", x0);
+  axis = normalize_axis(axis, x0.ndim(), "concat");
+  int64_t total = 0;
+  for (const auto& x : xs) {
+    check_same("concat", x0, x);
+    bool ok = x.ndim() == x0.ndim();
+    for (int k = 0; ok && k < x0.ndim(); ++k) ok = k == axis || x.shape()[k] == x0.shape()[k];
+    NANODE_CHECK(ok, "concat: shape ", x.shape(), " does not match ", x0.shape(), " outside axis ", axis);
+    total += x.shape()[axis];
+  }
+  Tensor out = Tensor::empty(x0.shape().with(axis, total), x0.dtype(), x0.device());
+  int64_t outer = 1, inner = 1;
+  for (int k = 0; k < axis; ++k) outer *= x0.shape()[k];
+  for (int k = axis + 1; k < x0.ndim(); ++k) inner *= x0.shape()[k];
+  const int64_t es = static_cast<int64_t>(dtype_size(x0.dtype()));
+  int64_t at = 0;
+  for (const auto& x : xs) {
+    const int64_t len = x.shape()[axis];
+    copy_rows(x0.device(), static_cast<char*>(out.raw_data()) + at * inner * es, total * inner * es, x.raw_data(),
+              len * inner * es, len * inner * es, outer);
+    at += len;
+  }
+  return out;
+}
+
+}  // namespace backend
+
+// ---- Tensor members that need the backend ------------------------------------------
+
+inline Tensor Tensor::full(const Shape& shape, double value, DType dtype, Device device) {
+  Tensor t = empty(shape, dtype, device);
+  backend::fill(t, value);
+  return t;
+}
+
+template <class T>
+Tensor Tensor::from_vector(const std::vector<T>& values, const Shape& shape, Device device) {
+  NANODE_CHECK(static_cast<int64_t>(values.size()) == shape.numel(), "Tensor::from_vector: ", values.size(),
+               " values do not fill shape ", shape, " (", shape.numel(), " elements)");
+  Tensor host = empty(shape, dtype_of<T>::value, Device::cpu());
+  if (!values.empty()) std::memcpy(host.raw_data(), values.data(), values.size() * sizeof(T));
+  return device.is_cpu() ? host : host.to(device);
+}
+
+inline Tensor Tensor::linspace(double a, double b, int64_t n, DType dtype, Device device) {
+  NANODE_CHECK(n >= 1, "linspace: need at least one point, got ", n);
+  std::vector<double> v(static_cast<size_t>(n));
+  for (int64_t i = 0; i < n; ++i) v[static_cast<size_t>(i)] = n == 1 ? a : a + (b - a) * static_cast<double>(i) / static_cast<double>(n - 1);
+  return Tensor::from_vector(v, Shape{n}).to(dtype).to(device);
+}
+
+inline Tensor Tensor::uniform(const Shape& shape, double lo, double hi, Generator& gen, DType dtype, Device device) {
+  NANODE_CHECK(hi >= lo, "uniform: empty range [", lo, ", ", hi, ")");
+  return backend::random(shape, lo, hi, false, gen, dtype, device);
+}
+
+inline Tensor Tensor::normal(const Shape& shape, double mean, double stddev, Generator& gen, DType dtype,
+                             Device device) {
+  NANODE_CHECK(stddev >= 0, "normal: negative standard deviation ", stddev);
+  return backend::random(shape, mean, stddev, true, gen, dtype, device);
+}
+
+inline Tensor Tensor::narrow(int axis, int64_t start, int64_t length) const {
+  check_defined("narrow");
+  axis = normalize_axis(axis, ndim(), "narrow");
+  NANODE_CHECK(start >= 0 && length >= 0 && start + length <= shape_[axis], "narrow: range [", start, ", ",
+               start + length, ") is out of bounds for axis ", axis, " of ", shape_);
+  int64_t outer = 1, inner = 1;
+  for (int k = 0; k < axis; ++k) outer *= shape_[k];
+  for (int k = axis + 1; k < ndim(); ++k) inner *= shape_[k];
+  if (outer == 1) {
+    Tensor t = *this;
+    t.shape_ = shape_.with(axis, length);
+    t.offset_ = offset_ + start * inner;
+    return t;
+  }
+  Tensor out = empty(shape_.with(axis, length), dtype_, device());
+  const int64_t es = static_cast<int64_t>(dtype_size(dtype_));
+  backend::copy_rows(device(), out.raw_data(), length * inner * es,
+                     static_cast<const char*>(raw_data()) + start * inner * es, shape_[axis] * inner * es,
+                     length * inner * es, outer);
+  return out;
+}
+
+inline Tensor Tensor::to(Device device) const {
+  check_defined("to");
+  if (device == this->device()) return *this;
+  NANODE_CHECK(!(device.is_cuda() && dtype_ == DType::Float64), "Tensor::to: float64 tensors are CPU-only; convert "
+               "to float32 before moving to ", device);
+  Tensor out = empty(shape_, dtype_, device);
+  backend::copy_bytes(out, *this);
+  return out;
+}
+
+inline Tensor Tensor::to(DType dtype) const {
+  check_defined("to");
+  if (dtype == dtype_) return *this;
+  if (!device().is_cpu()) return cpu().to(dtype).to(device());
+  Tensor out = empty(shape_, dtype, Device::cpu());
+  const int64_t n = numel();
+  auto conv = [&](auto* src) {
+    switch (dtype) {
+      case DType::Float32: cpu::convert(src, out.data<float>(), n); break;
+      case DType::Float64: cpu::convert(src, out.data<double>(), n); break;
+      case DType::Int32: cpu::convert(src, out.data<int32_t>(), n); break;
+    }
+  };
+  switch (dtype_) {
+    case DType::Float32: conv(data<float>()); break;
+    case DType::Float64: conv(data<double>()); break;
+    case DType::Int32: conv(data<int32_t>()); break;
+  }
+  return out;
+}
+
+inline Tensor Tensor::clone() const {
+  check_defined("clone");
+  Tensor out = empty(shape_, dtype_, device());
+  backend::copy_bytes(out, *this);
+  return out;
+}
+
+inline Tensor& Tensor::copy_(const Tensor& src) {
+  check_defined("copy_");
+  NANODE_CHECK(src.defined(), "copy_: source tensor is undefined");
+  NANODE_CHECK(src.shape() == shape_ && src.dtype() == dtype_, "copy_: cannot copy ", src.dtype(), " ", src.shape(),
+               " into ", dtype_, " ", shape_);
+  backend::copy_bytes(*this, src);
+  return *this;
+}
+
+inline Tensor& Tensor::fill_(double value) {
+  backend::fill(*this, value);
+  return *this;
+}
+
+template <class T>
+std::vector<T> Tensor::to_vector() const {
+  check_defined("to_vector");
+  Tensor host = cpu();
+  std::vector<T> out(static_cast<size_t>(numel()));
+  const int64_t n = numel();
+  switch (dtype_) {
+    case DType::Float32: cpu::convert(host.data<float>(), out.data(), n); break;
+    case DType::Float64: cpu::convert(host.data<double>(), out.data(), n); break;
+    case DType::Int32: cpu::convert(host.data<int32_t>(), out.data(), n); break;
+  }
+  return out;
+}
+
+inline double Tensor::at(std::initializer_list<int64_t> index) const {
+  check_defined("at");
+  NANODE_CHECK(static_cast<int>(index.size()) == ndim(), "at: ", index.size(), " indices for a tensor of shape ",
+               shape_);
+  const auto st = shape_.strides();
+  int64_t off = 0, k = 0;
+  for (int64_t i : index) {
+    NANODE_CHECK(i >= 0 && i < shape_[static_cast<int>(k)], "at: index ", i, " out of range for axis ", k, " of ",
+                 shape_);
+    off += i * st[static_cast<size_t>(k++)];
+  }
+  Tensor one = *this;
+  one.shape_ = Shape{};
+  one.offset_ = offset_ + off;
+  return one.item<double>();
+}
+
+inline std::string Tensor::str(int max_elements) const {
+  if (!defined()) return "Tensor(undefined)";
+  std::ostringstream os;
+  os << "Tensor(" << shape_ << ", " << dtype_ << ", " << device() << ") [";
+  const auto v = to_vector<double>();
+  const size_t n = std::min(v.size(), static_cast<size_t>(max_elements));
+  for (size_t i = 0; i < n; ++i) os << (i ? ", " : "") << v[i];
+  if (v.size() > n) os << ", ...";
+  return os.str() + "]";
+}
+
+}  // namespace nanode

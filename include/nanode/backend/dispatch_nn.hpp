@@ -1,0 +1,314 @@
+#pragma once
+// Backend dispatch for the neural-network kernels: convolution, pooling,
+// normalisation, softmax. Like dispatch.hpp, the only place that looks at devices
+// for these ops. They run on the CPU today; on a CUDA tensor they throw an Error
+// that names the op (cuDNN paths arrive with the fused-kernel work).
+#include <utility>
+
+#include "nanode/backend/cpu/conv.hpp"
+#include "nanode/backend/cpu/norm.hpp"
+#include "nanode/backend/cpu/pool.hpp"
+#include "nanode/backend/cpu/softmax.hpp"
+#include "nanode/backend/dispatch.hpp"
+
+namespace nanode::backend {
+
+inline void require_cpu(const char* op, const Tensor& t) {
+  NANODE_CHECK(t.device().is_cpu(), op, ": no CUDA kernel yet (tensor of shape ", t.shape(), " on ", t.device(),
+               "); move the tensors to the CPU");
+}
+
+struct Conv2dParams {
+  int64_t stride_h = 1, stride_w = 1, pad_h = 0, pad_w = 0;
+};
+
+/// Geometry of conv2d(x [N, C, H, W], w [Co, C, kh, kw]); throws naming the shapes.
+inline cpu::ConvGeom conv2d_geom(const char* op, const Shape& x, const Shape& w, const Conv2dParams& p) {
+  NANODE_CHECK(x.ndim() == 4, op, ": input must be [N, C, H, W], got ", x);
+  NANODE_CHECK(w.ndim() == 4, op, ": weight must be [C_out, C_in, kh, kw], got ", w);
+  NANODE_CHECK(w[1] == x[1], op, ": input has ", x[1], " channels but weight ", w, " expects ", w[1]);
+  NANODE_CHECK(p.stride_h >= 1 && p.stride_w >= 1 && p.pad_h >= 0 && p.pad_w >= 0, op,
+               ": stride must be >= 1 and padding >= 0");
+  cpu::ConvGeom g;
+  g.N = x[0]; g.C = x[1]; g.H = x[2]; g.W = x[3];
+  g.Co = w[0]; g.kh = w[2]; g.kw = w[3];
+  g.sh = p.stride_h; g.sw = p.stride_w; g.ph = p.pad_h; g.pw = p.pad_w;
+  const int64_t hh = g.H + 2 * g.ph - g.kh, ww = g.W + 2 * g.pw - g.kw;
+  NANODE_CHECK(hh >= 0 && ww >= 0, op, ": kernel ", w, " is larger than the padded input ", x);
+  g.Ho = hh / g.sh + 1;
+  g.Wo = ww / g.sw + 1;
+  return g;
+}
+
+inline Tensor conv_workspace(const cpu::ConvGeom& g, DType dt, bool weight_partials) {
+  const int64_t workers = cpu::conv_workers(g.N);
+  int64_t n = workers * g.col_rows() * g.col_cols();
+  if (weight_partials) n += workers * g.Co * g.col_rows();
+  return Tensor::empty(Shape{n}, dt, Device::cpu());
+}
+
+/// y = conv(x, w) + bias, for the geometry g (x: [N, g.C, g.H, g.W]).
+inline Tensor conv2d_forward(const Tensor& x, const Tensor& w, const Tensor& bias, const cpu::ConvGeom& g) {
+  require_cpu("conv2d", x);
+  check_same("conv2d", x, w);
+  if (bias.defined()) check_same("conv2d", x, bias);
+  Tensor y = Tensor::empty(Shape{g.N, g.Co, g.Ho, g.Wo}, x.dtype(), x.device());
+  if (y.numel() == 0) return y;
+  Tensor work = conv_workspace(g, x.dtype(), false);
+  dispatch_float(x.dtype(), "conv2d", [&](auto tag) {
+    using T = decltype(tag);
+    cpu::conv2d_forward<T>(x.data<T>(), w.data<T>(), bias.defined() ? bias.data<T>() : nullptr, y.data<T>(), g,
+                           work.data<T>());
+  });
+  return y;
+}
+
+/// Gradient of conv2d with respect to its input (shape [N, g.C, g.H, g.W]).
+inline Tensor conv2d_backward_input(const Tensor& gy, const Tensor& w, const cpu::ConvGeom& g) {
+  require_cpu("conv2d_backward", gy);
+  Tensor gx = Tensor::empty(Shape{g.N, g.C, g.H, g.W}, gy.dtype(), gy.device());
+  if (gx.numel() == 0) return gx;
+  Tensor work = conv_workspace(g, gy.dtype(), false);
+  dispatch_float(gy.dtype(), "conv2d_backward", [&](auto tag) {
+    using T = decltype(tag);
+    cpu::conv2d_backward_input<T>(gy.data<T>(), w.data<T>(), gx.data<T>(), g, work.data<T>());
+  });
+  return gx;
+}
+
+/// Gradients of conv2d with respect to the weight ([g.Co, g.C, kh, kw]) and bias ([g.Co]).
+inline std::pair<Tensor, Tensor> conv2d_backward_weight(const Tensor& x, const Tensor& gy, const cpu::ConvGeom& g,
+                                                        bool with_bias) {
+  require_cpu("conv2d_backward", x);
+  Tensor gw = Tensor::empty(Shape{g.Co, g.C, g.kh, g.kw}, x.dtype(), x.device());
+  Tensor gb = with_bias ? Tensor::empty(Shape{g.Co}, x.dtype(), x.device()) : Tensor();
+  Tensor work = conv_workspace(g, x.dtype(), true);
+  dispatch_float(x.dtype(), "conv2d_backward", [&](auto tag) {
+    using T = decltype(tag);
+    cpu::conv2d_backward_weight<T>(x.data<T>(), gy.data<T>(), gw.data<T>(), with_bias ? gb.data<T>() : nullptr, g,
+                                   work.data<T>());
+  });
+  return {gw, gb};
+}
+
+/// Per-channel bias add on an [N, C, ...] tensor, in place.
+inline void add_channel_bias_(Tensor& y, const Tensor& bias) {
+  require_cpu("add_channel_bias", y);
+  const int64_t N = y.size(0), C = y.size(1), S = y.numel() / std::max<int64_t>(1, N * C);
+  dispatch_float(y.dtype(), "add_channel_bias", [&](auto tag) {
+    using T = decltype(tag);
+    T* p = y.data<T>();
+    const T* b = bias.data<T>();
+    cpu::parallel_for(N * C, 64, [&](int64_t s, int64_t e) {
+      for (int64_t nc = s; nc < e; ++nc) cpu::ArrMap<T>(p + nc * S, S) += b[nc % C];
+    });
+  });
+}
+
+// ---- pooling ---------------------------------------------------------------------
+
+inline cpu::ConvGeom pool_geom(const char* op, const Shape& x, int64_t kh, int64_t kw, int64_t sh, int64_t sw,
+                               int64_t ph, int64_t pw) {
+  NANODE_CHECK(x.ndim() == 4, op, ": input must be [N, C, H, W], got ", x);
+  NANODE_CHECK(kh >= 1 && kw >= 1 && sh >= 1 && sw >= 1, op, ": kernel and stride must be >= 1");
+  NANODE_CHECK(ph >= 0 && pw >= 0 && 2 * ph <= kh && 2 * pw <= kw, op, ": padding must be in [0, kernel/2]");
+  cpu::ConvGeom g;
+  g.N = x[0]; g.C = x[1]; g.H = x[2]; g.W = x[3];
+  g.Co = g.C; g.kh = kh; g.kw = kw; g.sh = sh; g.sw = sw; g.ph = ph; g.pw = pw;
+  NANODE_CHECK(g.H + 2 * ph >= kh && g.W + 2 * pw >= kw, op, ": window ", kh, "x", kw,
+               " is larger than the padded input ", x);
+  g.Ho = (g.H + 2 * ph - kh) / sh + 1;
+  g.Wo = (g.W + 2 * pw - kw) / sw + 1;
+  return g;
+}
+
+inline std::pair<Tensor, Tensor> max_pool2d_forward(const Tensor& x, const cpu::ConvGeom& g) {
+  check_float("max_pool2d", x);
+  require_cpu("max_pool2d", x);
+  Tensor y = Tensor::empty(Shape{g.N, g.C, g.Ho, g.Wo}, x.dtype(), x.device());
+  Tensor idx = Tensor::empty(y.shape(), DType::Int32, x.device());
+  dispatch_float(x.dtype(), "max_pool2d", [&](auto tag) {
+    using T = decltype(tag);
+    cpu::max_pool_forward<T>(x.data<T>(), y.data<T>(), idx.data<int32_t>(), g.N * g.C, g);
+  });
+  return {y, idx};
+}
+
+inline Tensor max_pool2d_backward(const Tensor& gy, const Tensor& idx, const cpu::ConvGeom& g) {
+  Tensor gx = Tensor::empty(Shape{g.N, g.C, g.H, g.W}, gy.dtype(), gy.device());
+  dispatch_float(gy.dtype(), "max_pool2d_backward", [&](auto tag) {
+    using T = decltype(tag);
+    cpu::max_pool_backward<T>(gy.data<T>(), idx.data<int32_t>(), gx.data<T>(), g.N * g.C, g);
+  });
+  return gx;
+}
+
+inline Tensor avg_pool2d_forward(const Tensor& x, const cpu::ConvGeom& g) {
+  check_float("avg_pool2d", x);
+  require_cpu("avg_pool2d", x);
+  Tensor y = Tensor::empty(Shape{g.N, g.C, g.Ho, g.Wo}, x.dtype(), x.device());
+  dispatch_float(x.dtype(), "avg_pool2d", [&](auto tag) {
+    using T = decltype(tag);
+    cpu::avg_pool_forward<T>(x.data<T>(), y.data<T>(), g.N * g.C, g);
+  });
+  return y;
+}
+
+inline Tensor avg_pool2d_backward(const Tensor& gy, const cpu::ConvGeom& g) {
+  Tensor gx = Tensor::empty(Shape{g.N, g.C, g.H, g.W}, gy.dtype(), gy.device());
+  dispatch_float(gy.dtype(), "avg_pool2d_backward", [&](auto tag) {
+    using T = decltype(tag);
+    cpu::avg_pool_backward<T>(gy.data<T>(), gx.data<T>(), g.N * g.C, g);
+  });
+  return gx;
+}
+
+// ---- softmax ----------------------------------------------------------------------
+
+inline void softmax_layout(const Shape& s, int axis, int64_t& outer, int64_t& n, int64_t& inner) {
+  outer = 1;
+  inner = 1;
+  for (int k = 0; k < axis; ++k) outer *= s[k];
+  for (int k = axis + 1; k < s.ndim(); ++k) inner *= s[k];
+  n = s[axis];
+}
+
+inline Tensor softmax_forward(const Tensor& x, int axis, bool log) {
+  const char* op = log ? "log_softmax" : "softmax";
+  check_float(op, x);
+  require_cpu(op, x);
+  axis = normalize_axis(axis, x.ndim(), op);
+  int64_t outer, n, inner;
+  softmax_layout(x.shape(), axis, outer, n, inner);
+  Tensor y = empty_like(x);
+  dispatch_float(x.dtype(), op, [&](auto tag) {
+    using T = decltype(tag);
+    cpu::softmax<T>(x.data<T>(), y.data<T>(), outer, n, inner, log);
+  });
+  return y;
+}
+
+inline Tensor softmax_backward(const Tensor& g, const Tensor& y, int axis, bool log) {
+  int64_t outer, n, inner;
+  softmax_layout(y.shape(), axis, outer, n, inner);
+  Tensor gx = empty_like(y);
+  dispatch_float(y.dtype(), "softmax_backward", [&](auto tag) {
+    using T = decltype(tag);
+    cpu::softmax_backward<T>(g.data<T>(), y.data<T>(), gx.data<T>(), outer, n, inner, log);
+  });
+  return gx;
+}
+
+// ---- normalisation ----------------------------------------------------------------
+
+/// [N, C, S] view sizes of an [N, C, ...] tensor.
+inline void ncs(const char* op, const Shape& s, int64_t& N, int64_t& C, int64_t& S) {
+  NANODE_CHECK(s.ndim() >= 2, op, ": input must be [N, C, ...], got ", s);
+  N = s[0];
+  C = s[1];
+  S = 1;
+  for (int k = 2; k < s.ndim(); ++k) S *= s[k];
+}
+
+struct NormStats {
+  Tensor mean, invstd, var;  // var: biased batch variance (batch norm only)
+};
+
+/// Batch statistics per channel (training mode).
+inline NormStats batch_norm_stats(const Tensor& x, double eps) {
+  check_float("batch_norm", x);
+  require_cpu("batch_norm", x);
+  int64_t N, C, S;
+  ncs("batch_norm", x.shape(), N, C, S);
+  NANODE_CHECK(N * S > 1, "batch_norm: training needs more than one value per channel, got input ", x.shape());
+  NormStats st{Tensor::empty(Shape{C}, x.dtype()), Tensor::empty(Shape{C}, x.dtype()), Tensor::empty(Shape{C}, x.dtype())};
+  dispatch_float(x.dtype(), "batch_norm", [&](auto tag) {
+    using T = decltype(tag);
+    cpu::channel_moments<T>(x.data<T>(), N, C, S, st.mean.data<T>(), st.var.data<T>());
+    T* inv = st.invstd.data<T>();
+    const T* v = st.var.data<T>();
+    for (int64_t c = 0; c < C; ++c) inv[c] = T(1) / std::sqrt(v[c] + static_cast<T>(eps));
+  });
+  return st;
+}
+
+/// y = (x - mean) * invstd * gamma + beta per channel (gamma/beta may be undefined).
+inline Tensor channel_normalize(const Tensor& x, const Tensor& mean, const Tensor& invstd, const Tensor& gamma,
+                                const Tensor& beta) {
+  require_cpu("batch_norm", x);
+  int64_t N, C, S;
+  ncs("batch_norm", x.shape(), N, C, S);
+  Tensor y = empty_like(x);
+  dispatch_float(x.dtype(), "batch_norm", [&](auto tag) {
+    using T = decltype(tag);
+    cpu::channel_normalize<T>(x.data<T>(), y.data<T>(), N, C, S, mean.data<T>(), invstd.data<T>(),
+                              gamma.defined() ? gamma.data<T>() : nullptr, beta.defined() ? beta.data<T>() : nullptr);
+  });
+  return y;
+}
+
+/// Batch-norm gradients. train: statistics came from the batch; else they were constants.
+inline void batch_norm_backward(const Tensor& g, const Tensor& x, const Tensor& mean, const Tensor& invstd,
+                                const Tensor& gamma, bool train, Tensor* gx, Tensor* dgamma, Tensor* dbeta) {
+  int64_t N, C, S;
+  ncs("batch_norm", x.shape(), N, C, S);
+  if (gx) *gx = empty_like(x);
+  if (dgamma) *dgamma = Tensor::empty(Shape{C}, x.dtype());
+  if (dbeta) *dbeta = Tensor::empty(Shape{C}, x.dtype());
+  dispatch_float(x.dtype(), "batch_norm_backward", [&](auto tag) {
+    using T = decltype(tag);
+    const T* gm = gamma.defined() ? gamma.data<T>() : nullptr;
+    if (train) {
+      cpu::batch_norm_backward_train<T>(g.data<T>(), x.data<T>(), N, C, S, mean.data<T>(), invstd.data<T>(), gm,
+                                        gx ? gx->data<T>() : nullptr, dgamma ? dgamma->data<T>() : nullptr,
+                                        dbeta ? dbeta->data<T>() : nullptr);
+    } else {
+      if (gx) {
+        Tensor zero = Tensor::zeros(Shape{C}, x.dtype());
+        cpu::channel_normalize<T>(g.data<T>(), gx->data<T>(), N, C, S, zero.data<T>(), invstd.data<T>(), gm, nullptr);
+      }
+      if (dgamma || dbeta)
+        cpu::batch_norm_backward_train<T>(g.data<T>(), x.data<T>(), N, C, S, mean.data<T>(), invstd.data<T>(), gm,
+                                          nullptr, dgamma ? dgamma->data<T>() : nullptr,
+                                          dbeta ? dbeta->data<T>() : nullptr);
+    }
+  });
+}
+
+/// Group norm forward: returns y and fills the per-(n, group) mean and invstd.
+inline Tensor group_norm_forward(const Tensor& x, int64_t groups, const Tensor& gamma, const Tensor& beta, double eps,
+                                 NormStats& st) {
+  check_float("group_norm", x);
+  require_cpu("group_norm", x);
+  int64_t N, C, S;
+  ncs("group_norm", x.shape(), N, C, S);
+  NANODE_CHECK(groups >= 1 && C % groups == 0, "group_norm: ", C, " channels cannot be split into ", groups,
+               " groups (input ", x.shape(), ")");
+  st.mean = Tensor::empty(Shape{N, groups}, x.dtype());
+  st.invstd = Tensor::empty(Shape{N, groups}, x.dtype());
+  Tensor y = empty_like(x);
+  dispatch_float(x.dtype(), "group_norm", [&](auto tag) {
+    using T = decltype(tag);
+    cpu::group_moments<T>(x.data<T>(), N, C, S, groups, static_cast<T>(eps), st.mean.data<T>(), st.invstd.data<T>());
+    cpu::group_normalize<T>(x.data<T>(), y.data<T>(), N, C, S, groups, st.mean.data<T>(), st.invstd.data<T>(),
+                            gamma.defined() ? gamma.data<T>() : nullptr, beta.defined() ? beta.data<T>() : nullptr);
+  });
+  return y;
+}
+
+inline void group_norm_backward(const Tensor& g, const Tensor& x, int64_t groups, const NormStats& st,
+                                const Tensor& gamma, Tensor* gx, Tensor* dgamma, Tensor* dbeta) {
+  int64_t N, C, S;
+  ncs("group_norm", x.shape(), N, C, S);
+  if (gx) *gx = empty_like(x);
+  if (dgamma) *dgamma = Tensor::empty(Shape{C}, x.dtype());
+  if (dbeta) *dbeta = Tensor::empty(Shape{C}, x.dtype());
+  dispatch_float(x.dtype(), "group_norm_backward", [&](auto tag) {
+    using T = decltype(tag);
+    cpu::group_norm_backward<T>(g.data<T>(), x.data<T>(), N, C, S, groups, st.mean.data<T>(), st.invstd.data<T>(),
+                                gamma.defined() ? gamma.data<T>() : nullptr, gx ? gx->data<T>() : nullptr,
+                                dgamma ? dgamma->data<T>() : nullptr, dbeta ? dbeta->data<T>() : nullptr);
+  });
+}
+
+}  // namespace nanode::backend

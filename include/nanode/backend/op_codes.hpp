@@ -1,0 +1,39 @@
+#pragma once
+// Operation codes and layout descriptors shared by the CPU backend and the CUDA
+// launchers. Plain C++: included by nvcc translation units too.
+#include <cstdint>
+
+namespace nanode {
+
+enum class BinaryOp : int { Add, Sub, Mul, Div };
+
+/// Elementwise maps. p0/p1 are the op's scalar parameters:
+/// LeakyRelu: p0 = negative slope; Pow: p0 = exponent; Affine: y = p0 * x + p1;
+/// Step: y = (x > p0) ? p1 : 0 (zero derivative; builds masks).
+enum class UnaryOp : int {
+  Exp, Log, Sqrt, Tanh, Sigmoid, Relu, LeakyRelu, Softplus, Sin, Cos, Pow, Affine, Square, Step
+};
+
+/// A broadcast binary layout after merging contiguous axes: out is contiguous with
+/// sizes `size`, and a/b are read with strides `stride_a`/`stride_b` (0 = broadcast).
+struct BroadcastDesc {
+  int ndim = 0;
+  int64_t size[5] = {0, 0, 0, 0, 0};
+  int64_t stride_a[5] = {0, 0, 0, 0, 0};
+  int64_t stride_b[5] = {0, 0, 0, 0, 0};
+  int64_t numel() const {
+    int64_t n = 1;
+    for (int i = 0; i < ndim; ++i) n *= size[i];
+    return n;
+  }
+};
+
+/// Permutation of a contiguous tensor: out has sizes `size` (already permuted)
+/// and element out[i0..i4] = in[sum_k i_k * in_stride[k]].
+struct PermuteDesc {
+  int ndim = 0;
+  int64_t size[5] = {0, 0, 0, 0, 0};
+  int64_t in_stride[5] = {0, 0, 0, 0, 0};
+};
+
+}  // namespace nanode

@@ -1,0 +1,109 @@
+#pragma once
+// Per-device allocators. Every tensor buffer goes through one of them, so live and
+// peak bytes per device are exact numbers that tests and benchmarks read (the
+// paper's activation-memory column comes from here).
+#include <atomic>
+#include <cstdlib>
+#include <cstring>
+#include <mutex>
+
+#include "nanode/backend/cuda/api.hpp"
+#include "nanode/core/device.hpp"
+
+namespace nanode {
+
+struct MemoryStats {
+  int64_t live_bytes = 0;   ///< bytes held by tensors right now
+  int64_t peak_bytes = 0;   ///< most live bytes since the last reset
+  int64_t allocations = 0;  ///< number of allocations since the last reset
+};
+
+class Allocator {
+ public:
+  explicit Allocator(Device device) : device_(device) {}
+  Allocator(const Allocator&) = delete;
+  Allocator& operator=(const Allocator&) = delete;
+
+  void* allocate(size_t bytes) {
+    if (bytes == 0) bytes = 1;
+    void* p = device_.is_cpu() ? cpu_alloc(bytes) : cuda_alloc(bytes);
+    const int64_t live = live_.fetch_add(static_cast<int64_t>(bytes)) + static_cast<int64_t>(bytes);
+    int64_t peak = peak_.load();
+    while (live > peak && !peak_.compare_exchange_weak(peak, live)) {
+    }
+    allocations_.fetch_add(1);
+    return p;
+  }
+
+  void deallocate(void* p, size_t bytes) {
+    if (bytes == 0) bytes = 1;
+    live_.fetch_sub(static_cast<int64_t>(bytes));
+    if (device_.is_cpu()) {
+      std::free(p);
+    } else {
+#ifdef NANODE_WITH_CUDA
+      cuda::free_device(p, bytes, device_.index);
+#endif
+    }
+  }
+
+  MemoryStats stats() const { return {live_.load(), peak_.load(), allocations_.load()}; }
+  /// Sets the peak to the current live bytes and zeroes the allocation count.
+  void reset_peak() {
+    peak_.store(live_.load());
+    allocations_.store(0);
+  }
+  Device device() const { return device_; }
+
+ private:
+  static void* cpu_alloc(size_t bytes) {
+    const size_t aligned = (bytes + 63) / 64 * 64;
+    void* p = std::aligned_alloc(64, aligned);
+    NANODE_CHECK(p != nullptr, "allocator: out of host memory allocating ", bytes, " bytes");
+    return p;
+  }
+  void* cuda_alloc(size_t bytes) {
+#ifdef NANODE_WITH_CUDA
+    return cuda::malloc_device(bytes, device_.index);
+#else
+    (void)bytes;
+    fail("allocator: ", device_, " requested, but this program was built without CUDA "
+         "(link nanode::cuda, configured with NANODE_CUDA=ON)");
+#endif
+  }
+
+  Device device_;
+  std::atomic<int64_t> live_{0}, peak_{0}, allocations_{0};
+};
+
+/// The allocator of `device` (one per device, created on first use).
+inline Allocator& allocator(Device device) {
+  static Allocator cpu(Device::cpu());
+  if (device.is_cpu()) return cpu;
+  static Allocator* cuda_allocs[kMaxCudaDevices] = {};
+  static std::mutex mu;
+  std::lock_guard<std::mutex> lock(mu);
+  Allocator*& a = cuda_allocs[device.index];
+  if (!a) a = new Allocator(device);  // lives for the program: tensors may outlive statics
+  return *a;
+}
+
+inline MemoryStats memory_stats(Device device = Device::cpu()) { return allocator(device).stats(); }
+inline void reset_peak_memory(Device device = Device::cpu()) { allocator(device).reset_peak(); }
+
+/// Measures the peak bytes allocated above the level at construction.
+class PeakMemoryScope {
+ public:
+  explicit PeakMemoryScope(Device device = Device::cpu()) : device_(device) {
+    reset_peak_memory(device_);
+    base_ = memory_stats(device_).live_bytes;
+  }
+  /// Peak bytes above the starting level since construction.
+  int64_t peak_above_start() const { return memory_stats(device_).peak_bytes - base_; }
+
+ private:
+  Device device_;
+  int64_t base_ = 0;
+};
+
+}  // namespace nanode

@@ -1,0 +1,238 @@
+// Elementwise CUDA kernels: fill, broadcast binary ops, unary maps and their
+// derivatives, axpy, the Adam update, sums and strided gathers. Each mirrors a CPU
+// reference in include/nanode/backend/cpu/; tests/test_cuda.cpp compares them.
+#include "common.cuh"
+#include "nanode/backend/cuda/api.hpp"
+
+namespace nanode::cuda {
+
+using detail::blocks_for;
+using detail::check_launch;
+using detail::kThreads;
+using detail::use_device;
+
+#define NANODE_GRID_STRIDE(i, n) \
+  for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < (n); \
+       i += static_cast<int64_t>(blockDim.x) * gridDim.x)
+
+template <class T>
+__global__ void fill_kernel(T* out, int64_t n, T v) {
+  NANODE_GRID_STRIDE(i, n) out[i] = v;
+}
+
+void fill_f32(float* out, int64_t n, float value, int device) {
+  if (n == 0) return;
+  use_device(device);
+  fill_kernel<<<blocks_for(n), kThreads>>>(out, n, value);
+  check_launch("fill_f32");
+}
+void fill_i32(int32_t* out, int64_t n, int32_t value, int device) {
+  if (n == 0) return;
+  use_device(device);
+  fill_kernel<<<blocks_for(n), kThreads>>>(out, n, value);
+  check_launch("fill_i32");
+}
+
+// ---- binary ------------------------------------------------------------------------
+
+__device__ __forceinline__ float apply_binary(BinaryOp op, float a, float b) {
+  switch (op) {
+    case BinaryOp::Add: return a + b;
+    case BinaryOp::Sub: return a - b;
+    case BinaryOp::Mul: return a * b;
+    case BinaryOp::Div: return a / b;
+  }
+  return 0.f;
+}
+
+__global__ void binary_contiguous(BinaryOp op, const float* a, const float* b, float* out, int64_t n) {
+  NANODE_GRID_STRIDE(i, n) out[i] = apply_binary(op, a[i], b[i]);
+}
+
+__global__ void binary_strided(BinaryOp op, const float* a, const float* b, float* out, BroadcastDesc d, int64_t n) {
+  NANODE_GRID_STRIDE(i, n) {
+    int64_t r = i, oa = 0, ob = 0;
+    for (int k = d.ndim - 1; k >= 0; --k) {
+      const int64_t idx = r % d.size[k];
+      r /= d.size[k];
+      oa += idx * d.stride_a[k];
+      ob += idx * d.stride_b[k];
+    }
+    out[i] = apply_binary(op, a[oa], b[ob]);
+  }
+}
+
+void binary_f32(BinaryOp op, const float* a, const float* b, float* out, const BroadcastDesc& d, int device) {
+  const int64_t n = d.numel();
+  if (n == 0) return;
+  use_device(device);
+  if (d.ndim == 1 && d.stride_a[0] == 1 && d.stride_b[0] == 1)
+    binary_contiguous<<<blocks_for(n), kThreads>>>(op, a, b, out, n);
+  else
+    binary_strided<<<blocks_for(n), kThreads>>>(op, a, b, out, d, n);
+  check_launch("binary_f32");
+}
+
+// ---- unary -------------------------------------------------------------------------
+
+__device__ __forceinline__ float sigmoidf(float x) { return 1.f / (1.f + expf(-x)); }
+
+__global__ void unary_kernel(UnaryOp op, const float* x, float* y, int64_t n, float p0, float p1) {
+  NANODE_GRID_STRIDE(i, n) {
+    const float v = x[i];
+    float r = 0.f;
+    switch (op) {
+      case UnaryOp::Exp: r = expf(v); break;
+      case UnaryOp::Log: r = logf(v); break;
+      case UnaryOp::Sqrt: r = sqrtf(v); break;
+      case UnaryOp::Tanh: r = tanhf(v); break;
+      case UnaryOp::Sigmoid: r = sigmoidf(v); break;
+      case UnaryOp::Relu: r = v > 0.f ? v : 0.f; break;
+      case UnaryOp::LeakyRelu: r = v > 0.f ? v : v * p0; break;
+      case UnaryOp::Softplus: r = fmaxf(v, 0.f) + log1pf(expf(-fabsf(v))); break;
+      case UnaryOp::Sin: r = sinf(v); break;
+      case UnaryOp::Cos: r = cosf(v); break;
+      case UnaryOp::Pow: r = p0 == 2.f ? v * v : powf(v, p0); break;
+      case UnaryOp::Affine: r = v * p0 + p1; break;
+      case UnaryOp::Square: r = v * v; break;
+      case UnaryOp::Step: r = v > p0 ? p1 : 0.f; break;
+    }
+    y[i] = r;
+  }
+}
+
+__global__ void unary_backward_kernel(UnaryOp op, const float* g, const float* x, const float* y, float* gx, int64_t n,
+                                      float p0) {
+  NANODE_GRID_STRIDE(i, n) {
+    const float gv = g[i];
+    float r = 0.f;
+    switch (op) {
+      case UnaryOp::Exp: r = gv * y[i]; break;
+      case UnaryOp::Log: r = gv / x[i]; break;
+      case UnaryOp::Sqrt: r = gv * 0.5f / y[i]; break;
+      case UnaryOp::Tanh: r = gv * (1.f - y[i] * y[i]); break;
+      case UnaryOp::Sigmoid: r = gv * y[i] * (1.f - y[i]); break;
+      case UnaryOp::Relu: r = x[i] > 0.f ? gv : 0.f; break;
+      case UnaryOp::LeakyRelu: r = x[i] > 0.f ? gv : gv * p0; break;
+      case UnaryOp::Softplus: r = gv * sigmoidf(x[i]); break;
+      case UnaryOp::Sin: r = gv * cosf(x[i]); break;
+      case UnaryOp::Cos: r = -gv * sinf(x[i]); break;
+      case UnaryOp::Pow: r = p0 == 2.f ? 2.f * gv * x[i] : gv * p0 * powf(x[i], p0 - 1.f); break;
+      case UnaryOp::Affine: r = gv * p0; break;
+      case UnaryOp::Square: r = 2.f * gv * x[i]; break;
+      case UnaryOp::Step: r = 0.f; break;
+    }
+    gx[i] = r;
+  }
+}
+
+void unary_f32(UnaryOp op, const float* x, float* y, int64_t n, float p0, float p1, int device) {
+  if (n == 0) return;
+  use_device(device);
+  unary_kernel<<<blocks_for(n), kThreads>>>(op, x, y, n, p0, p1);
+  check_launch("unary_f32");
+}
+
+void unary_backward_f32(UnaryOp op, const float* g, const float* x, const float* y, float* gx, int64_t n, float p0,
+                        float p1, int device) {
+  (void)p1;
+  if (n == 0) return;
+  use_device(device);
+  unary_backward_kernel<<<blocks_for(n), kThreads>>>(op, g, x, y, gx, n, p0);
+  check_launch("unary_backward_f32");
+}
+
+__global__ void axpy_kernel(float alpha, const float* x, float* y, int64_t n) {
+  NANODE_GRID_STRIDE(i, n) y[i] += alpha * x[i];
+}
+
+void axpy_f32(float alpha, const float* x, float* y, int64_t n, int device) {
+  if (n == 0) return;
+  use_device(device);
+  axpy_kernel<<<blocks_for(n), kThreads>>>(alpha, x, y, n);
+  check_launch("axpy_f32");
+}
+
+__global__ void adam_kernel(float* p, const float* g, float* m, float* v, int64_t n, float lr, float b1, float b2,
+                            float eps, float wd, float c1, float c2, bool decoupled) {
+  NANODE_GRID_STRIDE(i, n) {
+    float gi = g[i];
+    if (wd != 0.f) {
+      if (decoupled) p[i] -= lr * wd * p[i];
+      else gi += wd * p[i];
+    }
+    m[i] = b1 * m[i] + (1.f - b1) * gi;
+    v[i] = b2 * v[i] + (1.f - b2) * gi * gi;
+    p[i] -= lr * (m[i] / c1) / (sqrtf(v[i] / c2) + eps);
+  }
+}
+
+void adam_step_f32(float* p, const float* g, float* m, float* v, int64_t n, float lr, float beta1, float beta2,
+                   float eps, float weight_decay, float c1, float c2, bool decoupled, int device) {
+  if (n == 0) return;
+  use_device(device);
+  adam_kernel<<<blocks_for(n), kThreads>>>(p, g, m, v, n, lr, beta1, beta2, eps, weight_decay, c1, c2, decoupled);
+  check_launch("adam_step_f32");
+}
+
+// ---- sums ----------------------------------------------------------------------------
+
+// One block per row: out[o] = sum_j x[o, j].
+__global__ void sum_rows_kernel(const float* x, float* out, int64_t r) {
+  __shared__ float partial[kThreads];
+  const float* row = x + blockIdx.x * r;
+  float s = 0.f;
+  for (int64_t j = threadIdx.x; j < r; j += blockDim.x) s += row[j];
+  partial[threadIdx.x] = s;
+  __syncthreads();
+  for (int w = blockDim.x / 2; w > 0; w >>= 1) {
+    if (threadIdx.x < w) partial[threadIdx.x] += partial[threadIdx.x + w];
+    __syncthreads();
+  }
+  if (threadIdx.x == 0) out[blockIdx.x] = partial[0];
+}
+
+// One thread per output: out[o, i] = sum_j x[o, j, i].
+__global__ void sum_middle_kernel(const float* x, float* out, int64_t outer, int64_t r, int64_t inner) {
+  NANODE_GRID_STRIDE(t, outer * inner) {
+    const int64_t o = t / inner, i = t % inner;
+    const float* p = x + o * r * inner + i;
+    float s = 0.f;
+    for (int64_t j = 0; j < r; ++j) s += p[j * inner];
+    out[t] = s;
+  }
+}
+
+void sum_f32(const float* x, float* out, int64_t outer, int64_t r, int64_t inner, int device) {
+  if (outer * inner == 0) return;
+  use_device(device);
+  if (inner == 1 && outer <= 65535 * 32)
+    sum_rows_kernel<<<static_cast<unsigned>(outer), kThreads>>>(x, out, r);
+  else
+    sum_middle_kernel<<<blocks_for(outer * inner), kThreads>>>(x, out, outer, r, inner);
+  check_launch("sum_f32");
+}
+
+// ---- strided gather (permute / expand) -----------------------------------------------
+
+__global__ void permute_kernel(const float* x, float* out, PermuteDesc d, int64_t n) {
+  NANODE_GRID_STRIDE(i, n) {
+    int64_t r = i, off = 0;
+    for (int k = d.ndim - 1; k >= 0; --k) {
+      off += (r % d.size[k]) * d.in_stride[k];
+      r /= d.size[k];
+    }
+    out[i] = x[off];
+  }
+}
+
+void permute_f32(const float* x, float* out, const PermuteDesc& d, int device) {
+  int64_t n = 1;
+  for (int k = 0; k < d.ndim; ++k) n *= d.size[k];
+  if (n == 0) return;
+  use_device(device);
+  permute_kernel<<<blocks_for(n), kThreads>>>(x, out, d, n);
+  check_launch("permute_f32");
+}
+
+}  // namespace nanode::cuda

@@ -1,0 +1,170 @@
+// CUDA runtime services for nanode: devices, a caching device allocator, copies,
+// and GEMM through cuBLAS.
+#include <cublas_v2.h>
+
+#include <cstdio>
+#include <map>
+#include <mutex>
+#include <string>
+#include <vector>
+
+#include "common.cuh"
+#include "nanode/backend/cuda/api.hpp"
+#include "nanode/core/device.hpp"
+
+namespace nanode::cuda {
+
+using detail::check;
+using detail::use_device;
+
+int device_count() {
+  int n = 0;
+  if (cudaGetDeviceCount(&n) != cudaSuccess) {
+    cudaGetLastError();  // clear the sticky "no driver / no device" error
+    return 0;
+  }
+  return n;
+}
+
+const char* device_name(int device) {
+  static thread_local std::string name;
+  cudaDeviceProp prop{};
+  check(cudaGetDeviceProperties(&prop, device), "cudaGetDeviceProperties");
+  char buf[512];
+  std::snprintf(buf, sizeof buf, "%s (sm_%d%d, %.1f GiB)", prop.name, prop.major, prop.minor,
+                static_cast<double>(prop.totalGlobalMem) / (1024.0 * 1024.0 * 1024.0));
+  name = buf;
+  return name.c_str();
+}
+
+// ---- caching allocator ---------------------------------------------------------------
+// Freed blocks are kept per (device, rounded size) and reused; cudaMalloc is slow and
+// synchronises. Live/peak accounting happens in nanode::Allocator above this layer.
+
+namespace {
+struct Cache {
+  std::mutex mu;
+  std::map<size_t, std::vector<void*>> free_blocks[kMaxCudaDevices];
+};
+Cache& cache() {
+  static Cache* c = new Cache();  // never destroyed: tensors may be freed during exit
+  return *c;
+}
+size_t round_size(size_t bytes) {
+  const size_t q = bytes < (size_t{1} << 20) ? 512 : (size_t{1} << 20);
+  return (bytes + q - 1) / q * q;
+}
+}  // namespace
+
+void* malloc_device(size_t bytes, int device) {
+  const size_t size = round_size(bytes);
+  {
+    std::lock_guard<std::mutex> lock(cache().mu);
+    auto& blocks = cache().free_blocks[device][size];
+    if (!blocks.empty()) {
+      void* p = blocks.back();
+      blocks.pop_back();
+      return p;
+    }
+  }
+  use_device(device);
+  void* p = nullptr;
+  cudaError_t err = cudaMalloc(&p, size);
+  if (err == cudaErrorMemoryAllocation) {
+    cudaGetLastError();
+    empty_cache(device);
+    err = cudaMalloc(&p, size);
+  }
+  if (err != cudaSuccess) {
+    cudaGetLastError();
+    ::nanode::fail("CUDA out of memory allocating ", bytes, " bytes on cuda:", device, " (", cudaGetErrorString(err),
+                   ")");
+  }
+  return p;
+}
+
+void free_device(void* ptr, size_t bytes, int device) {
+  if (!ptr) return;
+  std::lock_guard<std::mutex> lock(cache().mu);
+  cache().free_blocks[device][round_size(bytes)].push_back(ptr);
+}
+
+void empty_cache(int device) {
+  std::lock_guard<std::mutex> lock(cache().mu);
+  use_device(device);
+  for (auto& [size, blocks] : cache().free_blocks[device]) {
+    for (void* p : blocks) cudaFree(p);
+    blocks.clear();
+  }
+}
+
+// ---- copies ------------------------------------------------------------------------
+
+void copy_host_to_device(void* dst, const void* src, size_t bytes, int device) {
+  use_device(device);
+  check(cudaMemcpy(dst, src, bytes, cudaMemcpyHostToDevice), "copy host->device");
+}
+void copy_device_to_host(void* dst, const void* src, size_t bytes, int device) {
+  use_device(device);
+  check(cudaMemcpy(dst, src, bytes, cudaMemcpyDeviceToHost), "copy device->host");
+}
+void copy_device_to_device(void* dst, const void* src, size_t bytes, int device) {
+  use_device(device);
+  check(cudaMemcpy(dst, src, bytes, cudaMemcpyDeviceToDevice), "copy device->device");
+}
+void copy_rows_device(void* dst, int64_t dst_pitch, const void* src, int64_t src_pitch, int64_t width, int64_t rows,
+                      int device) {
+  use_device(device);
+  check(cudaMemcpy2D(dst, static_cast<size_t>(dst_pitch), src, static_cast<size_t>(src_pitch),
+                     static_cast<size_t>(width), static_cast<size_t>(rows), cudaMemcpyDeviceToDevice),
+        "copy rows device->device");
+}
+void synchronize(int device) {
+  use_device(device);
+  check(cudaDeviceSynchronize(), "cudaDeviceSynchronize");
+}
+
+// ---- cuBLAS ------------------------------------------------------------------------
+
+namespace {
+const char* cublas_status(cublasStatus_t s) {
+  switch (s) {
+    case CUBLAS_STATUS_SUCCESS: return "success";
+    case CUBLAS_STATUS_NOT_INITIALIZED: return "not initialized";
+    case CUBLAS_STATUS_ALLOC_FAILED: return "allocation failed";
+    case CUBLAS_STATUS_INVALID_VALUE: return "invalid value";
+    case CUBLAS_STATUS_ARCH_MISMATCH: return "architecture mismatch";
+    case CUBLAS_STATUS_EXECUTION_FAILED: return "execution failed";
+    case CUBLAS_STATUS_NOT_SUPPORTED: return "not supported";
+    default: return "error";
+  }
+}
+cublasHandle_t handle(int device) {
+  static std::mutex mu;
+  static cublasHandle_t handles[kMaxCudaDevices] = {};
+  std::lock_guard<std::mutex> lock(mu);
+  if (!handles[device]) {
+    use_device(device);
+    const cublasStatus_t s = cublasCreate(&handles[device]);
+    if (s != CUBLAS_STATUS_SUCCESS) ::nanode::fail("cublasCreate failed on cuda:", device, ": ", cublas_status(s));
+  }
+  return handles[device];
+}
+}  // namespace
+
+void gemm_f32(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, float alpha, const float* a, int64_t lda,
+              int64_t stride_a, const float* b, int64_t ldb, int64_t stride_b, float beta, float* c, int64_t ldc,
+              int64_t stride_c, int64_t batch, int device) {
+  if (m == 0 || n == 0 || batch == 0) return;
+  use_device(device);
+  // Row-major C = op(A) op(B) is column-major C^T = op(B)^T op(A)^T: swap the operands.
+  const cublasOperation_t ob = trans_b ? CUBLAS_OP_T : CUBLAS_OP_N;
+  const cublasOperation_t oa = trans_a ? CUBLAS_OP_T : CUBLAS_OP_N;
+  const cublasStatus_t s = cublasSgemmStridedBatched(
+      handle(device), ob, oa, static_cast<int>(n), static_cast<int>(m), static_cast<int>(k), &alpha, b,
+      static_cast<int>(ldb), stride_b, a, static_cast<int>(lda), stride_a, &beta, c, static_cast<int>(ldc), stride_c,
+      static_cast<int>(batch));
+  if (s != CUBLAS_STATUS_SUCCESS) ::nanode::fail("matmul: cuBLAS SGEMM failed: ", cublas_status(s));
+}
+
+}  // namespace nanode::cuda

@@ -1,0 +1,131 @@
+// CUDA ops against their CPU twins. Without a GPU the whole program reports a
+// skip (exit code 77, which ctest shows as "Skipped") with a visible message.
+#define CATCH_CONFIG_RUNNER
+#include <catch2/catch.hpp>
+
+#include <iostream>
+
+#include "nanode/nanode.hpp"
+
+using namespace nanode;
+using Catch::Matchers::Contains;
+
+namespace {
+const Device kGpu = Device::cuda(0);
+
+void require_close(const Tensor& gpu, const Tensor& cpu, double tol = 1e-5) {
+  REQUIRE(gpu.device().is_cuda());
+  REQUIRE(gpu.shape() == cpu.shape());
+  const auto a = gpu.to_vector<double>(), b = cpu.to_vector<double>();
+  for (size_t i = 0; i < a.size(); ++i) REQUIRE(a[i] == Approx(b[i]).margin(tol).epsilon(tol));
+}
+
+Tensor randu(const Shape& s, uint64_t seed, double lo = -1, double hi = 1) {
+  Generator g(seed);
+  return Tensor::uniform(s, lo, hi, g);
+}
+}  // namespace
+
+TEST_CASE("cuda: device allocation is counted and copies round-trip", "[cuda]") {
+  const int64_t live = memory_stats(kGpu).live_bytes;
+  Tensor h = randu({3, 5}, 1);
+  {
+    Tensor d = h.to(kGpu);
+    CHECK(memory_stats(kGpu).live_bytes == live + 60);
+    CHECK(d.to_vector<float>() == h.to_vector<float>());
+    Tensor cols = d.slice(1, 1, 4);  // pitched device copy
+    require_close(cols, h.slice(1, 1, 4), 0);
+    Tensor f = Tensor::full({1000}, 2.5, DType::Float32, kGpu);
+    CHECK(f.at({999}) == 2.5);
+  }
+  CHECK(memory_stats(kGpu).live_bytes == live);
+  CHECK_THROWS_WITH(Tensor::zeros({2}, DType::Float64, kGpu), Contains("CPU-only"));
+}
+
+TEST_CASE("cuda: broadcast binary ops match the CPU", "[cuda]") {
+  const std::vector<std::pair<Shape, Shape>> shapes = {
+      {{1000}, {1000}}, {{4, 5, 6}, {6}}, {{4, 1, 6}, {5, 1}}, {{7, 3}, {}}, {{2, 3, 4, 5}, {3, 1, 5}}};
+  for (auto op : {BinaryOp::Add, BinaryOp::Sub, BinaryOp::Mul, BinaryOp::Div}) {
+    for (const auto& [sa, sb] : shapes) {
+      Tensor a = randu(sa, 2), b = randu(sb, 3, 0.5, 2.0);
+      require_close(backend::binary(op, a.to(kGpu), b.to(kGpu)), backend::binary(op, a, b));
+    }
+  }
+}
+
+TEST_CASE("cuda: unary maps and their derivatives match the CPU", "[cuda]") {
+  Tensor x = randu({4097}, 4, 0.1, 2.0), g = randu({4097}, 5);
+  const std::vector<std::tuple<UnaryOp, double, double>> ops = {
+      {UnaryOp::Exp, 0, 0},     {UnaryOp::Log, 0, 0},       {UnaryOp::Sqrt, 0, 0},      {UnaryOp::Tanh, 0, 0},
+      {UnaryOp::Sigmoid, 0, 0}, {UnaryOp::Relu, 0, 0},      {UnaryOp::LeakyRelu, 0.1, 0}, {UnaryOp::Softplus, 0, 0},
+      {UnaryOp::Sin, 0, 0},     {UnaryOp::Cos, 0, 0},       {UnaryOp::Pow, 2.5, 0},     {UnaryOp::Affine, -2, 0.5},
+      {UnaryOp::Square, 0, 0},  {UnaryOp::Step, 1.0, 3.0}};
+  for (auto [op, p0, p1] : ops) {
+    INFO("unary op " << static_cast<int>(op));
+    Tensor y = backend::unary(op, x, p0, p1), yd = backend::unary(op, x.to(kGpu), p0, p1);
+    require_close(yd, y);
+    require_close(backend::unary_backward(op, g.to(kGpu), x.to(kGpu), yd, p0, p1),
+                  backend::unary_backward(op, g, x, y, p0, p1));
+  }
+}
+
+TEST_CASE("cuda: sums, matmul, permute, expand, axpy and Adam match the CPU", "[cuda]") {
+  Tensor a = randu({6, 7, 8}, 6);
+  for (auto axes : std::vector<std::vector<int>>{{0}, {1}, {2}, {0, 2}, {0, 1, 2}})
+    require_close(backend::sum(a.to(kGpu), axes, false), backend::sum(a, axes, false), 1e-4);
+  Tensor big = randu({100000}, 7);
+  require_close(backend::sum_all(big.to(kGpu)), backend::sum_all(big), 1e-3);
+  Tensor m1 = randu({3, 33, 17}, 8), m2 = randu({3, 17, 9}, 9), m3 = randu({9, 17}, 10);
+  require_close(backend::matmul(m1.to(kGpu), m2.to(kGpu)), backend::matmul(m1, m2), 1e-4);
+  require_close(backend::matmul(m1.to(kGpu), m3.to(kGpu), false, true), backend::matmul(m1, m3, false, true), 1e-4);
+  require_close(backend::matmul(m2.to(kGpu), m1.to(kGpu), true, true), backend::matmul(m2, m1, true, true), 1e-4);
+  require_close(backend::permute(a.to(kGpu), {2, 0, 1}), backend::permute(a, {2, 0, 1}), 0);
+  require_close(backend::expand(randu({7, 1}, 11).to(kGpu), {6, 7, 8}), backend::expand(randu({7, 1}, 11), {6, 7, 8}), 0);
+  Tensor y = randu({50}, 12), x = randu({50}, 13);
+  Tensor yd = y.to(kGpu);
+  backend::axpy_(yd, 0.5, x.to(kGpu));
+  backend::axpy_(y, 0.5, x);
+  require_close(yd, y);
+  Tensor p = randu({64}, 14), gr = randu({64}, 15), m = Tensor::zeros({64}), v = Tensor::zeros({64});
+  Tensor pd = p.to(kGpu), md = m.to(kGpu), vd = v.to(kGpu);
+  backend::adam_step_(p, gr, m, v, 0.01, 0.9, 0.999, 1e-8, 0.1, 0.1, 0.001, true);
+  backend::adam_step_(pd, gr.to(kGpu), md, vd, 0.01, 0.9, 0.999, 1e-8, 0.1, 0.1, 0.001, true);
+  require_close(pd, p);
+  require_close(vd, v);
+}
+
+TEST_CASE("cuda: a linear layer trains the same on both devices", "[cuda]") {
+  Tensor X = randu({32, 5}, 16), W = randu({3, 5}, 17), b = randu({3}, 18), Y = randu({32, 3}, 19);
+  auto grads = [&](Device d) {
+    Var w(W.to(d), true), bias(b.to(d), true);
+    Var loss = mean(square(tanh(linear(Var(X.to(d)), w, bias)) - Var(Y.to(d))));
+    loss.backward();
+    return std::make_tuple(loss.item(), w.grad().cpu(), bias.grad().cpu());
+  };
+  auto [lc, wc, bc] = grads(Device::cpu());
+  auto [lg, wg, bg] = grads(kGpu);
+  CHECK(lg == Approx(lc).epsilon(1e-5));
+  require_close(wg.to(kGpu), wc, 1e-5);
+  require_close(bg.to(kGpu), bc, 1e-5);
+}
+
+TEST_CASE("cuda: mixing devices is a clear error and CPU-only ops say so", "[cuda][errors]") {
+  Var a(Tensor::zeros({2, 3})), b(Tensor::zeros({2, 3}, DType::Float32, kGpu));
+  CHECK_THROWS_WITH(a + b, Contains("different devices"));
+  CHECK_THROWS_WITH(conv2d(Var(Tensor::zeros({1, 1, 3, 3}, DType::Float32, kGpu)),
+                           Var(Tensor::zeros({1, 1, 3, 3}, DType::Float32, kGpu))),
+                    Contains("conv2d: no CUDA kernel yet"));
+}
+
+int main(int argc, char* argv[]) {
+  Catch::Session session;
+  if (const int rc = session.applyCommandLine(argc, argv); rc != 0) return rc;
+  const auto& cfg = session.configData();
+  const bool listing = cfg.listTests || cfg.listTestNamesOnly || cfg.listTags || cfg.listReporters;
+  if (!listing && cuda_device_count() == 0) {
+    std::cout << "SKIPPED: no CUDA device present; the CUDA tests need a GPU (their CPU twins ran in the other tests)\n";
+    return 77;
+  }
+  if (!listing) std::cout << "CUDA device: " << cuda::device_name(0) << "\n";
+  return session.run();
+}

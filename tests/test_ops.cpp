@@ -1,0 +1,153 @@
+// Op forwards against hand-computed values, float32 against float64, and the
+// parallel kernel paths against plain loops.
+#include <catch2/catch.hpp>
+
+#include <cmath>
+
+#include "nanode/nanode.hpp"
+
+using namespace nanode;
+using Catch::Matchers::Contains;
+
+static Tensor T64(std::vector<double> v, Shape s) { return Tensor::from_vector(v, s); }
+
+TEST_CASE("matmul, linear and permute on known values", "[ops]") {
+  Var a(T64({1, 2, 3, 4, 5, 6}, {2, 3})), b(T64({7, 8, 9, 10, 11, 12}, {3, 2}));
+  Tensor c = matmul(a, b).data();
+  CHECK(c.to_vector<double>() == std::vector<double>{58, 64, 139, 154});
+  Tensor l = linear(a, transpose(b), Var(T64({1, -1}, {2}))).data();
+  CHECK(l.to_vector<double>() == std::vector<double>{59, 63, 140, 153});
+  Tensor p = permute(Var(T64({0, 1, 2, 3, 4, 5}, {1, 2, 3})), {2, 0, 1}).data();
+  CHECK(p.shape() == Shape({3, 1, 2}));
+  CHECK(p.to_vector<double>() == std::vector<double>{0, 3, 1, 4, 2, 5});
+}
+
+TEST_CASE("sum and mean over axes", "[ops]") {
+  Var x(T64({1, 2, 3, 4, 5, 6}, {2, 3}));
+  CHECK(sum(x).item() == 21);
+  CHECK(sum(x, {0}).data().to_vector<double>() == std::vector<double>{5, 7, 9});
+  CHECK(sum(x, {1}, true).data().shape() == Shape({2, 1}));
+  CHECK(mean(x, {1}).data().to_vector<double>() == std::vector<double>{2, 5});
+  CHECK(mean(x).item() == 3.5);
+}
+
+TEST_CASE("conv2d, conv_transpose2d and pooling on known values", "[ops]") {
+  std::vector<double> v(16);
+  for (int i = 0; i < 16; ++i) v[static_cast<size_t>(i)] = i + 1;
+  Var x(T64(v, {1, 1, 4, 4}));
+  Var w(Tensor::ones({1, 1, 3, 3}, DType::Float64));
+  Tensor y = conv2d(x, w, Var(T64({0.5}, {1})), Conv2dOptions(1, 1)).data();
+  CHECK(y.shape() == Shape({1, 1, 4, 4}));
+  CHECK(y.at({0, 0, 1, 1}) == 54.5);            // 1+2+3+5+6+7+9+10+11 + bias
+  CHECK(y.at({0, 0, 0, 0}) == 1 + 2 + 5 + 6 + 0.5);  // corner sees the zero padding
+  Tensor s2 = conv2d(x, w, Var(), Conv2dOptions(2, 0)).data();
+  CHECK(s2.shape() == Shape({1, 1, 1, 1}));
+  CHECK(s2.at({0, 0, 0, 0}) == 54);
+  // Transposed conv of a single pixel paints the kernel.
+  Tensor t = conv_transpose2d(Var(T64({2}, {1, 1, 1, 1})), Var(T64({1, 2, 3, 4}, {1, 1, 2, 2}))).data();
+  CHECK(t.to_vector<double>() == std::vector<double>{2, 4, 6, 8});
+  Tensor t2 = conv_transpose2d(Var(T64({1, 1, 1, 1}, {1, 1, 2, 2})), Var(Tensor::ones({1, 1, 3, 3}, DType::Float64)),
+                               Var(), Conv2dOptions(2, 1), 1)
+                  .data();
+  CHECK(t2.shape() == Shape({1, 1, 4, 4}));
+  Tensor mp = max_pool2d(x, 2).data();
+  CHECK(mp.to_vector<double>() == std::vector<double>{6, 8, 14, 16});
+  Tensor ap = avg_pool2d(x, 2).data();
+  CHECK(ap.to_vector<double>() == std::vector<double>{3.5, 5.5, 11.5, 13.5});
+  Tensor gp = global_avg_pool2d(x).data();
+  CHECK(gp.item() == 8.5);
+}
+
+TEST_CASE("batch norm normalises, tracks running statistics, and uses them in eval", "[ops]") {
+  Generator g(1);
+  Tensor xt = Tensor::normal({8, 2, 3, 3}, 3.0, 2.0, g, DType::Float64);
+  Tensor rm = Tensor::zeros({2}, DType::Float64), rv = Tensor::ones({2}, DType::Float64);
+  Var y = batch_norm(Var(xt), rm, rv, Var(), Var(), true, 0.1, 0.0);
+  Tensor ym = backend::sum(y.data(), {0, 2, 3}, false);
+  CHECK(ym.at({0}) == Approx(0).margin(1e-9));
+  Tensor y2 = backend::sum(backend::binary(BinaryOp::Mul, y.data(), y.data()), {0, 2, 3}, false);
+  CHECK(y2.at({1}) / 72.0 == Approx(1.0));
+  // Running statistics: 0.9 * old + 0.1 * batch (unbiased variance).
+  const auto xv = xt.to_vector<double>();
+  double m = 0, ss = 0;
+  for (int n = 0; n < 8; ++n)
+    for (int k = 0; k < 9; ++k) m += xv[static_cast<size_t>((n * 2 + 1) * 9 + k)];
+  m /= 72;
+  for (int n = 0; n < 8; ++n)
+    for (int k = 0; k < 9; ++k) ss += std::pow(xv[static_cast<size_t>((n * 2 + 1) * 9 + k)] - m, 2);
+  CHECK(rm.at({1}) == Approx(0.1 * m));
+  CHECK(rv.at({1}) == Approx(0.9 + 0.1 * ss / 71));
+  Var e = batch_norm(Var(T64({1, 2}, {1, 2})), T64({1, 1}, {2}), T64({4, 4}, {2}), Var(T64({2, 2}, {2})),
+                     Var(T64({1, 1}, {2})), false, 0.1, 0.0);
+  CHECK(e.data().to_vector<double>() == std::vector<double>{1, 2});  // (x - 1) / 2 * 2 + 1
+}
+
+TEST_CASE("group norm normalises each sample's group", "[ops]") {
+  Tensor x = T64({1, 2, 3, 4, 10, 20, 30, 40}, {1, 4, 2});
+  Tensor y = group_norm(Var(x), 2, Var(), Var(), 0.0).data();
+  const double sd = std::sqrt(1.25);
+  CHECK(y.at({0, 0, 0}) == Approx(-1.5 / sd));
+  CHECK(y.at({0, 3, 1}) == Approx(15.0 / std::sqrt(125.0)));
+}
+
+TEST_CASE("softmax, log-softmax and cross-entropy on known values", "[ops]") {
+  Var x(T64({0, std::log(2.0), 5, 5}, {2, 2}));
+  Tensor s = softmax(x).data();
+  CHECK(s.at({0, 0}) == Approx(1.0 / 3));
+  CHECK(s.at({1, 1}) == Approx(0.5));
+  CHECK(log_softmax(x).data().at({0, 1}) == Approx(std::log(2.0 / 3)));
+  Var ce = cross_entropy(Var(T64({0, 0, 1000, 0}, {2, 2})), Tensor::from_vector<int32_t>({1, 0}, {2}));
+  CHECK(ce.item() == Approx(std::log(2.0) / 2));  // the second row is certain: no overflow
+  CHECK(mse_loss(Var(T64({1, 2}, {2})), Var(T64({0, 0}, {2}))).item() == 2.5);
+}
+
+TEST_CASE("dropout zeroes about p of the values and rescales the rest", "[ops]") {
+  Var x(Tensor::ones({100000}));
+  Generator g(5);
+  const auto v = dropout(x, 0.25, true, g).data().to_vector<float>();
+  int zeros = 0;
+  for (float f : v) {
+    if (f == 0.0f) ++zeros;
+    else CHECK(f == Approx(1.0 / 0.75));
+  }
+  CHECK(zeros / 100000.0 == Approx(0.25).margin(0.01));
+  CHECK(dropout(x, 0.25, false).data().shares_storage_with(x.data()));
+  CHECK_THROWS_WITH(dropout(x, 1.0, true), Contains("[0, 1)"));
+}
+
+TEST_CASE("float32 kernels agree with float64 on larger problems", "[ops]") {
+  Generator g(11);
+  Tensor a64 = Tensor::uniform({64, 96}, -1, 1, g, DType::Float64), b64 = Tensor::uniform({96, 80}, -1, 1, g, DType::Float64);
+  Tensor c64 = backend::matmul(a64, b64), c32 = backend::matmul(a64.to(DType::Float32), b64.to(DType::Float32));
+  const auto x = c64.to_vector<double>(), y = c32.to_vector<double>();
+  for (size_t i = 0; i < x.size(); ++i) REQUIRE(y[i] == Approx(x[i]).margin(1e-4));
+  Tensor xi = Tensor::uniform({4, 8, 12, 12}, -1, 1, g, DType::Float64), wi = Tensor::uniform({6, 8, 3, 3}, -1, 1, g, DType::Float64);
+  Tensor o64 = conv2d(Var(xi), Var(wi), Var(), Conv2dOptions(1, 1)).data();
+  Tensor o32 = conv2d(Var(xi.to(DType::Float32)), Var(wi.to(DType::Float32)), Var(), Conv2dOptions(1, 1)).data();
+  const auto p = o64.to_vector<double>(), q = o32.to_vector<double>();
+  for (size_t i = 0; i < p.size(); ++i) REQUIRE(q[i] == Approx(p[i]).margin(1e-4));
+}
+
+TEST_CASE("parallel broadcast and reduction paths agree with plain loops", "[ops]") {
+  Generator g(12);
+  Tensor a = Tensor::uniform({64, 33, 40}, -1, 1, g, DType::Float64), b = Tensor::uniform({33, 1}, -1, 1, g, DType::Float64);
+  const auto av = a.to_vector<double>(), bv = b.to_vector<double>();
+  const auto r = backend::binary(BinaryOp::Mul, a, b).to_vector<double>();
+  for (int i = 0; i < 64; ++i)
+    for (int j = 0; j < 33; ++j)
+      for (int k = 0; k < 40; ++k) {
+        const size_t idx = static_cast<size_t>((i * 33 + j) * 40 + k);
+        REQUIRE(r[idx] == av[idx] * bv[static_cast<size_t>(j)]);
+      }
+  const auto s = backend::sum(a, {0, 2}, false).to_vector<double>();
+  for (int j = 0; j < 33; ++j) {
+    double acc = 0;
+    for (int i = 0; i < 64; ++i)
+      for (int k = 0; k < 40; ++k) acc += av[static_cast<size_t>((i * 33 + j) * 40 + k)];
+    REQUIRE(s[static_cast<size_t>(j)] == Approx(acc));
+  }
+  Tensor big = Tensor::uniform({300000}, 0, 1, g, DType::Float64);
+  double acc = 0;
+  for (double v : big.to_vector<double>()) acc += v;
+  CHECK(backend::sum_all(big).item() == Approx(acc));
+}
