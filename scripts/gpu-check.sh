@@ -1,0 +1,51 @@
+#!/usr/bin/env bash
+# The GPU check, in one go, on a machine with a GPU (the lent H100/H200): build with
+# CUDA, run the CUDA tests, then the GPU benchmarks listed in
+# benchmarks/gpu-benchmarks.txt (kernel microbenchmarks and the peer comparison).
+# Budget: 5 minutes. That machine has nvcc, CMake and PyTorch but no Debian
+# packages: run scripts/vendor-deps.sh here first and carry .deps.
+# Results go to $OUT (or build-gpu/out) as well as stdout.
+set -uo pipefail
+root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$root"
+build="${NANODE_GPU_BUILD_DIR:-$root/build-gpu}"
+out="${OUT:-$build/out}"
+mkdir -p "$out"
+start=$(date +%s)
+stamp() { echo "[gpu-check +$(( $(date +%s) - start ))s] $*"; }
+
+nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader || stamp "nvidia-smi failed"
+args=(-DCMAKE_BUILD_TYPE=Release -DNANODE_CUDA=ON -DNANODE_BUILD_TESTS=ON -DNANODE_BUILD_EXAMPLES=OFF
+      -DNANODE_BUILD_BENCHMARKS=ON "-DNANODE_CUDA_ARCHITECTURES=${NANODE_CUDA_ARCHITECTURES:-90}")
+[ -d "$root/.deps/usr" ] && args+=("-DCMAKE_PREFIX_PATH=$root/.deps/usr")
+torch_prefix=$(python3 -c 'import torch; print(torch.utils.cmake_prefix_path)' 2>/dev/null || true)
+[ -n "$torch_prefix" ] && args+=("-DNANODE_TORCH_PREFIX=$torch_prefix")
+
+stamp "configure"
+cmake -S "$root" -B "$build" "${args[@]}" > "$out/configure.log" 2>&1 || { tail -40 "$out/configure.log"; exit 1; }
+targets=(test_cuda)
+list="$root/benchmarks/gpu-benchmarks.txt"
+if [ -f "$list" ]; then
+  while read -r target rest; do
+    [ -z "$target" ] || [ "${target:0:1}" = "#" ] || targets+=("$target")
+  done < "$list"
+fi
+stamp "build ${targets[*]}"
+cmake --build "$build" -j"$(nproc)" --target "${targets[@]}" > "$out/build.log" 2>&1 || { tail -60 "$out/build.log"; exit 1; }
+
+status=0
+stamp "CUDA tests"
+"$build/tests/test_cuda" 2>&1 | tee "$out/test_cuda.log"
+[ "${PIPESTATUS[0]}" -eq 0 ] || status=1
+if [ -f "$list" ]; then
+  while read -r target rest; do
+    [ -z "$target" ] || [ "${target:0:1}" = "#" ] && continue
+    exe=$(find "$build" -type f -name "$target" -perm -u+x | head -1)
+    stamp "benchmark: $target $rest"
+    # shellcheck disable=SC2086
+    timeout 150 "$exe" $rest 2>&1 | tee "$out/$target.log"
+    [ "${PIPESTATUS[0]}" -eq 0 ] || status=1
+  done < "$list"
+fi
+stamp "done (status $status)"
+exit $status
