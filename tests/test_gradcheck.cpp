@@ -137,6 +137,17 @@ std::map<std::string, std::vector<Case>> cases() {
                      Generator g(7);
                      return dropout(v[0], 0.3, true, g);
                    }}};
+  // ---- fused ODE ops and triangular solves ----
+  c["lincomb"] = {{"x plus three terms", {rand64({3, 4}, 104), rand64({3, 4}, 105), rand64({3, 4}, 106), rand64({3, 4}, 107)},
+                   [](auto& v) { return lincomb(v[0], {v[1], v[2], v[3]}, {0.5, -2.0, 1.0}); }},
+                  {"no x", {rand64({5}, 108), rand64({5}, 109)}, [](auto& v) { return lincomb(Var(), {v[0], v[1]}, {2.0, 3.0}); }}};
+  c["basis_combine"] = {{"trig basis at t = 0.3", {rand64({5, 3, 2}, 110)},
+                         [](auto& v) { return basis_combine(v[0], tv::TrigBasis(2).eval(0.3)); }}};
+  c["triangular_solve"] = {
+      {"upper", {rand64({3, 3}, 111, 0.5, 1.5), rand64({3, 2}, 112)},
+       [](auto& v) { return triangular_solve(v[0], v[1], true, false); }},
+      {"lower transposed", {rand64({3, 3}, 113, 0.5, 1.5), rand64({3, 4}, 114)},
+       [](auto& v) { return triangular_solve(v[0], v[1], false, true); }}};
   return c;
 }
 

@@ -40,6 +40,19 @@ class NoGradGuard {
   bool prev_;
 };
 
+/// Enables graph recording for its lifetime (local graphs built inside a backward
+/// pass, e.g. the adjoint's vector-Jacobian products).
+class EnableGradGuard {
+ public:
+  EnableGradGuard() : prev_(GradMode::is_enabled()) { GradMode::set_enabled(true); }
+  ~EnableGradGuard() { GradMode::set_enabled(prev_); }
+  EnableGradGuard(const EnableGradGuard&) = delete;
+  EnableGradGuard& operator=(const EnableGradGuard&) = delete;
+
+ private:
+  bool prev_;
+};
+
 /// What an op's backward fills: one gradient per input, only where needed.
 class GradInputs {
  public:
@@ -221,41 +234,55 @@ inline void accumulate_grad(VarImpl& v, Tensor g, const char* from_op) {
 }
 }  // namespace detail
 
-inline void Var::backward(const Tensor& grad, bool retain_graph) const {
-  check();
-  NANODE_CHECK(impl_->requires_grad, "backward: this Var does not require grad (no input of its graph requires grad)");
-  NANODE_CHECK(!impl_->graph_freed, "backward: the graph of this Var (made by '", impl_->op,
-               "') was already freed by an earlier backward(); pass retain_graph=true to backpropagate twice");
-  Tensor g = grad;
-  if (!g.defined()) {
-    NANODE_CHECK(numel() == 1, "backward: output of shape ", shape(),
-                 " is not a scalar; pass a gradient of the same shape");
-    g = Tensor::ones(shape(), dtype(), device());
-  } else {
-    NANODE_CHECK(g.shape() == shape(), "backward: gradient of shape ", g.shape(), " for an output of shape ", shape());
-    NANODE_CHECK(g.dtype() == dtype() && g.device() == device(), "backward: gradient is ", g.dtype(), " on ",
-                 g.device(), ", output is ", dtype(), " on ", device());
-  }
-
-  // Topological order of the non-leaf nodes that lead to a leaf requiring grad. The
-  // order holds owning pointers: freeing a node's inputs must not destroy a node
-  // that is still to run.
+/// Backpropagates from several roots at once, each seeded with its gradient (an
+/// undefined gradient means ones, for a one-element root). Shared subgraphs run
+/// once. The graph is freed afterwards unless retain_graph is true.
+inline void backward(const std::vector<Var>& roots, const std::vector<Tensor>& grads, bool retain_graph = false) {
+  NANODE_CHECK(roots.size() == grads.size(), "backward: ", roots.size(), " roots but ", grads.size(), " gradients");
   std::vector<std::shared_ptr<VarImpl>> order;
   std::unordered_set<VarImpl*> visited;
-  std::vector<std::pair<std::shared_ptr<VarImpl>, size_t>> stack{{impl_, 0}};
-  visited.insert(impl_.get());
-  while (!stack.empty()) {
-    auto& top = stack.back();
-    if (top.second < top.first->inputs.size()) {
-      const std::shared_ptr<VarImpl>& child = top.first->inputs[top.second++];
-      if (child->requires_grad && !child->is_leaf && visited.insert(child.get()).second) stack.push_back({child, 0});
+  std::vector<std::pair<std::shared_ptr<VarImpl>, size_t>> stack;
+  std::vector<Tensor> seeds(roots.size());
+  for (size_t r = 0; r < roots.size(); ++r) {
+    const Var& root = roots[r];
+    NANODE_CHECK(root.defined(), "backward: root ", r, " is an undefined Var");
+    const auto& impl = root.impl();
+    NANODE_CHECK(impl->requires_grad,
+                 "backward: this Var does not require grad (no input of its graph requires grad)");
+    NANODE_CHECK(!impl->graph_freed, "backward: the graph of this Var (made by '", impl->op,
+                 "') was already freed by an earlier backward(); pass retain_graph=true to backpropagate twice");
+    Tensor g = grads[r];
+    if (!g.defined()) {
+      NANODE_CHECK(root.numel() == 1, "backward: output of shape ", root.shape(),
+                   " is not a scalar; pass a gradient of the same shape");
+      g = Tensor::ones(root.shape(), root.dtype(), root.device());
     } else {
-      order.push_back(std::move(top.first));
-      stack.pop_back();
+      NANODE_CHECK(g.shape() == root.shape(), "backward: gradient of shape ", g.shape(), " for an output of shape ",
+                   root.shape());
+      NANODE_CHECK(g.dtype() == root.dtype() && g.device() == root.device(), "backward: gradient is ", g.dtype(),
+                   " on ", g.device(), ", output is ", root.dtype(), " on ", root.device());
+    }
+    seeds[r] = g;
+    // Topological order of the non-leaf nodes that lead to a leaf requiring grad.
+    // It holds owning pointers: freeing a node's inputs must not destroy a node
+    // that is still to run.
+    if (impl->is_leaf || !visited.insert(impl.get()).second) continue;
+    stack.push_back({impl, 0});
+    while (!stack.empty()) {
+      auto& top = stack.back();
+      if (top.second < top.first->inputs.size()) {
+        const std::shared_ptr<VarImpl>& child = top.first->inputs[top.second++];
+        if (child->requires_grad && !child->is_leaf && visited.insert(child.get()).second)
+          stack.push_back({child, 0});
+      } else {
+        order.push_back(std::move(top.first));
+        stack.pop_back();
+      }
     }
   }
-
-  detail::accumulate_grad(*impl_, g, "backward");
+  // Roots may depend on each other; a reverse topological order over the union
+  // of their DFS post-orders is still valid (each node follows its inputs).
+  for (size_t r = 0; r < roots.size(); ++r) detail::accumulate_grad(*roots[r].impl(), seeds[r], "backward");
   for (auto it = order.rbegin(); it != order.rend(); ++it) {
     VarImpl* node = it->get();
     NANODE_CHECK(!node->graph_freed && node->backward, "backward: reached a node made by '", node->op,
@@ -278,6 +305,11 @@ inline void Var::backward(const Tensor& grad, bool retain_graph) const {
       node->graph_freed = true;
     }
   }
+}
+
+inline void Var::backward(const Tensor& grad, bool retain_graph) const {
+  check();
+  nanode::backward({*this}, {grad}, retain_graph);
 }
 
 }  // namespace nanode

@@ -331,6 +331,139 @@ inline void axpy_(Tensor& y, double alpha, const Tensor& x) {
 #endif
 }
 
+/// x + sum_j c[j] k[j]; x and any k[j] may be undefined (absent). All defined
+/// tensors must share shape, dtype and device; `like` gives them when all are absent.
+inline Tensor lincomb(const Tensor& x, const std::vector<Tensor>& ks, const std::vector<double>& cs,
+                      const Tensor& like = Tensor()) {
+  NANODE_CHECK(ks.size() == cs.size(), "lincomb: ", ks.size(), " terms but ", cs.size(), " coefficients");
+  const Tensor* ref = x.defined() ? &x : nullptr;
+  for (const auto& k : ks)
+    if (!ref && k.defined()) ref = &k;
+  if (!ref) ref = &like;
+  check_float("lincomb", *ref);
+  for (const auto& k : ks)
+    if (k.defined()) {
+      check_same("lincomb", *ref, k);
+      NANODE_CHECK(k.shape() == ref->shape(), "lincomb: shapes differ (", ref->shape(), " and ", k.shape(), ")");
+    }
+  if (x.defined()) NANODE_CHECK(x.shape() == ref->shape(), "lincomb: shapes differ (", ref->shape(), " and ", x.shape(), ")");
+  Tensor out = empty_like(*ref);
+  const int64_t n = out.numel();
+  if (n == 0) return out;
+  if (out.device().is_cpu()) {
+    dispatch_float(out.dtype(), "lincomb", [&](auto tag) {
+      using T = decltype(tag);
+      std::vector<const T*> kp(ks.size());
+      std::vector<T> cv(cs.size());
+      for (size_t j = 0; j < ks.size(); ++j) {
+        kp[j] = ks[j].defined() && cs[j] != 0.0 ? ks[j].data<T>() : nullptr;
+        cv[j] = static_cast<T>(cs[j]);
+      }
+      cpu::lincomb<T>(x.defined() ? x.data<T>() : nullptr, kp.data(), cv.data(), static_cast<int>(ks.size()),
+                      out.data<T>(), n);
+    });
+    return out;
+  }
+#ifdef NANODE_WITH_CUDA
+  const float* xp = x.defined() ? x.data<float>() : nullptr;
+  bool first = true;
+  for (size_t s0 = 0; s0 < ks.size() || first; s0 += cuda::kMaxLincombTerms) {
+    cuda::LincombTerms terms;
+    for (size_t j = s0; j < ks.size() && terms.n < cuda::kMaxLincombTerms; ++j, ++terms.n) {
+      terms.k[terms.n] = ks[j].defined() && cs[j] != 0.0 ? ks[j].data<float>() : nullptr;
+      terms.c[terms.n] = static_cast<float>(cs[j]);
+    }
+    cuda::lincomb_f32(first ? xp : out.data<float>(), terms, out.data<float>(), n, out.device().index);
+    first = false;
+  }
+#else
+  no_cuda("lincomb");
+#endif
+  return out;
+}
+
+/// W = sum_k z[k] A[k] for coefficients A [K, ...]: the time-basis evaluation.
+inline Tensor basis_combine(const Tensor& a, const std::vector<double>& z) {
+  check_float("basis_combine", a);
+  NANODE_CHECK(a.ndim() >= 1 && a.size(0) == static_cast<int64_t>(z.size()), "basis_combine: coefficients ",
+               a.shape(), " do not have ", z.size(), " basis terms along axis 0");
+  std::vector<int64_t> dims = a.shape().vec();
+  dims.erase(dims.begin());
+  Tensor out = Tensor::empty(Shape(dims), a.dtype(), a.device());
+  const int64_t n = out.numel();
+  if (n == 0) return out;
+  const int nk = static_cast<int>(z.size());
+  if (a.device().is_cpu()) {
+    dispatch_float(a.dtype(), "basis_combine", [&](auto tag) {
+      using T = decltype(tag);
+      std::vector<const T*> kp(z.size());
+      std::vector<T> cv(z.size());
+      for (int j = 0; j < nk; ++j) {
+        kp[static_cast<size_t>(j)] = z[static_cast<size_t>(j)] != 0.0 ? a.data<T>() + j * n : nullptr;
+        cv[static_cast<size_t>(j)] = static_cast<T>(z[static_cast<size_t>(j)]);
+      }
+      cpu::lincomb<T>(nullptr, kp.data(), cv.data(), nk, out.data<T>(), n);
+    });
+    return out;
+  }
+#ifdef NANODE_WITH_CUDA
+  std::vector<float> zf(z.begin(), z.end());
+  cuda::basis_combine_f32(a.data<float>(), zf.data(), nk, out.data<float>(), n, a.device().index);
+#else
+  no_cuda("basis_combine");
+#endif
+  return out;
+}
+
+/// The gradient of basis_combine with respect to A: gA[k] = z[k] g.
+inline Tensor basis_combine_backward(const Tensor& g, const std::vector<double>& z) {
+  std::vector<int64_t> dims = g.shape().vec();
+  dims.insert(dims.begin(), static_cast<int64_t>(z.size()));
+  Tensor ga = Tensor::empty(Shape(dims), g.dtype(), g.device());
+  const int64_t n = g.numel();
+  if (ga.numel() == 0) return ga;
+  const int nk = static_cast<int>(z.size());
+  if (g.device().is_cpu()) {
+    dispatch_float(g.dtype(), "basis_combine_backward", [&](auto tag) {
+      using T = decltype(tag);
+      std::vector<T> zv(z.begin(), z.end());
+      cpu::outer_scale<T>(g.data<T>(), zv.data(), nk, ga.data<T>(), n);
+    });
+    return ga;
+  }
+#ifdef NANODE_WITH_CUDA
+  std::vector<float> zf(z.begin(), z.end());
+  cuda::outer_scale_f32(g.data<float>(), zf.data(), nk, ga.data<float>(), n, g.device().index);
+#else
+  no_cuda("basis_combine_backward");
+#endif
+  return ga;
+}
+
+/// RMS of err / (atol + rtol max(|a|, |b|)) over all elements: the adaptive
+/// solvers' error norm. Returns 0 for empty tensors.
+inline double scaled_rms(const Tensor& err, const Tensor& a, const Tensor& b, double atol, double rtol) {
+  check_same("scaled_rms", err, a);
+  check_same("scaled_rms", err, b);
+  const int64_t n = err.numel();
+  if (n == 0) return 0.0;
+  double ss = 0;
+  if (err.device().is_cpu()) {
+    dispatch_float(err.dtype(), "scaled_rms", [&](auto tag) {
+      using T = decltype(tag);
+      ss = cpu::scaled_sq_sum<T>(err.data<T>(), a.data<T>(), b.data<T>(), n, atol, rtol);
+    });
+  } else {
+#ifdef NANODE_WITH_CUDA
+    ss = cuda::scaled_sq_sum_f32(err.data<float>(), a.data<float>(), b.data<float>(), n, atol, rtol,
+                                 err.device().index);
+#else
+    no_cuda("scaled_rms");
+#endif
+  }
+  return std::sqrt(ss / static_cast<double>(n));
+}
+
 /// One Adam/AdamW step on a parameter tensor with its moment buffers (see cpu::adam_step).
 inline void adam_step_(Tensor& p, const Tensor& g, Tensor& m, Tensor& v, double lr, double beta1, double beta2,
                        double eps, double weight_decay, double c1, double c2, bool decoupled) {

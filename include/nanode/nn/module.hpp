@@ -1,6 +1,7 @@
 #pragma once
 // Module: named parameters, buffers and children; train/eval; moving to a device.
 // The names follow LibTorch's C++ frontend (register_parameter, register_module...).
+#include <algorithm>
 #include <memory>
 #include <string>
 #include <utility>
@@ -89,6 +90,20 @@ class Module {
   }
   void zero_grad() {
     for (auto& [n, v] : named_parameters()) v.zero_grad();
+  }
+
+  /// Adds the times in the open interval (t0, t1) at which this module's
+  /// parameters jump (bucketed bases do); ODE solvers never step across them.
+  virtual void collect_jump_times(double t0, double t1, std::vector<double>& out) const {
+    for (auto& [n, c] : children_) c->collect_jump_times(t0, t1, out);
+  }
+  /// The sorted, distinct jump times in (min(t0,t1), max(t0,t1)).
+  std::vector<double> jump_times(double t0, double t1) const {
+    std::vector<double> out;
+    collect_jump_times(std::min(t0, t1), std::max(t0, t1), out);
+    std::sort(out.begin(), out.end());
+    out.erase(std::unique(out.begin(), out.end()), out.end());
+    return out;
   }
 
  private:

@@ -1,6 +1,9 @@
 #pragma once
 // Matrix products and axis permutations.
+#include <Eigen/Dense>
+
 #include "nanode/autograd/var.hpp"
+#include "nanode/backend/dispatch_nn.hpp"
 
 namespace nanode {
 
@@ -78,6 +81,58 @@ inline Var transpose(const Var& x, int axis0 = -2, int axis1 = -1) {
   Tensor out = backend::permute(x.data(), perm);
   return make_result("transpose", out, {x},
                      [perm](const Tensor& g, GradInputs& gi) { gi.set(0, backend::permute(g, perm)); });
+}
+
+namespace detail {
+/// X = op(A)^{-1} B for triangular A [n, n] (only its upper or lower triangle is
+/// read) and B [n, m]; op(A) = A or A^T.
+inline Tensor triangular_solve_tensor(const Tensor& a, const Tensor& b, bool upper, bool trans) {
+  backend::require_cpu("triangular_solve", a);
+  Tensor x = b.clone();
+  const int64_t n = a.size(0), m = b.size(1);
+  backend::dispatch_float(a.dtype(), "triangular_solve", [&](auto tag) {
+    using T = decltype(tag);
+    using M = Eigen::Matrix<T, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
+    Eigen::Map<const M> A(a.data<T>(), n, n);
+    Eigen::Map<M> X(x.data<T>(), n, m);
+    if (upper && !trans) A.template triangularView<Eigen::Upper>().solveInPlace(X);
+    else if (upper && trans) A.transpose().template triangularView<Eigen::Lower>().solveInPlace(X);
+    else if (!upper && !trans) A.template triangularView<Eigen::Lower>().solveInPlace(X);
+    else A.transpose().template triangularView<Eigen::Upper>().solveInPlace(X);
+  });
+  return x;
+}
+}  // namespace detail
+
+/// Solves op(A) X = B for triangular A [n, n] and B [n, m], reading only A's upper
+/// (or lower) triangle; op(A) = A^T when `transpose`. CPU only.
+NANODE_REGISTER_OP(triangular_solve);
+inline Var triangular_solve(const Var& a, const Var& b, bool upper = true, bool transpose_a = false) {
+  NANODE_CHECK(a.ndim() == 2 && a.size(0) == a.size(1), "triangular_solve: A must be square, got ", a.shape());
+  NANODE_CHECK(b.ndim() == 2 && b.size(0) == a.size(0), "triangular_solve: B ", b.shape(), " does not have ",
+               a.size(0), " rows (A ", a.shape(), ")");
+  backend::check_same("triangular_solve", a.data(), b.data());
+  const Tensor ta = a.data();
+  Tensor x = detail::triangular_solve_tensor(ta, b.data(), upper, transpose_a);
+  return make_result("triangular_solve", x, {a, b}, [ta, x, upper, transpose_a](const Tensor& g, GradInputs& gi) {
+    // X = op(A)^{-1} B  =>  dB = op(A)^{-T} G,  d op(A) = -dB X^T.
+    Tensor gb = detail::triangular_solve_tensor(ta, g, upper, !transpose_a);
+    if (gi.need(1)) gi.set(1, gb);
+    if (gi.need(0)) {
+      Tensor gop = backend::unary(UnaryOp::Affine, backend::matmul(gb, x, false, true), -1.0);
+      Tensor ga = transpose_a ? backend::permute(gop, {1, 0}) : gop;
+      // Only the triangle that was read gets a gradient.
+      const int64_t n = ga.size(0);
+      backend::dispatch_float(ga.dtype(), "triangular_solve", [&](auto tag) {
+        using T = decltype(tag);
+        T* p = ga.data<T>();
+        for (int64_t i = 0; i < n; ++i)
+          for (int64_t j = 0; j < n; ++j)
+            if (upper ? j < i : j > i) p[i * n + j] = T(0);
+      });
+      gi.set(0, ga);
+    }
+  });
 }
 
 }  // namespace nanode

@@ -185,6 +185,58 @@ void axpy(T alpha, const T* x, T* y, int64_t n) {
   });
 }
 
+/// out = x + sum_j c[j] * k[j] (x may be null: then just the sum). One pass over
+/// memory per chunk; the Runge-Kutta stage update and the time-basis combination.
+template <class T>
+void lincomb(const T* x, const T* const* k, const T* c, int nk, T* out, int64_t n) {
+  parallel_for(n, kElementwiseGrain, [&](int64_t b, int64_t e) {
+    constexpr int64_t kBlock = 2048;  // stays in L1 across the terms
+    for (int64_t s = b; s < e; s += kBlock) {
+      const int64_t m = std::min(kBlock, e - s);
+      ArrMap<T> O(out + s, m);
+      if (x) O = CArrMap<T>(x + s, m);
+      else O.setZero();
+      for (int j = 0; j < nk; ++j)
+        if (k[j]) O += c[j] * CArrMap<T>(k[j] + s, m);
+    }
+  });
+}
+
+/// g[k, i] = z[k] * gw[i]: the gradient of W = sum_k z_k A_k with respect to A.
+template <class T>
+void outer_scale(const T* gw, const T* z, int nk, T* g, int64_t n) {
+  parallel_for(n * nk, kElementwiseGrain, [&](int64_t b, int64_t e) {
+    for (int64_t idx = b; idx < e;) {
+      const int64_t k = idx / n, i = idx % n, m = std::min(n - i, e - idx);
+      ArrMap<T>(g + idx, m) = z[k] * CArrMap<T>(gw + i, m);
+      idx += m;
+    }
+  });
+}
+
+/// sum_i (err_i / (atol + rtol * max(|a_i|, |b_i|)))^2, accumulated in double.
+template <class T>
+double scaled_sq_sum(const T* err, const T* a, const T* b, int64_t n, double atol, double rtol) {
+  const int threads = get_num_threads();
+  double partial[256] = {};
+  const int64_t chunks = std::min<int64_t>(threads, 256);
+  parallel_for(chunks, 1, [&](int64_t cb, int64_t ce) {
+    for (int64_t c = cb; c < ce; ++c) {
+      const int64_t s = n * c / chunks, t = n * (c + 1) / chunks;
+      double acc = 0;
+      for (int64_t i = s; i < t; ++i) {
+        const double sc = atol + rtol * std::max(std::abs(static_cast<double>(a[i])), std::abs(static_cast<double>(b[i])));
+        const double r = static_cast<double>(err[i]) / sc;
+        acc += r * r;
+      }
+      partial[c] = acc;
+    }
+  });
+  double total = 0;
+  for (int64_t c = 0; c < chunks; ++c) total += partial[c];
+  return total;
+}
+
 /// One Adam/AdamW update of n parameters. c1, c2 are the bias corrections
 /// 1 - beta1^t and 1 - beta2^t. decoupled: weight decay as in AdamW; otherwise
 /// added to the gradient (Adam's L2).

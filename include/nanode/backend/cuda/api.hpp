@@ -41,6 +41,22 @@ void unary_backward_f32(UnaryOp op, const float* g, const float* x, const float*
                         int64_t n, float p0, float p1, int device);
 /// y += alpha * x
 void axpy_f32(float alpha, const float* x, float* y, int64_t n, int device);
+/// Up to kMaxLincombTerms device pointers (null = absent) and their coefficients.
+constexpr int kMaxLincombTerms = 64;
+struct LincombTerms {
+  int n = 0;
+  const float* k[kMaxLincombTerms] = {};
+  float c[kMaxLincombTerms] = {};
+};
+/// out = x + sum_j c_j k_j (x may be null).
+void lincomb_f32(const float* x, const LincombTerms& terms, float* out, int64_t n, int device);
+/// W = sum_k z_k A[k] for A [K, n] (the time-basis combination W(t)).
+void basis_combine_f32(const float* a, const float* z_host, int nk, float* out, int64_t n, int device);
+/// g[k, i] = z_k * gw[i].
+void outer_scale_f32(const float* gw, const float* z_host, int nk, float* g, int64_t n, int device);
+/// sum_i (err_i / (atol + rtol max(|a_i|, |b_i|)))^2.
+double scaled_sq_sum_f32(const float* err, const float* a, const float* b, int64_t n, double atol, double rtol,
+                         int device);
 /// One Adam/AdamW update (see cpu::adam_step).
 void adam_step_f32(float* p, const float* g, float* m, float* v, int64_t n, float lr, float beta1, float beta2,
                    float eps, float weight_decay, float c1, float c2, bool decoupled, int device);

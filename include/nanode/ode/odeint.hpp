@@ -1,0 +1,426 @@
+#pragma once
+// odeint: explicit Runge-Kutta integration of dx/dt = f(t, x) with outputs at
+// requested times, fixed or adaptive steps, and three ways to get gradients:
+//   Direct      backprop through every step (memory O(L));
+//   Checkpoint  store x every m steps, recompute each segment in backward (exact, O(L/m + m));
+//   Adjoint     integrate [x, a, dL/dtheta] backward with vector-Jacobian products of
+//               f on a throw-away graph (memory O(1) in L; converges to Direct as dt -> 0).
+// torchdiffeq's odeint(func, y0, t, method, rtol, atol, options) is the model.
+#include <algorithm>
+#include <cmath>
+#include <limits>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "nanode/nn/module.hpp"
+#include "nanode/ode/tableau.hpp"
+#include "nanode/ops/fused.hpp"
+#include "nanode/ops/shape.hpp"
+
+namespace nanode::ode {
+
+/// The right-hand side f(t, x) of an ODE, with its parameters as a Module.
+class Dynamics : public nn::Module {
+ public:
+  virtual Var forward(double t, const Var& x) = 0;
+};
+
+enum class Gradient { Direct, Adjoint, Checkpoint };
+
+inline Gradient parse_gradient(const std::string& s) {
+  if (s == "direct") return Gradient::Direct;
+  if (s == "adjoint") return Gradient::Adjoint;
+  if (s == "checkpoint") return Gradient::Checkpoint;
+  fail("ode: unknown gradient mode '", s, "' (valid: direct, adjoint, checkpoint)");
+}
+inline const char* gradient_name(Gradient g) {
+  return g == Gradient::Direct ? "direct" : g == Gradient::Adjoint ? "adjoint" : "checkpoint";
+}
+
+struct Options {
+  std::string method = "rk4";
+  /// Fixed steps: this many uniform steps over [t.front(), t.back()] ...
+  int64_t steps = 0;
+  /// ... or uniform steps of at most this size. With neither, the method must be
+  /// adaptive (bosh3, dopri5) and rtol/atol control the step.
+  double step_size = 0.0;
+  double rtol = 1e-6, atol = 1e-8;
+  int64_t max_steps = 100000;
+  double first_step = 0.0;  ///< adaptive: 0 picks one automatically
+  Gradient gradient = Gradient::Direct;
+  int64_t checkpoint_every = 0;  ///< checkpoint mode: steps per segment (0: ceil(sqrt(L)))
+};
+
+/// Counters of the last solve, for reports and tests.
+struct Stats {
+  int64_t steps = 0, rejected = 0, evals = 0;
+  int64_t backward_steps = 0, backward_evals = 0;
+};
+
+namespace detail {
+
+/// Stage times at the ends of a step are nudged one ulp inside it, so a basis that
+/// jumps at a step boundary is evaluated on the step's own side.
+inline double stage_time(double t, double t_next, double c) {
+  if (c <= 0.0) return std::nextafter(t, t_next);
+  if (c >= 1.0) return std::nextafter(t_next, t);
+  return t + c * (t_next - t);
+}
+
+inline bool same_time(double a, double b) { return std::abs(a - b) <= 1e-12 * std::max(1.0, std::abs(a)); }
+
+/// One explicit RK step from t to t_next. `k_first` (optional): in, a stage-1 value to
+/// reuse (FSAL); out, the last stage. `err` (optional): the embedded error estimate.
+template <class Sys>
+typename Sys::State rk_step(Sys& sys, const Tableau& tb, double t, double t_next, const typename Sys::State& x,
+                            typename Sys::State* k_first, typename Sys::State* err) {
+  using S = typename Sys::State;
+  const double h = t_next - t;
+  const int s = tb.stages();
+  std::vector<S> k(static_cast<size_t>(s));
+  k[0] = (k_first && Sys::defined(*k_first)) ? *k_first : sys.eval(stage_time(t, t_next, tb.c[0]), x);
+  S xn;
+  bool have_xn = false;
+  for (int i = 1; i < s; ++i) {
+    std::vector<const S*> ks;
+    std::vector<double> cs;
+    for (int j = 0; j < i; ++j) {
+      const double a = tb.a[static_cast<size_t>(i)][static_cast<size_t>(j)];
+      if (a != 0.0) {
+        ks.push_back(&k[static_cast<size_t>(j)]);
+        cs.push_back(h * a);
+      }
+    }
+    S xi = sys.comb(&x, ks, cs);
+    if (tb.fsal && i == s - 1) {
+      xn = xi;  // FSAL: the last stage is evaluated at the solution
+      have_xn = true;
+    }
+    k[static_cast<size_t>(i)] = sys.eval(stage_time(t, t_next, tb.c[static_cast<size_t>(i)]), xi);
+  }
+  if (!have_xn) {
+    std::vector<const S*> ks;
+    std::vector<double> cs;
+    for (int j = 0; j < s; ++j)
+      if (tb.b[static_cast<size_t>(j)] != 0.0) {
+        ks.push_back(&k[static_cast<size_t>(j)]);
+        cs.push_back(h * tb.b[static_cast<size_t>(j)]);
+      }
+    xn = sys.comb(&x, ks, cs);
+  }
+  if (err && tb.adaptive()) {
+    std::vector<const S*> ks;
+    std::vector<double> cs;
+    for (int j = 0; j < s; ++j)
+      if (tb.e[static_cast<size_t>(j)] != 0.0) {
+        ks.push_back(&k[static_cast<size_t>(j)]);
+        cs.push_back(h * tb.e[static_cast<size_t>(j)]);
+      }
+    *err = sys.comb(nullptr, ks, cs);
+  }
+  if (k_first) *k_first = tb.fsal ? k[static_cast<size_t>(s - 1)] : S();
+  return xn;
+}
+
+/// A first step size for an adaptive solve (Hairer, Norsett & Wanner, II.4).
+template <class Sys>
+double initial_step(Sys& sys, const Tableau& tb, double t0, double t1, const typename Sys::State& x0, double rtol,
+                    double atol) {
+  using S = typename Sys::State;
+  const double dir = t1 > t0 ? 1.0 : -1.0;
+  S f0 = sys.eval(t0, x0);
+  const double d0 = sys.norm(x0, x0, x0, atol, rtol), d1 = sys.norm(f0, x0, x0, atol, rtol);
+  double h0 = (d0 < 1e-5 || d1 < 1e-5) ? 1e-6 : 0.01 * d0 / d1;
+  h0 = std::min(h0, std::abs(t1 - t0));
+  S x1 = sys.comb(&x0, {&f0}, {dir * h0});
+  S f1 = sys.eval(t0 + dir * h0, x1);
+  S df = sys.comb(&f1, {&f0}, {-1.0});
+  const double d2 = sys.norm(df, x0, x0, atol, rtol) / h0;
+  const double m = std::max(d1, d2);
+  const double h1 = m <= 1e-15 ? std::max(1e-6, h0 * 1e-3) : std::pow(0.01 / m, 1.0 / (tb.order + 1));
+  return std::min({100 * h0, h1, std::abs(t1 - t0)});
+}
+
+/// Adaptive integration of `x` from t0 to t1, landing exactly on t1. `h` carries the
+/// step size between calls. After each accepted step, on_accept(t, x) runs; when it
+/// returns true the next step starts afresh (no FSAL reuse).
+template <class Sys, class OnAccept>
+typename Sys::State adaptive_segment(Sys& sys, const Tableau& tb, typename Sys::State x, double t0, double t1,
+                                     double& h, double rtol, double atol, int64_t max_steps, Stats& stats,
+                                     int64_t& steps_taken, int64_t& rejected, OnAccept&& on_accept) {
+  using S = typename Sys::State;
+  const double dir = t1 > t0 ? 1.0 : -1.0;
+  const double exponent = 1.0 / (std::min(tb.order, tb.error_order) + 1);
+  double t = t0;
+  S k;  // FSAL stage carried between accepted steps
+  while (!same_time(t, t1)) {
+    const double step = std::min(std::abs(h), std::abs(t1 - t));
+    double t_next = t + dir * step;
+    if (same_time(t_next, t1) || std::abs(t1 - t_next) < 1e-3 * step) t_next = t1;  // no sliver steps
+    const double used = std::abs(t_next - t);
+    S err;
+    S kk = k;
+    S xn = rk_step(sys, tb, t, t_next, x, &kk, &err);
+    double e = sys.norm(err, x, xn, atol, rtol);
+    if (!std::isfinite(e)) e = std::numeric_limits<double>::infinity();
+    if (e <= 1.0) {
+      t = t_next;
+      x = xn;
+      k = on_accept(t, x) ? S() : kk;
+      NANODE_CHECK(++steps_taken <= max_steps, "odeint: more than max_steps = ", max_steps,
+                   " steps (reached t = ", t, "); raise max_steps or loosen rtol/atol");
+    } else {
+      ++rejected;
+      NANODE_CHECK(rejected <= 4 * max_steps, "odeint: too many rejected steps near t = ", t);
+    }
+    const double factor = e == 0.0 ? 10.0 : std::clamp(0.9 * std::pow(e, -exponent), 0.2, 10.0);
+    h = used * factor;
+    NANODE_CHECK(h >= 1e-14 * std::max(1.0, std::abs(t)), "odeint: step size underflow (h = ", h, ") at t = ", t,
+                 " with rtol = ", rtol, ", atol = ", atol, (std::isinf(e) ? "; the state became non-finite" : ""));
+  }
+  (void)stats;
+  return x;
+}
+
+// ---- the state systems the driver runs on -------------------------------------------
+
+/// x is a Var: steps record a graph when grad mode is on.
+struct VarSystem {
+  using State = Var;
+  Dynamics& f;
+  Stats& stats;
+  int64_t* evals;
+  Var eval(double t, const Var& x) {
+    ++*evals;
+    Var d = f.forward(t, x);
+    NANODE_CHECK(d.defined() && d.shape() == x.shape(), "odeint: dynamics returned shape ",
+                 d.defined() ? d.shape().str() : std::string("undefined"), " for a state of shape ", x.shape());
+    return d;
+  }
+  Var comb(const Var* x, const std::vector<const Var*>& ks, const std::vector<double>& cs) {
+    std::vector<Var> kv;
+    std::vector<double> cv;
+    for (size_t j = 0; j < ks.size(); ++j)
+      if (cs[j] != 0.0) {
+        kv.push_back(*ks[j]);
+        cv.push_back(cs[j]);
+      }
+    if (kv.empty()) return x ? *x : Var(backend::unary(UnaryOp::Affine, ks[0]->data(), 0.0));
+    return lincomb(x ? *x : Var(), kv, cv);
+  }
+  double norm(const Var& v, const Var& a, const Var& b, double atol, double rtol) {
+    return backend::scaled_rms(v.data(), a.data(), b.data(), atol, rtol);
+  }
+  static bool defined(const Var& v) { return v.defined(); }
+};
+
+/// The adjoint's augmented state [x, a, g_1..g_P] with
+/// dx/dt = f, da/dt = -a df/dx, dg_i/dt = -a df/dtheta_i. Components 1.. hold the
+/// vector-Jacobian products with a + sign; comb applies the minus.
+struct AdjointSystem {
+  using State = std::vector<Tensor>;
+  Dynamics& f;
+  std::vector<Var> params;
+  Stats& stats;
+  State eval(double t, const State& s) {
+    ++stats.backward_evals;
+    EnableGradGuard eg;
+    Var xl(s[0], true);
+    std::vector<Tensor> saved(params.size());
+    for (size_t i = 0; i < params.size(); ++i) {
+      saved[i] = params[i].grad();
+      params[i].zero_grad();
+    }
+    Var fx = f.forward(t, xl);
+    NANODE_CHECK(fx.shape() == s[0].shape(), "odeint: dynamics returned shape ", fx.shape(),
+                 " for a state of shape ", s[0].shape());
+    if (fx.requires_grad()) nanode::backward({fx}, {s[1]});
+    State d(s.size());
+    d[0] = fx.data();
+    d[1] = xl.grad();
+    for (size_t i = 0; i < params.size(); ++i) {
+      d[2 + i] = params[i].grad();
+      if (saved[i].defined()) params[i].set_grad(saved[i]);
+      else params[i].zero_grad();
+    }
+    return d;
+  }
+  State comb(const State* x, const std::vector<const State*>& ks, const std::vector<double>& cs) {
+    const size_t n = x ? x->size() : ks.front()->size();
+    State out(n);
+    for (size_t c = 0; c < n; ++c) {
+      std::vector<Tensor> kt;
+      std::vector<double> cv;
+      Tensor like = c >= 2 ? params[c - 2].data() : (x ? (*x)[0] : Tensor());
+      for (size_t j = 0; j < ks.size(); ++j) {
+        kt.push_back((*ks[j])[c]);
+        cv.push_back(c == 0 ? cs[j] : -cs[j]);
+        if (!like.defined() && kt.back().defined()) like = kt.back();
+      }
+      out[c] = backend::lincomb(x ? (*x)[c] : Tensor(), kt, cv, like);
+    }
+    return out;
+  }
+  /// Error norm over x and a (the parameter gradients are quadratures of them).
+  double norm(const State& v, const State& a, const State& b, double atol, double rtol) {
+    double ss = 0;
+    int64_t n = 0;
+    for (size_t c = 0; c < 2; ++c) {
+      if (!v[c].defined()) continue;
+      const Tensor& ta = a[c].defined() ? a[c] : v[c];
+      const Tensor& tb = b[c].defined() ? b[c] : v[c];
+      const double r = backend::scaled_rms(v[c], ta, tb, atol, rtol);
+      ss += r * r * static_cast<double>(v[c].numel());
+      n += v[c].numel();
+    }
+    return n ? std::sqrt(ss / static_cast<double>(n)) : 0.0;
+  }
+  static bool defined(const State& s) { return !s.empty(); }
+};
+
+/// The step plan of a solve: grid points from t.front() to t.back() and, for each
+/// requested time, its index in the grid.
+struct Plan {
+  std::vector<double> grid;
+  std::vector<size_t> out_index;
+  std::vector<bool> fresh;  ///< the step from grid point i did not reuse an FSAL stage
+};
+
+inline std::vector<double> stops_between(const std::vector<double>& t, const std::vector<double>& jumps) {
+  std::vector<double> stops = t;
+  for (double j : jumps) stops.push_back(j);
+  const bool up = t.back() > t.front();
+  std::sort(stops.begin(), stops.end(), [up](double a, double b) { return up ? a < b : a > b; });
+  std::vector<double> out;
+  for (double s : stops)
+    if (out.empty() || !same_time(out.back(), s)) out.push_back(s);
+  return out;
+}
+
+inline void locate_outputs(Plan& p, const std::vector<double>& t) {
+  p.out_index.clear();
+  size_t g = 0;
+  for (double ti : t) {
+    while (g < p.grid.size() && !same_time(p.grid[g], ti)) ++g;
+    NANODE_CHECK(g < p.grid.size(), "odeint: internal error: output time ", ti, " is not on the step grid");
+    p.out_index.push_back(g);
+  }
+}
+
+inline Plan fixed_plan(const std::vector<double>& t, const std::vector<double>& jumps, const Options& o) {
+  const double t0 = t.front(), t1 = t.back(), span = std::abs(t1 - t0);
+  int64_t n = o.steps;
+  if (n <= 0) n = std::max<int64_t>(1, static_cast<int64_t>(std::ceil(span / o.step_size - 1e-9)));
+  std::vector<double> pts;
+  pts.reserve(static_cast<size_t>(n + 1));
+  for (int64_t i = 0; i <= n; ++i) pts.push_back(i == n ? t1 : t0 + (t1 - t0) * static_cast<double>(i) / static_cast<double>(n));
+  Plan p;
+  p.grid = stops_between(pts, stops_between(t, jumps));
+  locate_outputs(p, t);
+  return p;
+}
+
+inline void validate(const Var& x0, const std::vector<double>& t, const Options& o, const Tableau& tb) {
+  NANODE_CHECK(x0.defined(), "odeint: x0 is undefined");
+  NANODE_CHECK(t.size() >= 2, "odeint: need at least two times (start and end), got ", t.size());
+  const bool up = t[1] > t[0];
+  for (size_t i = 0; i < t.size(); ++i) {
+    NANODE_CHECK(std::isfinite(t[i]), "odeint: time ", i, " is not finite");
+    if (i > 0)
+      NANODE_CHECK(up ? t[i] > t[i - 1] : t[i] < t[i - 1], "odeint: times must be strictly monotone; t[", i - 1,
+                   "] = ", t[i - 1], ", t[", i, "] = ", t[i]);
+  }
+  NANODE_CHECK(o.steps >= 0 && o.step_size >= 0, "odeint: steps and step_size must be >= 0");
+  NANODE_CHECK(o.steps > 0 || o.step_size > 0 || tb.adaptive(), "odeint: method '", tb.name,
+               "' has no error estimate; give steps or step_size, or use bosh3 or dopri5");
+  NANODE_CHECK(o.rtol > 0 && o.atol >= 0, "odeint: need rtol > 0 and atol >= 0");
+  NANODE_CHECK(o.max_steps > 0, "odeint: max_steps must be positive");
+  NANODE_CHECK(o.gradient == Gradient::Direct || x0.ndim() <= 4, "odeint: ", gradient_name(o.gradient),
+               " mode stacks outputs along a new axis, so states may have at most 4 axes (got ", x0.shape(), ")");
+  const double total = backend::sum_all(x0.data()).item<double>();
+  NANODE_CHECK(std::isfinite(total), "odeint: the initial state x0 contains NaN or infinite values");
+}
+
+inline bool fixed_steps(const Options& o) { return o.steps > 0 || o.step_size > 0; }
+
+/// Forward solve of a Var system over the whole time range: returns the states at
+/// the requested times and fills `plan` with the grid it stepped on. After grid
+/// point i is reached, on_grid(i, x) runs; when it returns true, the next step does
+/// not reuse the FSAL stage (checkpoint segments start afresh).
+template <class OnGrid>
+std::vector<Var> solve_forward(Dynamics& f, const Tableau& tb, const Var& x0, const std::vector<double>& t,
+                               const std::vector<double>& jumps, const Options& o, Stats& stats, Plan& plan,
+                               OnGrid&& on_grid) {
+  VarSystem sys{f, stats, &stats.evals};
+  std::vector<Var> outs;
+  Var x = x0;
+  if (fixed_steps(o)) {
+    plan = fixed_plan(t, jumps, o);
+    std::vector<bool> fresh(plan.grid.size(), false);
+    for (size_t i = 0; i < plan.grid.size(); ++i)
+      for (double j : jumps) fresh[i] = fresh[i] || same_time(plan.grid[i], j);
+    size_t next_out = 0;
+    Var k;
+    if (on_grid(size_t{0}, x)) fresh[0] = true;
+    while (next_out < plan.out_index.size() && plan.out_index[next_out] == 0) outs.push_back(x), ++next_out;
+    for (size_t i = 0; i + 1 < plan.grid.size(); ++i) {
+      if (fresh[i]) k = Var();
+      x = rk_step(sys, tb, plan.grid[i], plan.grid[i + 1], x, &k, nullptr);
+      ++stats.steps;
+      if (on_grid(i + 1, x)) fresh[i + 1] = true;
+      while (next_out < plan.out_index.size() && plan.out_index[next_out] == i + 1) outs.push_back(x), ++next_out;
+    }
+    plan.fresh = fresh;
+    return outs;
+  }
+  // Adaptive: segment by segment between stops (outputs and jumps); FSAL never
+  // crosses a stop, since a jump may sit there.
+  const std::vector<double> stops = stops_between(t, jumps);
+  plan.grid.assign(1, t.front());
+  plan.fresh.assign(1, true);
+  outs.push_back(x);
+  on_grid(size_t{0}, x);
+  double h = o.first_step;
+  if (h <= 0) {
+    NoGradGuard ng;
+    h = initial_step(sys, tb, stops[0], stops[1], x0, o.rtol, o.atol);
+  }
+  int64_t taken = 0, rejected = 0;
+  size_t next_t = 1;
+  for (size_t s = 0; s + 1 < stops.size(); ++s) {
+    x = adaptive_segment(sys, tb, x, stops[s], stops[s + 1], h, o.rtol, o.atol, o.max_steps, stats, taken, rejected,
+                         [&](double tt, const Var& xx) {
+                           plan.grid.push_back(tt);
+                           ++stats.steps;
+                           const bool f = on_grid(plan.grid.size() - 1, xx);
+                           plan.fresh.push_back(f);
+                           return f;
+                         });
+    plan.fresh.back() = true;  // a stop: the next segment starts afresh
+    if (next_t < t.size() && same_time(stops[s + 1], t[next_t])) outs.push_back(x), ++next_t;
+  }
+  stats.rejected += rejected;
+  locate_outputs(plan, t);
+  return outs;
+}
+
+}  // namespace detail
+
+/// Integrates dx/dt = f(t, x) from x(t[0]) = x0 and returns x at every time in t
+/// (t[0] included, as torchdiffeq does). Times must be strictly monotone (backward
+/// integration is fine). `stats`, when given, receives the solve's counters (the
+/// backward counters when the backward pass runs). The dynamics must outlive the
+/// backward pass of the outputs.
+inline std::vector<Var> odeint(Dynamics& f, const Var& x0, const std::vector<double>& t, const Options& o = {},
+                               std::shared_ptr<Stats> stats = nullptr);
+
+/// x(t1) from x(t0) = x0.
+inline Var odeint_final(Dynamics& f, const Var& x0, double t0, double t1, const Options& o = {},
+                        std::shared_ptr<Stats> stats = nullptr) {
+  return odeint(f, x0, {t0, t1}, o, std::move(stats)).back();
+}
+
+}  // namespace nanode::ode
+
+#include "nanode/ode/gradient_modes.hpp"

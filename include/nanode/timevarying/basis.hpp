@@ -1,0 +1,189 @@
+#pragma once
+// Time bases z(t): a time-varying weight is W(t) = sum_k z_k(t) A_k (DESIGN.md §1).
+#include <cmath>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "nanode/core/error.hpp"
+#include "nanode/core/rng.hpp"
+
+namespace nanode::tv {
+
+class TimeBasis {
+ public:
+  virtual ~TimeBasis() = default;
+  /// Number of basis functions K.
+  virtual int size() const = 0;
+  /// z(t), K values.
+  virtual std::vector<double> eval(double t) const = 0;
+  /// Adds the times in (t0, t1) where z jumps (only bucketed bases jump).
+  virtual void collect_jump_times(double t0, double t1, std::vector<double>& out) const {
+    (void)t0, (void)t1, (void)out;
+  }
+  virtual std::string name() const = 0;
+  /// Mean of sum_k z_k(t)^2 over [t0, t1]: initialisers divide by its root so that
+  /// W(t) starts at the scale of a plain layer's weight whatever the basis.
+  double mean_square(double t0, double t1) const {
+    double s = 0;
+    const int n = 64;
+    for (int i = 0; i < n; ++i) {
+      const auto z = eval(t0 + (t1 - t0) * (i + 0.5) / n);
+      for (double v : z) s += v * v;
+    }
+    return s / n;
+  }
+};
+using BasisPtr = std::shared_ptr<const TimeBasis>;
+
+/// z = [1]: weights shared over time (Auto / Con-ResNet).
+class ConstantBasis : public TimeBasis {
+ public:
+  int size() const override { return 1; }
+  std::vector<double> eval(double) const override { return {1.0}; }
+  std::string name() const override { return "constant"; }
+};
+
+/// One-hot of the bucket floor(d (t - t0) / (t1 - t0)) (last bucket closed):
+/// piecewise-constant weights (B-NANODE). Jumps at the bucket edges.
+class BucketBasis : public TimeBasis {
+ public:
+  BucketBasis(int d, double t0 = 0.0, double t1 = 1.0) : d_(d), t0_(t0), t1_(t1) {
+    NANODE_CHECK(d >= 1, "BucketBasis: need at least one bucket, got ", d);
+    NANODE_CHECK(t1 > t0, "BucketBasis: empty interval [", t0, ", ", t1, "]");
+  }
+  int size() const override { return d_; }
+  int bucket(double t) const {
+    const double u = (t - t0_) / (t1_ - t0_);
+    int k = static_cast<int>(std::floor(u * d_));
+    return k < 0 ? 0 : (k >= d_ ? d_ - 1 : k);
+  }
+  std::vector<double> eval(double t) const override {
+    std::vector<double> z(static_cast<size_t>(d_), 0.0);
+    z[static_cast<size_t>(bucket(t))] = 1.0;
+    return z;
+  }
+  void collect_jump_times(double a, double b, std::vector<double>& out) const override {
+    for (int k = 1; k < d_; ++k) {
+      const double e = t0_ + (t1_ - t0_) * k / d_;
+      if (e > a && e < b) out.push_back(e);
+    }
+  }
+  std::string name() const override { return "bucket-" + std::to_string(d_); }
+
+ private:
+  int d_;
+  double t0_, t1_;
+};
+
+/// t^n, n = 0..d-1 (badly conditioned for large d; Fig. 2 of the paper).
+class MonomialBasis : public TimeBasis {
+ public:
+  explicit MonomialBasis(int d) : d_(d) { NANODE_CHECK(d >= 1, "MonomialBasis: order must be >= 1, got ", d); }
+  int size() const override { return d_; }
+  std::vector<double> eval(double t) const override {
+    std::vector<double> z(static_cast<size_t>(d_));
+    double p = 1.0;
+    for (int n = 0; n < d_; ++n, p *= t) z[static_cast<size_t>(n)] = p;
+    return z;
+  }
+  std::string name() const override { return "monomial-" + std::to_string(d_); }
+
+ private:
+  int d_;
+};
+
+/// Chebyshev (first kind) or Legendre polynomials P_n(u), n = 0..d-1, of
+/// u = 2 (t - t0) / (t1 - t0) - 1 in [-1, 1].
+class OrthoPolyBasis : public TimeBasis {
+ public:
+  enum class Kind { Chebyshev, Legendre };
+  OrthoPolyBasis(Kind kind, int d, double t0 = 0.0, double t1 = 1.0) : kind_(kind), d_(d), t0_(t0), t1_(t1) {
+    NANODE_CHECK(d >= 1, "polynomial basis: order must be >= 1, got ", d);
+    NANODE_CHECK(t1 > t0, "polynomial basis: empty interval [", t0, ", ", t1, "]");
+  }
+  int size() const override { return d_; }
+  std::vector<double> eval(double t) const override {
+    const double u = 2.0 * (t - t0_) / (t1_ - t0_) - 1.0;
+    std::vector<double> z(static_cast<size_t>(d_));
+    z[0] = 1.0;
+    if (d_ > 1) z[1] = u;
+    for (int n = 1; n + 1 < d_; ++n) {
+      const size_t i = static_cast<size_t>(n);
+      z[i + 1] = kind_ == Kind::Chebyshev ? 2.0 * u * z[i] - z[i - 1]
+                                          : ((2.0 * n + 1.0) * u * z[i] - n * z[i - 1]) / (n + 1.0);
+    }
+    return z;
+  }
+  std::string name() const override {
+    return std::string(kind_ == Kind::Chebyshev ? "chebyshev-" : "legendre-") + std::to_string(d_);
+  }
+
+ private:
+  Kind kind_;
+  int d_;
+  double t0_, t1_;
+};
+
+/// [1, cos(t), sin(t), ..., cos(d t), sin(d t)]: 2d + 1 terms (T-NANODE).
+class TrigBasis : public TimeBasis {
+ public:
+  explicit TrigBasis(int d) : d_(d) { NANODE_CHECK(d >= 0, "TrigBasis: order must be >= 0, got ", d); }
+  int size() const override { return 2 * d_ + 1; }
+  int order() const { return d_; }
+  std::vector<double> eval(double t) const override {
+    std::vector<double> z(static_cast<size_t>(2 * d_ + 1));
+    z[0] = 1.0;
+    for (int n = 1; n <= d_; ++n) {
+      z[static_cast<size_t>(2 * n - 1)] = std::cos(n * t);
+      z[static_cast<size_t>(2 * n)] = std::sin(n * t);
+    }
+    return z;
+  }
+  std::string name() const override { return "trig-" + std::to_string(d_); }
+
+ private:
+  int d_;
+};
+
+/// Random Fourier features cos(zeta_k t + eta_k), zeta ~ N(0, sigma^2),
+/// eta ~ U[0, 2 pi), drawn once from `seed` and fixed.
+class RandomFourierBasis : public TimeBasis {
+ public:
+  RandomFourierBasis(int d, double sigma = 1.0, uint64_t seed = 0) : d_(d), sigma_(sigma) {
+    NANODE_CHECK(d >= 1, "RandomFourierBasis: need at least one feature, got ", d);
+    NANODE_CHECK(sigma > 0, "RandomFourierBasis: sigma must be positive, got ", sigma);
+    Generator g(seed);
+    for (int k = 0; k < d; ++k) {
+      zeta_.push_back(g.normal(0.0, sigma));
+      eta_.push_back(g.uniform(0.0, 6.283185307179586));
+    }
+  }
+  int size() const override { return d_; }
+  std::vector<double> eval(double t) const override {
+    std::vector<double> z(static_cast<size_t>(d_));
+    for (size_t k = 0; k < z.size(); ++k) z[k] = std::cos(zeta_[k] * t + eta_[k]);
+    return z;
+  }
+  std::string name() const override { return "random-fourier-" + std::to_string(d_); }
+
+ private:
+  int d_;
+  double sigma_;
+  std::vector<double> zeta_, eta_;
+};
+
+/// A basis by name: constant, bucket, monomial, chebyshev, legendre, trig, random.
+/// `order` is d (trig has 2d + 1 terms); [t0, t1] is the integration interval.
+inline BasisPtr make_basis(const std::string& kind, int order, double t0 = 0.0, double t1 = 1.0, uint64_t seed = 0) {
+  if (kind == "constant") return std::make_shared<ConstantBasis>();
+  if (kind == "bucket") return std::make_shared<BucketBasis>(order, t0, t1);
+  if (kind == "monomial") return std::make_shared<MonomialBasis>(order);
+  if (kind == "chebyshev") return std::make_shared<OrthoPolyBasis>(OrthoPolyBasis::Kind::Chebyshev, order, t0, t1);
+  if (kind == "legendre") return std::make_shared<OrthoPolyBasis>(OrthoPolyBasis::Kind::Legendre, order, t0, t1);
+  if (kind == "trig") return std::make_shared<TrigBasis>(order);
+  if (kind == "random") return std::make_shared<RandomFourierBasis>(order, 1.0, seed);
+  fail("unknown time basis '", kind, "' (valid: constant, bucket, monomial, chebyshev, legendre, trig, random)");
+}
+
+}  // namespace nanode::tv

@@ -1,0 +1,121 @@
+// Kernels of the ODE integrator and the time bases: the Runge-Kutta stage update
+// out = x + sum_j c_j k_j, the basis combination W(t) = sum_k z_k A_k and its
+// gradient, and the adaptive solvers' scaled error norm. CPU twins:
+// cpu::lincomb, cpu::outer_scale, cpu::scaled_sq_sum.
+#include <vector>
+
+#include "common.cuh"
+#include "nanode/backend/cuda/api.hpp"
+
+namespace nanode::cuda {
+
+using detail::blocks_for;
+using detail::check;
+using detail::check_launch;
+using detail::kThreads;
+using detail::use_device;
+
+namespace {
+
+__global__ void lincomb_kernel(const float* x, LincombTerms t, float* out, int64_t n) {
+  for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < n;
+       i += static_cast<int64_t>(blockDim.x) * gridDim.x) {
+    float acc = x ? x[i] : 0.f;
+    for (int j = 0; j < t.n; ++j)
+      if (t.k[j]) acc += t.c[j] * t.k[j][i];
+    out[i] = acc;
+  }
+}
+
+constexpr int kMaxBasis = 256;
+struct Coeffs {
+  int n;
+  float z[kMaxBasis];
+};
+
+// W[i] = sum_k z_k A[k, i]: one thread per weight, K loads strided by n (coalesced).
+__global__ void basis_combine_kernel(const float* a, Coeffs z, float* out, int64_t n) {
+  for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < n;
+       i += static_cast<int64_t>(blockDim.x) * gridDim.x) {
+    float acc = 0.f;
+    for (int k = 0; k < z.n; ++k) acc += z.z[k] * a[k * n + i];
+    out[i] = acc;
+  }
+}
+
+__global__ void outer_scale_kernel(const float* gw, Coeffs z, float* g, int64_t n) {
+  for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < n;
+       i += static_cast<int64_t>(blockDim.x) * gridDim.x) {
+    const float v = gw[i];
+    for (int k = 0; k < z.n; ++k) g[k * n + i] = z.z[k] * v;
+  }
+}
+
+__global__ void scaled_sq_kernel(const float* err, const float* a, const float* b, int64_t n, double atol, double rtol,
+                                 double* partial) {
+  __shared__ double s[kThreads];
+  double acc = 0;
+  for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < n;
+       i += static_cast<int64_t>(blockDim.x) * gridDim.x) {
+    const double sc = atol + rtol * fmax(fabs(static_cast<double>(a[i])), fabs(static_cast<double>(b[i])));
+    const double r = static_cast<double>(err[i]) / sc;
+    acc += r * r;
+  }
+  s[threadIdx.x] = acc;
+  __syncthreads();
+  for (int w = blockDim.x / 2; w > 0; w >>= 1) {
+    if (threadIdx.x < w) s[threadIdx.x] += s[threadIdx.x + w];
+    __syncthreads();
+  }
+  if (threadIdx.x == 0) partial[blockIdx.x] = s[0];
+}
+
+Coeffs make_coeffs(const float* z_host, int nk) {
+  if (nk > kMaxBasis) ::nanode::fail("basis_combine: at most ", kMaxBasis, " basis terms on CUDA, got ", nk);
+  Coeffs c{};
+  c.n = nk;
+  for (int k = 0; k < nk; ++k) c.z[k] = z_host[k];
+  return c;
+}
+
+}  // namespace
+
+void lincomb_f32(const float* x, const LincombTerms& terms, float* out, int64_t n, int device) {
+  if (n == 0) return;
+  use_device(device);
+  lincomb_kernel<<<blocks_for(n), kThreads>>>(x, terms, out, n);
+  check_launch("lincomb_f32");
+}
+
+void basis_combine_f32(const float* a, const float* z_host, int nk, float* out, int64_t n, int device) {
+  if (n == 0) return;
+  use_device(device);
+  basis_combine_kernel<<<blocks_for(n), kThreads>>>(a, make_coeffs(z_host, nk), out, n);
+  check_launch("basis_combine_f32");
+}
+
+void outer_scale_f32(const float* gw, const float* z_host, int nk, float* g, int64_t n, int device) {
+  if (n == 0) return;
+  use_device(device);
+  outer_scale_kernel<<<blocks_for(n), kThreads>>>(gw, make_coeffs(z_host, nk), g, n);
+  check_launch("outer_scale_f32");
+}
+
+double scaled_sq_sum_f32(const float* err, const float* a, const float* b, int64_t n, double atol, double rtol,
+                         int device) {
+  if (n == 0) return 0.0;
+  use_device(device);
+  const unsigned blocks = blocks_for(n) < 1024 ? blocks_for(n) : 1024;
+  // Scratch from the caching allocator (a few KiB; not a tensor, so not counted).
+  auto* partial = static_cast<double*>(malloc_device(blocks * sizeof(double), device));
+  scaled_sq_kernel<<<blocks, kThreads>>>(err, a, b, n, atol, rtol, partial);
+  check_launch("scaled_sq_sum_f32");
+  std::vector<double> host(blocks);
+  check(cudaMemcpy(host.data(), partial, blocks * sizeof(double), cudaMemcpyDeviceToHost), "scaled_sq_sum: copy");
+  free_device(partial, blocks * sizeof(double), device);
+  double total = 0;
+  for (double v : host) total += v;
+  return total;
+}
+
+}  // namespace nanode::cuda
