@@ -86,8 +86,11 @@ void col2im(const T* col, T* x, const ConvGeom& g) {
   }
 }
 
-/// Number of per-thread column buffers the conv kernels use.
-inline int64_t conv_workers(int64_t N) { return std::max<int64_t>(1, std::min<int64_t>(N, get_num_threads())); }
+/// Number of image groups (each with its own column buffer) the conv kernels use.
+/// Fixed rather than the thread count, so weight gradients, summed per group and
+/// then across groups in order, do not change with the number of threads.
+constexpr int64_t kConvGroups = 8;
+inline int64_t conv_workers(int64_t N) { return std::max<int64_t>(1, std::min<int64_t>(N, kConvGroups)); }
 
 /// y[n] = w[Co, C*kh*kw] x im2col(x[n]) + bias. `work` holds conv_workers(N) column buffers.
 template <class T>

@@ -217,9 +217,9 @@ void outer_scale(const T* gw, const T* z, int nk, T* g, int64_t n) {
 /// sum_i (err_i / (atol + rtol * max(|a_i|, |b_i|)))^2, accumulated in double.
 template <class T>
 double scaled_sq_sum(const T* err, const T* a, const T* b, int64_t n, double atol, double rtol) {
-  const int threads = get_num_threads();
-  double partial[256] = {};
-  const int64_t chunks = std::min<int64_t>(threads, 256);
+  // A fixed number of chunks (not the thread count): the same sum on any machine.
+  const int64_t chunks = std::min<int64_t>(64, std::max<int64_t>(1, n / kElementwiseGrain));
+  double partial[64] = {};
   parallel_for(chunks, 1, [&](int64_t cb, int64_t ce) {
     for (int64_t c = cb; c < ce; ++c) {
       const int64_t s = n * c / chunks, t = n * (c + 1) / chunks;

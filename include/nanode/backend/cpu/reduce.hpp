@@ -1,5 +1,6 @@
 #pragma once
 // CPU reductions over the middle axis of an [outer, r, inner] layout.
+#include <algorithm>
 #include <cstdint>
 #include <limits>
 
@@ -13,10 +14,10 @@ void sum_middle(const T* x, T* out, int64_t outer, int64_t r, int64_t inner) {
   if (inner == 1) {
     const int64_t grain = r >= kElementwiseGrain ? 1 : kElementwiseGrain / (r > 0 ? r : 1);
     if (outer == 1) {
-      // One long row: per-thread partial sums, combined in a fixed order.
-      const int threads = get_num_threads();
-      T partial[256] = {};
-      const int64_t chunks = threads < 256 ? threads : 256;
+      // One long row: partial sums over a fixed number of chunks (independent of the
+      // thread count, so results do not change with it), combined in order.
+      const int64_t chunks = std::min<int64_t>(64, std::max<int64_t>(1, r / kElementwiseGrain));
+      T partial[64] = {};
       parallel_for(chunks, 1, [&](int64_t b, int64_t e) {
         for (int64_t c = b; c < e; ++c) {
           const int64_t s = r * c / chunks, t = r * (c + 1) / chunks;
