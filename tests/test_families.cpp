@@ -219,3 +219,23 @@ TEST_CASE("the L2 penalty sums the squared coefficients", "[layers]") {
   tv::MLPDynamics a("appnode", {2, 2}, fo);
   CHECK_THROWS_WITH(tv::l2_penalty(a), Contains("no time-basis coefficients"));
 }
+
+TEST_CASE("bias = false drops b(t) where the family allows it, and says so where not", "[families]") {
+  tv::FamilyOptions fo;
+  fo.order = 2;
+  fo.bias = false;
+  auto has_bias = [](const nn::Module& m) {
+    for (auto& [n, p] : m.named_parameters())
+      if (n.find("bias") != std::string::npos) return true;
+    return false;
+  };
+  tv::ConvDynamics c("trig", 3, 3, fo);
+  CHECK(c.num_parameters() == 5 * 3 * 3 * 9);  // 2d + 1 kernels, no bias coefficients
+  CHECK_FALSE(has_bias(c));
+  tv::MLPDynamics m("gated", {4, 4}, fo);
+  CHECK(m.named_parameters().size() == 2 + 2);  // two weights, the gates' slope and bias
+  CHECK_THROWS_WITH(tv::MLPDynamics("appnode", {4, 4}, fo), Contains("always has a bias"));
+  CHECK_THROWS_WITH(tv::ConvDynamics("hyper", 3, 3, fo), Contains("always has a bias"));
+  fo.bias = true;
+  CHECK(has_bias(tv::ConvDynamics("trig", 3, 3, fo)));
+}

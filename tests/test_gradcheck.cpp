@@ -95,6 +95,14 @@ std::map<std::string, std::vector<Case>> cases() {
       {"stride 2, no bias", {rand64({1, 2, 6, 5}, 68), rand64({3, 2, 3, 2}, 69)},
        [](auto& v) { return conv2d(v[0], v[1], Var(), Conv2dOptions(2, 0)); }},
       {"1x1", {rand64({2, 3, 2, 2}, 70), rand64({2, 3, 1, 1}, 71)}, [](auto& v) { return conv2d(v[0], v[1]); }},
+      {"3x3 pad 0, odd output (Winograd)", {rand64({2, 2, 7, 6}, 115), rand64({3, 2, 3, 3}, 116), rand64({3}, 117)},
+       [](auto& v) { return conv2d(v[0], v[1], v[2]); }},
+      {"3x3 pad 1, im2col forward", {rand64({1, 2, 4, 4}, 118), rand64({2, 2, 3, 3}, 119)}, [](auto& v) {
+         cpu::winograd::enabled() = false;
+         Var y = conv2d(v[0], v[1], Var(), Conv2dOptions(1, 1));
+         cpu::winograd::enabled() = true;
+         return y;
+       }},
   };
   c["conv_transpose2d"] = {
       {"stride 2 pad 1 outpad 1", {rand64({2, 3, 3, 3}, 72), rand64({3, 2, 3, 3}, 73), rand64({2}, 74)},

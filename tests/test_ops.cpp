@@ -151,3 +151,35 @@ TEST_CASE("parallel broadcast and reduction paths agree with plain loops", "[ops
   for (double v : big.to_vector<double>()) acc += v;
   CHECK(backend::sum_all(big).item() == Approx(acc));
 }
+
+TEST_CASE("Winograd 3x3 convolution equals im2col, forward and backward", "[ops][conv]") {
+  struct Case {
+    Shape x;
+    int64_t co, pad;
+  };
+  for (const Case& c : {Case{{2, 3, 6, 6}, 4, 1}, Case{{3, 2, 7, 5}, 3, 0}, Case{{1, 4, 5, 8}, 2, 2}, Case{{2, 1, 3, 3}, 1, 1}}) {
+    INFO("input " << c.x << ", " << c.co << " outputs, padding " << c.pad);
+    Generator g(21);
+    Tensor x = Tensor::uniform(c.x, -1, 1, g, DType::Float64);
+    Tensor w = Tensor::uniform({c.co, c.x[1], 3, 3}, -1, 1, g, DType::Float64);
+    Tensor b = Tensor::uniform({c.co}, -1, 1, g, DType::Float64);
+    auto run = [&](bool winograd) {
+      cpu::winograd::enabled() = winograd;
+      Var xv(x, true), wv(w, true), bv(b, true);
+      Var y = conv2d(xv, wv, bv, Conv2dOptions(1, c.pad));
+      Tensor gy = Tensor::uniform(y.shape(), -1, 1, g, DType::Float64);
+      y.backward(gy);
+      cpu::winograd::enabled() = true;
+      return std::vector<Tensor>{y.data(), xv.grad(), wv.grad(), bv.grad()};
+    };
+    Generator keep = g;
+    const auto a = run(true);
+    g = keep;
+    const auto r = run(false);
+    for (size_t i = 0; i < a.size(); ++i) {
+      const auto av = a[i].to_vector<double>(), rv = r[i].to_vector<double>();
+      REQUIRE(av.size() == rv.size());
+      for (size_t k = 0; k < av.size(); ++k) REQUIRE(av[k] == Approx(rv[k]).margin(1e-12));
+    }
+  }
+}

@@ -34,6 +34,14 @@ inline int cuda_device_count() {
 #endif
 }
 inline bool cuda_available() { return cuda_device_count() > 0; }
+/// Waits for the device's queued work (a no-op on the CPU); timing CUDA work needs it.
+inline void synchronize(Device device) {
+#ifdef NANODE_WITH_CUDA
+  if (device.is_cuda()) cuda::synchronize(device.index);
+#else
+  (void)device;
+#endif
+}
 
 namespace backend {
 

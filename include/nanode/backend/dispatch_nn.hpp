@@ -9,6 +9,7 @@
 #include "nanode/backend/cpu/norm.hpp"
 #include "nanode/backend/cpu/pool.hpp"
 #include "nanode/backend/cpu/softmax.hpp"
+#include "nanode/backend/cpu/winograd.hpp"
 #include "nanode/backend/dispatch.hpp"
 
 namespace nanode::backend {
@@ -47,13 +48,25 @@ inline Tensor conv_workspace(const cpu::ConvGeom& g, DType dt, bool weight_parti
   return Tensor::empty(Shape{n}, dt, Device::cpu());
 }
 
-/// y = conv(x, w) + bias, for the geometry g (x: [N, g.C, g.H, g.W]).
+/// y = conv(x, w) + bias, for the geometry g (x: [N, g.C, g.H, g.W]). 3x3 stride-1
+/// convolutions use Winograd F(2x2, 3x3); the others im2col + GEMM.
 inline Tensor conv2d_forward(const Tensor& x, const Tensor& w, const Tensor& bias, const cpu::ConvGeom& g) {
   require_cpu("conv2d", x);
   check_same("conv2d", x, w);
   if (bias.defined()) check_same("conv2d", x, bias);
   Tensor y = Tensor::empty(Shape{g.N, g.Co, g.Ho, g.Wo}, x.dtype(), x.device());
   if (y.numel() == 0) return y;
+  if (cpu::winograd::applicable(g)) {
+    Tensor U = Tensor::empty(Shape{16, g.Co, g.C}, x.dtype());
+    Tensor work = Tensor::empty(Shape{cpu::conv_workers(g.N) * cpu::winograd::workspace_per_group(g)}, x.dtype());
+    dispatch_float(x.dtype(), "conv2d", [&](auto tag) {
+      using T = decltype(tag);
+      cpu::winograd::transform_filter<T>(w.data<T>(), U.data<T>(), g.Co, g.C);
+      cpu::winograd::forward<T>(x.data<T>(), U.data<T>(), bias.defined() ? bias.data<T>() : nullptr, y.data<T>(), g,
+                                work.data<T>());
+    });
+    return y;
+  }
   Tensor work = conv_workspace(g, x.dtype(), false);
   dispatch_float(x.dtype(), "conv2d", [&](auto tag) {
     using T = decltype(tag);
@@ -89,6 +102,38 @@ inline std::pair<Tensor, Tensor> conv2d_backward_weight(const Tensor& x, const T
                                    work.data<T>());
   });
   return {gw, gb};
+}
+
+struct ConvGrads {
+  Tensor input, weight, bias;
+};
+
+/// The gradients of conv2d_forward that are asked for, in one pass where the
+/// algorithm allows (Winograd shares the output-gradient transform).
+inline ConvGrads conv2d_backward(const Tensor& x, const Tensor& w, const Tensor& gy, const cpu::ConvGeom& g,
+                                 bool need_input, bool need_weight, bool need_bias) {
+  require_cpu("conv2d_backward", gy);
+  ConvGrads r;
+  if (need_bias) r.bias = sum(gy, {0, 2, 3}, false);
+  if (!need_input && !need_weight) return r;
+  if (cpu::winograd::applicable(g) && g.N > 0) {
+    Tensor U = Tensor::empty(Shape{16, g.Co, g.C}, x.dtype());
+    Tensor dU = need_weight ? Tensor::empty(Shape{16, g.Co, g.C}, x.dtype()) : Tensor();
+    if (need_input) r.input = Tensor::empty(Shape{g.N, g.C, g.H, g.W}, x.dtype());
+    if (need_weight) r.weight = Tensor::empty(Shape{g.Co, g.C, 3, 3}, x.dtype());
+    Tensor work = Tensor::empty(Shape{cpu::conv_workers(g.N) * cpu::winograd::workspace_per_group(g)}, x.dtype());
+    dispatch_float(x.dtype(), "conv2d_backward", [&](auto tag) {
+      using T = decltype(tag);
+      cpu::winograd::transform_filter<T>(w.data<T>(), U.data<T>(), g.Co, g.C);
+      cpu::winograd::backward<T>(x.data<T>(), U.data<T>(), gy.data<T>(), need_input ? r.input.data<T>() : nullptr,
+                                 need_weight ? dU.data<T>() : nullptr, g, work.data<T>());
+      if (need_weight) cpu::winograd::transform_filter_adjoint<T>(dU.data<T>(), r.weight.data<T>(), g.Co, g.C);
+    });
+    return r;
+  }
+  if (need_input) r.input = conv2d_backward_input(gy, w, g);
+  if (need_weight) r.weight = conv2d_backward_weight(x, gy, g, false).first;
+  return r;
 }
 
 /// Per-channel bias add on an [N, C, ...] tensor, in place.

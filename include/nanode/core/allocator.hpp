@@ -5,7 +5,9 @@
 #include <atomic>
 #include <cstdlib>
 #include <cstring>
+#include <map>
 #include <mutex>
+#include <vector>
 
 #include "nanode/backend/cuda/api.hpp"
 #include "nanode/core/device.hpp"
@@ -39,7 +41,7 @@ class Allocator {
     if (bytes == 0) bytes = 1;
     live_.fetch_sub(static_cast<int64_t>(bytes));
     if (device_.is_cpu()) {
-      std::free(p);
+      cpu_free(p, bytes);
     } else {
 #ifdef NANODE_WITH_CUDA
       cuda::free_device(p, bytes, device_.index);
@@ -55,13 +57,64 @@ class Allocator {
   }
   Device device() const { return device_; }
 
+  /// Returns cached host blocks to the system (device caches: cuda::empty_cache).
+  void empty_cache() {
+    std::lock_guard<std::mutex> lock(cache_mu_);
+    for (auto& [size, blocks] : cache_)
+      for (void* p : blocks) std::free(p);
+    cache_.clear();
+    cached_bytes_ = 0;
+  }
+  /// Bytes held in the host cache (not counted as live).
+  int64_t cached_bytes() const {
+    std::lock_guard<std::mutex> lock(cache_mu_);
+    return cached_bytes_;
+  }
+
  private:
-  static void* cpu_alloc(size_t bytes) {
-    const size_t aligned = (bytes + 63) / 64 * 64;
-    void* p = std::aligned_alloc(64, aligned);
+  // Host blocks of 64 KiB and more are cached by rounded size and reused: fresh
+  // large allocations come from mmap and page-fault on first touch, which costs
+  // more than the arithmetic of a typical op. Small blocks go straight to malloc.
+  static constexpr size_t kCacheMin = size_t{1} << 16;
+  static constexpr size_t kCacheLimit = size_t{1} << 30;
+  static size_t rounded(size_t bytes) { return bytes < kCacheMin ? (bytes + 63) / 64 * 64 : (bytes + 4095) / 4096 * 4096; }
+
+  void* cpu_alloc(size_t bytes) {
+    const size_t size = rounded(bytes);
+    if (size >= kCacheMin) {
+      std::lock_guard<std::mutex> lock(cache_mu_);
+      auto it = cache_.find(size);
+      if (it != cache_.end() && !it->second.empty()) {
+        void* p = it->second.back();
+        it->second.pop_back();
+        cached_bytes_ -= static_cast<int64_t>(size);
+        return p;
+      }
+    }
+    void* p = std::aligned_alloc(64, size);
+    if (!p && size >= kCacheMin) {
+      empty_cache();
+      p = std::aligned_alloc(64, size);
+    }
     NANODE_CHECK(p != nullptr, "allocator: out of host memory allocating ", bytes, " bytes");
     return p;
   }
+  void cpu_free(void* p, size_t bytes) {
+    const size_t size = rounded(bytes);
+    if (size >= kCacheMin) {
+      std::lock_guard<std::mutex> lock(cache_mu_);
+      if (cached_bytes_ + static_cast<int64_t>(size) <= static_cast<int64_t>(kCacheLimit)) {
+        cache_[size].push_back(p);
+        cached_bytes_ += static_cast<int64_t>(size);
+        return;
+      }
+    }
+    std::free(p);
+  }
+
+  mutable std::mutex cache_mu_;
+  std::map<size_t, std::vector<void*>> cache_;
+  int64_t cached_bytes_ = 0;
   void* cuda_alloc(size_t bytes) {
 #ifdef NANODE_WITH_CUDA
     return cuda::malloc_device(bytes, device_.index);
@@ -90,6 +143,16 @@ inline Allocator& allocator(Device device) {
 
 inline MemoryStats memory_stats(Device device = Device::cpu()) { return allocator(device).stats(); }
 inline void reset_peak_memory(Device device = Device::cpu()) { allocator(device).reset_peak(); }
+/// Returns the allocator's cached free blocks of `device` to the system.
+inline void empty_cache(Device device = Device::cpu()) {
+  if (device.is_cpu()) {
+    allocator(device).empty_cache();
+    return;
+  }
+#ifdef NANODE_WITH_CUDA
+  cuda::empty_cache(device.index);
+#endif
+}
 
 /// Measures the peak bytes allocated above the level at construction.
 class PeakMemoryScope {

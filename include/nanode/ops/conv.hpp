@@ -26,12 +26,10 @@ inline Var conv2d(const Var& x, const Var& weight, const Var& bias = Var(), Conv
   Tensor y = backend::conv2d_forward(tx, tw, has_bias ? bias.data() : Tensor(), g);
   const std::vector<Var> inputs = defined_vars({x, weight, bias});
   return make_result("conv2d", y, inputs, [tx, tw, g, has_bias](const Tensor& gy, GradInputs& gi) {
-    if (gi.need(0)) gi.set(0, backend::conv2d_backward_input(gy, tw, g));
-    if (gi.need(1) || (has_bias && gi.need(2))) {
-      auto [gw, gb] = backend::conv2d_backward_weight(tx, gy, g, has_bias);
-      gi.set(1, gw);
-      if (has_bias) gi.set(2, gb);
-    }
+    auto r = backend::conv2d_backward(tx, tw, gy, g, gi.need(0), gi.need(1), has_bias && gi.need(2));
+    gi.set(0, r.input);
+    gi.set(1, r.weight);
+    if (has_bias) gi.set(2, r.bias);
   });
 }
 

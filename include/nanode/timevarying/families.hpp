@@ -166,6 +166,8 @@ struct FamilyOptions {
   int order = 4;            ///< d: basis order, buckets, gated sub-dynamics, or reflections (householder; 0 = n)
   double t0 = 0.0, t1 = 1.0;
   uint64_t seed = 0;        ///< random Fourier features
+  bool bias = true;         ///< b(t) beside W(t) (basis, auto and gated families; appnode, hyper and
+                            ///< householder layers always carry one)
 };
 
 inline BasisPtr family_basis(const std::string& family, const FamilyOptions& o) {
@@ -182,12 +184,14 @@ inline BasisPtr family_basis(const std::string& family, const FamilyOptions& o) 
 /// A time-varying dense layer in -> out of the family.
 inline std::shared_ptr<TimeLayer> make_time_linear(const std::string& family, int64_t in, int64_t out,
                                                    const FamilyOptions& o) {
+  NANODE_CHECK(o.bias || (family != "appnode" && family != "hyper" && family != "householder"),
+               "family '", family, "' always has a bias: bias = false is not available for it");
   if (family == "appnode") return std::make_shared<AppendTimeLinear>(in, out);
   if (family == "hyper") return std::make_shared<HyperLinear>(in, out);
   if (family == "gated") {
     std::vector<std::shared_ptr<TimeLayer>> parts;
     for (int n = 0; n < std::max(1, o.order); ++n)
-      parts.push_back(std::make_shared<TimeLinear>(in, out, std::make_shared<ConstantBasis>(), true, o.t0, o.t1));
+      parts.push_back(std::make_shared<TimeLinear>(in, out, std::make_shared<ConstantBasis>(), o.bias, o.t0, o.t1));
     return std::make_shared<GatedLayer>(parts);
   }
   if (family == "householder") {
@@ -195,24 +199,26 @@ inline std::shared_ptr<TimeLayer> make_time_linear(const std::string& family, in
     return std::make_shared<HouseholderLayer>(in, o.order > 0 ? o.order : in, std::make_shared<ConstantBasis>());
   }
   for (const auto& n : family_names())
-    if (n == family) return std::make_shared<TimeLinear>(in, out, family_basis(family, o), true, o.t0, o.t1);
+    if (n == family) return std::make_shared<TimeLinear>(in, out, family_basis(family, o), o.bias, o.t0, o.t1);
   unknown_family(family);
 }
 
 /// A time-varying convolution in -> out (kernel k) of the family.
 inline std::shared_ptr<TimeLayer> make_time_conv(const std::string& family, int64_t in, int64_t out, int64_t kernel,
                                                  Conv2dOptions opt, const FamilyOptions& o) {
+  NANODE_CHECK(o.bias || (family != "appnode" && family != "hyper"),
+               "family '", family, "' always has a bias: bias = false is not available for it");
   if (family == "appnode") return std::make_shared<AppendTimeConv2d>(in, out, kernel, opt);
   if (family == "hyper") return std::make_shared<HyperConv2d>(in, out, kernel, opt);
   if (family == "gated") {
     std::vector<std::shared_ptr<TimeLayer>> parts;
     for (int n = 0; n < std::max(1, o.order); ++n)
-      parts.push_back(std::make_shared<TimeConv2d>(in, out, kernel, std::make_shared<ConstantBasis>(), opt, true, o.t0, o.t1));
+      parts.push_back(std::make_shared<TimeConv2d>(in, out, kernel, std::make_shared<ConstantBasis>(), opt, o.bias, o.t0, o.t1));
     return std::make_shared<GatedLayer>(parts);
   }
   NANODE_CHECK(family != "householder", "householder weights are dense only; no convolutional form");
   for (const auto& n : family_names())
-    if (n == family) return std::make_shared<TimeConv2d>(in, out, kernel, family_basis(family, o), opt, true, o.t0, o.t1);
+    if (n == family) return std::make_shared<TimeConv2d>(in, out, kernel, family_basis(family, o), opt, o.bias, o.t0, o.t1);
   unknown_family(family);
 }
 

@@ -1,0 +1,98 @@
+// Workload W3 of DESIGN.md §4: memory against depth. W1's dense T-NANODE block
+// (x [256, 128], trig d = 10, Euler) at L = 10, 100, 1000 steps; for each gradient
+// mode, the peak bytes the allocator saw during one training step above the level
+// before it (the graph's activations, the solver's state and the gradients), and
+// the step's time. adjoint should stay flat in L, direct grow linearly, checkpoint
+// (segments of ceil(sqrt(L)) steps) grow like sqrt(L).
+#include <CLI/CLI.hpp>
+
+#include <chrono>
+#include <cstdio>
+#include <string>
+#include <vector>
+
+#include "nanode/nanode.hpp"
+#include "workloads.hpp"
+
+using namespace nanode;
+
+namespace {
+
+struct Result {
+  int64_t peak_bytes;
+  double ms;
+};
+
+Result measure(ode::Gradient mode, int64_t steps) {
+  manual_seed(0);
+  tv::FamilyOptions fo;
+  fo.order = bench::W1::order;
+  tv::MLPDynamics f("trig", {bench::W1::n, bench::W1::n}, fo, /*final_tanh=*/true);
+  const Tensor x0 = Tensor::uniform({bench::W1::batch, bench::W1::n}, -1, 1);
+  ode::Options o;
+  o.method = "euler";
+  o.steps = steps;
+  o.gradient = mode;
+  // Parameter gradients exist before the scope, as they would in training.
+  f.zero_grad();
+  {
+    Var loss = mean(square(ode::odeint_final(f, Var(x0), 0.0, 1.0, o)));
+    loss.backward();
+  }
+  const auto t0 = std::chrono::steady_clock::now();
+  PeakMemoryScope scope;
+  {
+    Var loss = mean(square(ode::odeint_final(f, Var(x0), 0.0, 1.0, o)));
+    loss.backward();
+  }
+  const double ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
+  return {scope.peak_above_start(), ms};
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  CLI::App app{"nanode benchmark W3: peak activation memory of the W1 block against depth, per gradient mode"};
+  std::vector<int64_t> depths{10, 100, 1000};
+  int threads = 2;
+  app.add_option("--depths", depths, "step counts L")->delimiter(',')->check(CLI::PositiveNumber);
+  app.add_option("--threads", threads, "CPU threads")->check(CLI::PositiveNumber);
+  CLI11_PARSE(app, argc, argv);
+  try {
+    set_num_threads(threads);
+    const ode::Gradient modes[] = {ode::Gradient::Direct, ode::Gradient::Checkpoint, ode::Gradient::Adjoint};
+    std::vector<std::vector<Result>> table;
+    std::printf("W3: x [%lld, %lld], trig d = %lld, Euler; peak MiB above the step's start (ms per step)\n",
+                static_cast<long long>(bench::W1::batch), static_cast<long long>(bench::W1::n),
+                static_cast<long long>(bench::W1::order));
+    std::printf("| %-10s |", "mode");
+    for (auto L : depths) std::printf(" L = %-18lld |", static_cast<long long>(L));
+    std::printf(" growth first -> last |\n|------------|");
+    for (size_t i = 0; i < depths.size(); ++i) std::printf("------------------------|");
+    std::printf("----------------------|\n");
+    for (auto mode : modes) {
+      std::printf("| %-10s |", ode::gradient_name(mode));
+      std::vector<Result> row;
+      for (auto L : depths) {
+        row.push_back(measure(mode, L));
+        std::printf(" %7.2f MiB (%5.0f ms) |", static_cast<double>(row.back().peak_bytes) / (1 << 20),
+                    row.back().ms);
+        std::fflush(stdout);
+      }
+      const double growth =
+          static_cast<double>(row.back().peak_bytes) / static_cast<double>(row.front().peak_bytes) - 1.0;
+      std::printf(" %+19.1f%% |\n", 100.0 * growth);
+      table.push_back(row);
+    }
+    // The property the issue asks for, checked where it is printed.
+    const auto& adj = table[2];
+    const double adj_growth = static_cast<double>(adj.back().peak_bytes) / static_cast<double>(adj.front().peak_bytes);
+    std::printf("adjoint grows %.1f%% from L = %lld to %lld (target: under 10%%): %s\n", 100.0 * (adj_growth - 1.0),
+                static_cast<long long>(depths.front()), static_cast<long long>(depths.back()),
+                adj_growth < 1.1 ? "ok" : "NOT MET");
+    return adj_growth < 1.1 ? 0 : 1;
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "bench_memory: %s\n", e.what());
+    return 1;
+  }
+}

@@ -1,0 +1,108 @@
+// Workloads W1 and W2 of DESIGN.md §4: the median time of one training step
+// (forward through L Euler steps, loss = mean(x_T^2), backward; no optimizer) in
+// nanode and, in the same run, in LibTorch when it was found at build time. The
+// ratio nanode / LibTorch is the figure that counts; absolute times vary by machine.
+#include <CLI/CLI.hpp>
+
+#include <cstdio>
+#include <string>
+#include <vector>
+
+#include "nanode/nanode.hpp"
+#include "peer.hpp"
+#include "workloads.hpp"
+
+using namespace nanode;
+
+namespace {
+
+/// Median ms of one training step: L Euler steps on [0, 1], loss = mean(x^2), backward.
+double step_ms(ode::Dynamics& f, const Tensor& x0, int64_t steps, int reps) {
+  ode::Options o;
+  o.method = "euler";
+  o.steps = steps;
+  return bench::median_ms(
+      [&] {
+        f.zero_grad();
+        Var loss = mean(square(ode::odeint_final(f, Var(x0), 0.0, 1.0, o)));
+        loss.backward();
+        synchronize(x0.device());
+      },
+      reps);
+}
+
+double nanode_w1_ms(int reps, Device dev) {
+  manual_seed(0);
+  tv::FamilyOptions fo;
+  fo.order = bench::W1::order;
+  tv::MLPDynamics f("trig", {bench::W1::n, bench::W1::n}, fo, /*final_tanh=*/true);
+  f.to(dev);
+  const Tensor x0 = Tensor::uniform({bench::W1::batch, bench::W1::n}, -1, 1).to(dev);
+  return step_ms(f, x0, bench::W1::steps, reps);
+}
+
+double nanode_w2_ms(int reps, Device dev) {
+  manual_seed(0);
+  tv::FamilyOptions fo;
+  fo.order = bench::W2::order;
+  fo.bias = false;  // W2: dx/dt = tanh(conv3x3(x; K(t)))
+  tv::ConvDynamics f("trig", bench::W2::channels, 3, fo);
+  f.to(dev);
+  const Tensor x0 =
+      Tensor::uniform({bench::W2::batch, bench::W2::channels, bench::W2::size, bench::W2::size}, -1, 1).to(dev);
+  return step_ms(f, x0, bench::W2::steps, reps);
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  CLI::App app{"nanode benchmark: workloads W1 (dense T-NANODE) and W2 (conv T-NANODE), one training step, "
+               "nanode beside LibTorch in the same run"};
+  int reps = 10, threads = 2;
+  std::vector<std::string> only{"w1", "w2"};
+  std::string device = "cpu";
+  bool no_peer = false;
+  app.add_option("--reps", reps, "timed repetitions per workload (the median is printed)")->check(CLI::PositiveNumber);
+  app.add_option("--threads", threads, "CPU threads for both nanode and LibTorch")->check(CLI::PositiveNumber);
+  app.add_option("--only", only, "workloads to run")->check(CLI::IsMember({"w1", "w2"}))->delimiter(',');
+  app.add_option("--device", device, "where both sides run")->check(CLI::IsMember({"cpu", "cuda"}));
+  app.add_flag("--no-peer", no_peer, "skip LibTorch even when it was built in");
+  CLI11_PARSE(app, argc, argv);
+
+  try {
+    const bool cuda = device == "cuda";
+    if (cuda && !cuda_available()) {
+      std::printf("SKIPPED: --device cuda but no CUDA device is present (or nanode was built without CUDA)\n");
+      return 0;
+    }
+    const Device dev = cuda ? Device::cuda(0) : Device::cpu();
+    set_num_threads(threads);
+    const bool peer = !no_peer && bench::torch_available() && (!cuda || bench::torch_cuda_available());
+    if (peer) bench::torch_set_threads(threads);
+    std::printf("device %s, %d CPU threads, median of %d steps; LibTorch: %s%s\n", device.c_str(), threads, reps,
+                bench::torch_version(), peer ? "" : " (not run)");
+    std::printf("%-4s %-44s %12s %12s %8s %8s\n", "", "workload", "nanode ms", "LibTorch ms", "ratio", "target");
+    for (const auto& w : only) {
+      const bool one = w == "w1";
+      if (!one && cuda) {
+        std::printf("%-4s %-44s %12s  (conv2d has no CUDA backend yet)\n", "W2", "conv T-NANODE", "-");
+        continue;
+      }
+      const double ours = one ? nanode_w1_ms(reps, dev) : nanode_w2_ms(reps, dev);
+      const char* name = one ? "dense T-NANODE 256x128, d=10, L=100" : "conv T-NANODE 32x32x28x28, d=4, L=10";
+      const char* target = cuda ? "-" : one ? "<=0.25" : "<=1.20";
+      if (peer) {
+        const double theirs = one ? bench::torch_w1_ms(reps, cuda) : bench::torch_w2_ms(reps, cuda);
+        std::printf("%-4s %-44s %12.2f %12.2f %8.3f %8s\n", one ? "W1" : "W2", name, ours, theirs, ours / theirs,
+                    target);
+      } else {
+        std::printf("%-4s %-44s %12.2f %12s %8s %8s\n", one ? "W1" : "W2", name, ours, "-", "-", target);
+      }
+      std::fflush(stdout);
+    }
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "bench_workloads: %s\n", e.what());
+    return 1;
+  }
+  return 0;
+}
