@@ -18,4 +18,4 @@ nanode_ensure_packages() {
 }
 
 # What building nanode and its tests needs.
-NANODE_BUILD_PACKAGES=(build-essential cmake libeigen3-dev catch2 libcli11-dev zlib1g-dev libpng-dev)
+NANODE_BUILD_PACKAGES=(build-essential cmake libeigen3-dev catch2 libcli11-dev zlib1g-dev libpng-dev nlohmann-json3-dev)

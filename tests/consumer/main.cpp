@@ -2,6 +2,7 @@
 #include <cmath>
 #include <cstdio>
 
+#include <nanode/data/safetensors.hpp>
 #include <nanode/nanode.hpp>
 
 int main() {
@@ -13,5 +14,8 @@ int main() {
   const double got = x.grad().at({0});
   std::printf("consumer: d/dx x tanh(x) at 0.5 = %.12f (expected %.12f), cuda built: %d\n", got, expect,
               cuda_built() ? 1 : 0);
-  return std::abs(got - expect) < 1e-12 ? 0 : 1;
+  // nanode::data: a safetensors round trip.
+  data::save_safetensors("consumer.safetensors", {{"g", x.grad()}});
+  const double back = data::load_safetensors("consumer.safetensors").at("g").at({0});
+  return std::abs(got - expect) < 1e-12 && back == got ? 0 : 1;
 }

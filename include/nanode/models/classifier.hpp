@@ -1,0 +1,173 @@
+#pragma once
+// The image classifier of the paper's Fig. 1, at a size a 2-core CPU trains in
+// minutes: a stem (3x3 conv, batch norm, ReLU, 2x2 max pool), one NANODE block per
+// stage with a 3x3 strided conv between stages, then global average pooling and a
+// linear head. Each block integrates dx/dt = f(t, x) over [0, 1] with residual
+// dynamics f(t, x) = K(t) * relu(GN(x)), the time-varying convolution K(t) taken
+// from the chosen family. Works for 28x28x1 and 32x32x3 inputs (any size >= 8).
+//
+// Model names (the paper's Table 1 and more):
+//   auto          autonomous weights, integrated by the chosen solver/gradient mode
+//   appnode       t appended to the input channels (AppNODE)
+//   con-resnet    autonomous weights as a discrete ResNet: Euler, backprop through it
+//   uncon-resnet  separate weights per step: bucket basis with d = steps, Euler, backprop
+//   b-nanode      bucket basis of d pieces (B-NANODE-d)
+//   t-nanode      trigonometric basis of order d (T-NANODE-d)
+//   monomial, chebyshev, legendre   polynomial bases of order d
+//   random        random Fourier features (d features)
+//   hyper         weights from a hypernetwork of t
+//   gated         sigmoid-gated mixture of d autonomous convolutions
+//   householder   orthogonal 1x1 channel mixing from d Householder reflections
+// A suffix "-d" sets the order: "t-nanode-10", "b-nanode-100".
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "nanode/nn/layers.hpp"
+#include "nanode/ops/pool.hpp"
+#include "nanode/ode/gradient_modes.hpp"
+#include "nanode/timevarying/families.hpp"
+
+namespace nanode::models {
+
+inline const std::vector<std::string>& classifier_model_names() {
+  static const std::vector<std::string> names{"auto",     "appnode",   "con-resnet", "uncon-resnet", "b-nanode",
+                                              "t-nanode", "monomial",  "chebyshev",  "legendre",     "random",
+                                              "hyper",    "gated",     "householder"};
+  return names;
+}
+
+struct ClassifierOptions {
+  std::string model = "t-nanode";  ///< a name of classifier_model_names(), optionally "-d"
+  int order = 4;                   ///< d (unless the name carries one)
+  int64_t in_channels = 1, image_size = 28, classes = 10;
+  std::vector<int64_t> widths{32, 64};  ///< channels per stage (one NANODE block each)
+  int64_t steps = 4;                    ///< solver steps per block (dt = 1 / steps)
+  std::string method = "euler";
+  ode::Gradient gradient = ode::Gradient::Direct;
+};
+
+/// The model name without its "-d" suffix, and the order it carries (or `fallback`).
+inline std::pair<std::string, int> parse_model_name(const std::string& name, int fallback) {
+  const size_t dash = name.find_last_of('-');
+  if (dash != std::string::npos && dash + 1 < name.size() &&
+      name.find_first_not_of("0123456789", dash + 1) == std::string::npos) {
+    const std::string base = name.substr(0, dash);
+    const int d = std::stoi(name.substr(dash + 1));
+    NANODE_CHECK(d >= 1, "model '", name, "': order must be >= 1");
+    return {base, d};
+  }
+  return {name, fallback};
+}
+
+/// Householder dynamics on feature maps: an orthogonal (time-varying through the
+/// family's basis when given) mixing of the channels at every pixel, then tanh.
+class HouseholderPixelDynamics : public ode::Dynamics {
+ public:
+  HouseholderPixelDynamics(int64_t channels, int64_t reflections)
+      : layer_(register_module("mix", std::make_shared<tv::HouseholderLayer>(channels, reflections, nullptr))) {}
+  Var forward(double t, const Var& x) override {
+    const int64_t N = x.size(0), C = x.size(1), H = x.size(2), W = x.size(3);
+    Var rows = reshape(permute(x, {0, 2, 3, 1}), {N * H * W, C});
+    Var y = reshape(tanh(layer_->forward(t, rows)), {N, H, W, C});
+    return permute(y, {0, 3, 1, 2});
+  }
+
+ private:
+  std::shared_ptr<tv::HouseholderLayer> layer_;
+};
+
+/// f(t, x) = K(t) * relu(GN(x)): the residual dynamics of a NANODE block.
+class ResidualConvDynamics : public ode::Dynamics {
+ public:
+  ResidualConvDynamics(const std::string& family, int64_t channels, const tv::FamilyOptions& fo)
+      : norm_(register_module("norm", std::make_shared<nn::GroupNorm>(std::min<int64_t>(8, channels), channels))),
+        conv_(register_module("conv", tv::make_time_conv(family, channels, channels, 3, Conv2dOptions(1, 1), fo))) {}
+  Var forward(double t, const Var& x) override { return conv_->forward(t, relu(norm_->forward(x))); }
+
+ private:
+  std::shared_ptr<nn::GroupNorm> norm_;
+  std::shared_ptr<tv::TimeLayer> conv_;
+};
+
+class Classifier : public nn::Module {
+ public:
+  explicit Classifier(const ClassifierOptions& o) : o_(o) {
+    auto [base, d] = parse_model_name(o.model, o.order);
+    bool known = false;
+    for (const auto& n : classifier_model_names()) known = known || n == base;
+    if (!known) {
+      std::string valid;
+      for (const auto& n : classifier_model_names()) valid += (valid.empty() ? "" : ", ") + n;
+      fail("unknown model '", o.model, "' (valid: ", valid, "; a suffix -d sets the order, e.g. t-nanode-10)");
+    }
+    NANODE_CHECK(o.image_size >= 8, "Classifier: images must be at least 8x8, got ", o.image_size);
+    NANODE_CHECK(!o.widths.empty(), "Classifier: need at least one stage width");
+    NANODE_CHECK(o.steps >= 1, "Classifier: steps must be >= 1, got ", o.steps);
+    base_ = base, order_ = d;
+    std::string family = base;
+    ode::Options so;
+    so.method = o.method, so.steps = o.steps, so.gradient = o.gradient;
+    if (base == "con-resnet" || base == "uncon-resnet") {
+      so.method = "euler", so.gradient = ode::Gradient::Direct;
+      family = base == "con-resnet" ? "auto" : "bucket";
+      if (base == "uncon-resnet") d = static_cast<int>(o.steps), order_ = d;
+    } else if (base == "b-nanode") {
+      family = "bucket";
+    } else if (base == "t-nanode") {
+      family = "trig";
+    }
+    tv::FamilyOptions fo;
+    fo.order = d;
+    stem_ = register_module("stem", std::make_shared<nn::Conv2d>(nn::Conv2dLayerOptions(o.in_channels, o.widths[0], 3).padding(1)));
+    stem_bn_ = register_module("stem_bn", std::make_shared<nn::BatchNorm>(o.widths[0]));
+    for (size_t s = 0; s < o.widths.size(); ++s) {
+      const int64_t C = o.widths[s];
+      if (s > 0) {
+        down_.push_back(register_module("down" + std::to_string(s), std::make_shared<nn::Conv2d>(
+                                            nn::Conv2dLayerOptions(o.widths[s - 1], C, 3).stride(2).padding(1))));
+        down_bn_.push_back(register_module("down_bn" + std::to_string(s), std::make_shared<nn::BatchNorm>(C)));
+      }
+      std::shared_ptr<ode::Dynamics> f;
+      if (family == "householder") {
+        f = std::make_shared<HouseholderPixelDynamics>(C, d);
+      } else {
+        f = std::make_shared<ResidualConvDynamics>(family, C, fo);
+      }
+      blocks_.push_back(register_module("block" + std::to_string(s), std::make_shared<tv::ODEBlock>(f, so)));
+    }
+    head_norm_ = register_module("head_norm", std::make_shared<nn::GroupNorm>(std::min<int64_t>(8, o.widths.back()),
+                                                                            o.widths.back()));
+    head_ = register_module("head", std::make_shared<nn::Linear>(o.widths.back(), o.classes));
+  }
+
+  /// logits [N, classes] for images [N, C, H, W].
+  Var forward(const Var& x) {
+    NANODE_CHECK(x.ndim() == 4 && x.size(1) == o_.in_channels, "Classifier: expected images [N, ", o_.in_channels,
+                 ", H, W], got ", x.shape());
+    Var h = max_pool2d(relu(stem_bn_->forward(stem_->forward(x))), 2);
+    for (size_t s = 0; s < blocks_.size(); ++s) {
+      if (s > 0) h = relu(down_bn_[s - 1]->forward(down_[s - 1]->forward(h)));
+      h = blocks_[s]->forward(h);
+    }
+    return head_->forward(flatten(global_avg_pool2d(relu(head_norm_->forward(h)))));
+  }
+
+  const std::string& base_model() const { return base_; }
+  int order() const { return order_; }
+  const ClassifierOptions& options() const { return o_; }
+
+ private:
+  ClassifierOptions o_;
+  std::string base_;
+  int order_ = 0;
+  std::shared_ptr<nn::Conv2d> stem_;
+  std::shared_ptr<nn::BatchNorm> stem_bn_;
+  std::vector<std::shared_ptr<nn::Conv2d>> down_;
+  std::vector<std::shared_ptr<nn::BatchNorm>> down_bn_;
+  std::vector<std::shared_ptr<tv::ODEBlock>> blocks_;
+  std::shared_ptr<nn::GroupNorm> head_norm_;
+  std::shared_ptr<nn::Linear> head_;
+};
+
+}  // namespace nanode::models

@@ -1,0 +1,350 @@
+#pragma once
+// Training a classifier: epochs of shuffled, augmented batches; evaluation on the
+// test split after each epoch; metrics as CSV; a safetensors checkpoint written
+// atomically every epoch; and resuming a killed run from its last checkpoint with
+// the same results as an uninterrupted run (batches, augmentation and the model's
+// arithmetic are all deterministic in the seed and the epoch).
+#include <unistd.h>
+
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+#include <fstream>
+#include <functional>
+#include <memory>
+#include <sstream>
+#include <string>
+#include <vector>
+
+#include "nanode/data/datasets.hpp"
+#include "nanode/data/safetensors.hpp"
+#include "nanode/models/classifier.hpp"
+#include "nanode/nn/optim.hpp"
+
+namespace nanode::models {
+
+struct TrainConfig {
+  ClassifierOptions model;
+  int64_t epochs = 5, batch_size = 128, eval_batch_size = 500;  // defaults: the README main job
+  std::string optimizer = "adam";  ///< adam | adamw | sgd
+  double lr = 2e-3, momentum = 0.9, weight_decay = 0.0;
+  std::string schedule = "cosine";  ///< constant | cosine | step (x0.1 after half the steps)
+  int64_t warmup = 0;               ///< linear warm-up steps
+  uint64_t seed = 0;
+  int64_t crop_padding = 0;
+  bool hflip = false;
+  int64_t max_batches = 0;  ///< per epoch (0: all), for smoke runs and budgets
+  std::string out_dir;      ///< metrics.csv and checkpoint.safetensors (empty: neither)
+  bool resume = false;
+  bool progress = true;  ///< the progress bar on stderr
+
+  /// Everything that decides the results, for checking a checkpoint against.
+  std::string fingerprint() const {
+    std::ostringstream s;
+    s << "model=" << model.model << " order=" << model.order << " widths=";
+    for (auto w : model.widths) s << w << ",";
+    s << " steps=" << model.steps << " method=" << model.method << " gradient=" << ode::gradient_name(model.gradient)
+      << " in=" << model.in_channels << "x" << model.image_size << " classes=" << model.classes
+      << " epochs=" << epochs << " batch=" << batch_size << " opt=" << optimizer << " lr=" << lr
+      << " momentum=" << momentum << " wd=" << weight_decay << " schedule=" << schedule << " warmup=" << warmup
+      << " seed=" << seed << " crop=" << crop_padding << " hflip=" << hflip << " max_batches=" << max_batches;
+    return s.str();
+  }
+};
+
+struct EpochMetrics {
+  int64_t epoch = 0;
+  double train_loss = 0, train_acc = 0, test_loss = 0, test_acc = 0, lr = 0, images_per_s = 0, seconds = 0;
+  int64_t peak_activation_bytes = 0;
+};
+
+struct TrainResult {
+  std::vector<EpochMetrics> epochs;  ///< including those restored on resume
+  int64_t parameters = 0, parameter_bytes = 0;
+  double final_test_acc() const { return epochs.empty() ? 0.0 : epochs.back().test_acc; }
+};
+
+/// A one-line progress bar on stderr: redrawn in place on a terminal, a line per
+/// tenth of the epoch otherwise.
+class ProgressBar {
+ public:
+  ProgressBar(bool on, int64_t epoch, int64_t epochs, int64_t total)
+      : on_(on), tty_(on && ::isatty(2)), epoch_(epoch), epochs_(epochs), total_(total) {}
+  void update(int64_t done, double loss, double acc, double ips) {
+    if (!on_) return;
+    const auto now = std::chrono::steady_clock::now();
+    const bool last = done == total_;
+    if (tty_) {
+      if (!last && now - drawn_ < std::chrono::milliseconds(200)) return;
+    } else {
+      const int64_t tenth = std::max<int64_t>(1, total_ / 10);
+      if (!last && done % tenth != 0) return;
+    }
+    drawn_ = now;
+    const int width = 24;
+    const int fill = static_cast<int>(width * done / std::max<int64_t>(1, total_));
+    const double eta = ips > 0 ? static_cast<double>(total_ - done) * batch_images_ / ips : 0.0;
+    std::fprintf(stderr, "%sepoch %lld/%lld [%s%s] %lld/%lld loss %.4f acc %.2f%% %.0f img/s ETA %d:%02d%s",
+                 tty_ ? "\r" : "", static_cast<long long>(epoch_ + 1), static_cast<long long>(epochs_),
+                 std::string(static_cast<size_t>(fill), '=').c_str(),
+                 std::string(static_cast<size_t>(width - fill), ' ').c_str(), static_cast<long long>(done),
+                 static_cast<long long>(total_), loss, 100.0 * acc, ips, static_cast<int>(eta) / 60,
+                 static_cast<int>(eta) % 60, tty_ ? (last ? "\n" : "") : "\n");
+    std::fflush(stderr);
+  }
+  void set_batch_images(double b) { batch_images_ = b; }
+
+ private:
+  bool on_, tty_;
+  int64_t epoch_, epochs_, total_;
+  double batch_images_ = 1;
+  std::chrono::steady_clock::time_point drawn_{};
+};
+
+/// Correct predictions in logits [N, C] against labels [N].
+inline int64_t count_correct(const Tensor& logits, const Tensor& labels) {
+  const Tensor l = logits.cpu().to(DType::Float32);
+  const int64_t N = l.size(0), C = l.size(1);
+  const float* p = l.data<float>();
+  const int32_t* y = labels.data<int32_t>();
+  int64_t ok = 0;
+  for (int64_t n = 0; n < N; ++n) {
+    int64_t best = 0;
+    for (int64_t c = 1; c < C; ++c)
+      if (p[n * C + c] > p[n * C + best]) best = c;
+    ok += best == y[n];
+  }
+  return ok;
+}
+
+class Trainer {
+ public:
+  Trainer(TrainConfig cfg, std::shared_ptr<data::ImageDataset> train, std::shared_ptr<data::ImageDataset> test)
+      : cfg_(std::move(cfg)), train_(std::move(train)), test_(std::move(test)) {
+    NANODE_CHECK(cfg_.epochs >= 1, "train: epochs must be >= 1, got ", cfg_.epochs);
+    NANODE_CHECK(cfg_.batch_size >= 1 && cfg_.eval_batch_size >= 1, "train: batch sizes must be >= 1");
+    const auto shape = train_->image_shape();
+    NANODE_CHECK(shape == test_->image_shape(), "train: train and test images differ in shape");
+    NANODE_CHECK(shape[1] == shape[2], "train: images must be square, got ", shape[1], "x", shape[2]);
+    cfg_.model.in_channels = shape[0], cfg_.model.image_size = shape[1], cfg_.model.classes = train_->classes();
+    manual_seed(cfg_.seed);
+    model_ = std::make_shared<Classifier>(cfg_.model);
+    auto params = model_->parameters();
+    if (cfg_.optimizer == "sgd") {
+      optim::SGDOptions o;
+      o.lr = cfg_.lr, o.momentum = cfg_.momentum, o.weight_decay = cfg_.weight_decay, o.nesterov = cfg_.momentum > 0;
+      opt_ = std::make_unique<optim::SGD>(params, o);
+    } else if (cfg_.optimizer == "adam" || cfg_.optimizer == "adamw") {
+      optim::AdamOptions o;
+      o.lr = cfg_.lr, o.weight_decay = cfg_.weight_decay, o.decoupled_weight_decay = cfg_.optimizer == "adamw";
+      opt_ = std::make_unique<optim::Adam>(params, o);
+    } else {
+      fail("unknown optimizer '", cfg_.optimizer, "' (valid: adam, adamw, sgd)");
+    }
+    const auto [mean, sd] = data::channel_stats(*train_);
+    data::LoaderOptions lo;
+    lo.batch_size = cfg_.batch_size, lo.seed = cfg_.seed, lo.crop_padding = cfg_.crop_padding, lo.hflip = cfg_.hflip;
+    lo.mean = mean, lo.stddev = sd;
+    train_loader_ = std::make_unique<data::DataLoader>(train_, lo);
+    lo.shuffle = false, lo.crop_padding = 0, lo.hflip = false, lo.batch_size = cfg_.eval_batch_size;
+    test_loader_ = std::make_unique<data::DataLoader>(test_, lo);
+    per_epoch_ = train_loader_->batches_per_epoch();
+    if (cfg_.max_batches > 0) per_epoch_ = std::min(per_epoch_, cfg_.max_batches);
+    sched_.base = cfg_.lr, sched_.total = per_epoch_ * cfg_.epochs, sched_.warmup = cfg_.warmup;
+    if (cfg_.schedule == "cosine") {
+      sched_.kind = optim::Schedule::Kind::Cosine;
+    } else if (cfg_.schedule == "step") {
+      sched_.kind = optim::Schedule::Kind::Step;  // x0.1 after half the steps
+      sched_.every = std::max<int64_t>(1, sched_.total / 2);
+    } else {
+      NANODE_CHECK(cfg_.schedule == "constant", "unknown schedule '", cfg_.schedule,
+                   "' (valid: constant, cosine, step)");
+    }
+  }
+
+  Classifier& model() { return *model_; }
+  int64_t batches_per_epoch() const { return per_epoch_; }
+  std::string checkpoint_path() const { return cfg_.out_dir + "/checkpoint.safetensors"; }
+  std::string metrics_path() const { return cfg_.out_dir + "/metrics.csv"; }
+
+  /// Trains to cfg.epochs (from the last checkpoint when resuming).
+  TrainResult run(const std::function<void(const EpochMetrics&)>& on_epoch = {}) {
+    TrainResult r;
+    r.parameters = model_->num_parameters();
+    r.parameter_bytes = r.parameters * static_cast<int64_t>(sizeof(float));
+    int64_t start = 0;
+    if (cfg_.resume) start = restore(r);
+    if (!cfg_.out_dir.empty() && start == 0) write_csv_header();
+    for (int64_t epoch = start; epoch < cfg_.epochs; ++epoch) {
+      EpochMetrics m = train_epoch(epoch);
+      evaluate(m);
+      r.epochs.push_back(m);
+      if (!cfg_.out_dir.empty()) {
+        append_csv(m);
+        save_checkpoint(epoch + 1, r);
+      }
+      if (on_epoch) on_epoch(m);
+    }
+    return r;
+  }
+
+  /// Test loss and accuracy of the current model.
+  void evaluate(EpochMetrics& m) {
+    model_->eval();
+    NoGradGuard ng;
+    test_loader_->start_epoch(0);
+    data::Batch b;
+    double loss = 0;
+    int64_t correct = 0, seen = 0;
+    while (test_loader_->next(b)) {
+      Var logits = model_->forward(Var(b.images));
+      const int64_t n = b.labels.size(0);
+      loss += cross_entropy(logits, b.labels).item() * static_cast<double>(n);
+      correct += count_correct(logits.data(), b.labels);
+      seen += n;
+    }
+    m.test_loss = loss / static_cast<double>(seen);
+    m.test_acc = static_cast<double>(correct) / static_cast<double>(seen);
+  }
+
+ private:
+  EpochMetrics train_epoch(int64_t epoch) {
+    model_->train();
+    EpochMetrics m;
+    m.epoch = epoch + 1;
+    train_loader_->start_epoch(epoch);
+    ProgressBar bar(cfg_.progress, epoch, cfg_.epochs, per_epoch_);
+    const auto t0 = std::chrono::steady_clock::now();
+    double loss_sum = 0;
+    int64_t correct = 0, seen = 0;
+    data::Batch b;
+    for (int64_t k = 0; k < per_epoch_ && train_loader_->next(b); ++k) {
+      const int64_t step = epoch * per_epoch_ + k;
+      m.lr = sched_.at(step);
+      opt_->set_lr(m.lr);
+      opt_->zero_grad();
+      const int64_t n = b.labels.size(0);
+      {
+        PeakMemoryScope scope;
+        Var logits = model_->forward(Var(b.images));
+        Var loss = cross_entropy(logits, b.labels);
+        const double lv = loss.item();
+        NANODE_CHECK(std::isfinite(lv), "train: the loss became ", lv, " at epoch ", epoch + 1, ", batch ", k + 1,
+                     " (lower the learning rate?)");
+        loss.backward();
+        m.peak_activation_bytes = std::max(m.peak_activation_bytes, scope.peak_above_start());
+        loss_sum += lv * static_cast<double>(n);
+        correct += count_correct(logits.data(), b.labels);
+      }
+      opt_->step();
+      seen += n;
+      const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+      bar.set_batch_images(static_cast<double>(seen) / static_cast<double>(k + 1));
+      bar.update(k + 1, loss_sum / static_cast<double>(seen), static_cast<double>(correct) / static_cast<double>(seen),
+                 static_cast<double>(seen) / std::max(1e-9, secs));
+    }
+    m.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    m.train_loss = loss_sum / static_cast<double>(std::max<int64_t>(1, seen));
+    m.train_acc = static_cast<double>(correct) / static_cast<double>(std::max<int64_t>(1, seen));
+    m.images_per_s = static_cast<double>(seen) / std::max(1e-9, m.seconds);
+    return m;
+  }
+
+  static constexpr const char* kCsvHeader =
+      "epoch,train_loss,train_acc,test_loss,test_acc,lr,images_per_s,seconds,peak_activation_bytes";
+
+  void write_csv_header() {
+    std::ofstream out(metrics_path(), std::ios::trunc);
+    NANODE_CHECK(out.good(), metrics_path(), ": cannot write");
+    out << kCsvHeader << "\n";
+  }
+  static std::string csv_row(const EpochMetrics& m) {
+    char buf[256];
+    std::snprintf(buf, sizeof(buf), "%lld,%.6f,%.6f,%.6f,%.6f,%.6g,%.1f,%.2f,%lld", static_cast<long long>(m.epoch),
+                  m.train_loss, m.train_acc, m.test_loss, m.test_acc, m.lr, m.images_per_s, m.seconds,
+                  static_cast<long long>(m.peak_activation_bytes));
+    return buf;
+  }
+  void append_csv(const EpochMetrics& m) {
+    std::ofstream out(metrics_path(), std::ios::app);
+    NANODE_CHECK(out.good(), metrics_path(), ": cannot append");
+    out << csv_row(m) << "\n";
+  }
+
+  void save_checkpoint(int64_t epochs_done, const TrainResult& r) {
+    std::vector<std::pair<std::string, Tensor>> ts;
+    for (auto& [n, v] : model_->named_parameters()) ts.emplace_back("model." + n, v.data());
+    for (auto& [n, v] : model_->named_buffers()) ts.emplace_back("buffer." + n, v.data());
+    for (auto& [k, t] : opt_->state()) ts.emplace_back("optim." + k, t);
+    std::map<std::string, std::string> meta{{"format", "nanode-classifier-1"},
+                                            {"config", cfg_.fingerprint()},
+                                            {"epochs_done", std::to_string(epochs_done)},
+                                            {"optimizer_steps", std::to_string(opt_->steps())}};
+    std::string rows;
+    for (const auto& m : r.epochs) rows += csv_row(m) + "\n";
+    meta["metrics"] = rows;
+    data::save_safetensors(checkpoint_path(), ts, meta);
+  }
+
+  /// Loads the last checkpoint; returns the epochs it had completed.
+  int64_t restore(TrainResult& r) {
+    NANODE_CHECK(!cfg_.out_dir.empty(), "train: --resume needs an output directory");
+    if (!data::file_exists(checkpoint_path())) {
+      if (cfg_.progress) std::fprintf(stderr, "no checkpoint at %s: starting from scratch\n", checkpoint_path().c_str());
+      return 0;
+    }
+    const data::TensorFile f = data::load_safetensors(checkpoint_path());
+    auto meta = [&](const std::string& k) {
+      auto it = f.metadata.find(k);
+      NANODE_CHECK(it != f.metadata.end(), checkpoint_path(), ": not a nanode classifier checkpoint (no '", k, "')");
+      return it->second;
+    };
+    NANODE_CHECK(meta("format") == "nanode-classifier-1", checkpoint_path(), ": unknown checkpoint format '",
+                 meta("format"), "'");
+    NANODE_CHECK(meta("config") == cfg_.fingerprint(), checkpoint_path(),
+                 ": was written by a run with different settings:\n  checkpoint: ", meta("config"),
+                 "\n  this run:   ", cfg_.fingerprint());
+    auto load_into = [&](const std::string& name, Var& v) {
+      const Tensor& t = f.at(name);
+      NANODE_CHECK(t.shape() == v.shape() && t.dtype() == v.dtype(), checkpoint_path(), ": tensor '", name,
+                   "' has shape ", t.shape(), ", the model needs ", v.shape());
+      v.mutable_data() = t.clone();
+    };
+    for (auto& [n, v] : model_->named_parameters()) load_into("model." + n, v);
+    for (auto& [n, v] : model_->named_buffers()) load_into("buffer." + n, v);
+    std::map<std::string, Tensor> st;
+    for (const auto& [n, t] : f.tensors)
+      if (n.rfind("optim.", 0) == 0) st[n.substr(6)] = t;
+    opt_->load_state(st, std::stoll(meta("optimizer_steps")));
+    const int64_t done = std::stoll(meta("epochs_done"));
+    // The metrics of the restored epochs: back into the result and the CSV.
+    std::istringstream rows(meta("metrics"));
+    std::string line;
+    std::ofstream csv(metrics_path(), std::ios::trunc);
+    NANODE_CHECK(csv.good(), metrics_path(), ": cannot write");
+    csv << kCsvHeader << "\n";
+    while (std::getline(rows, line)) {
+      if (line.empty()) continue;
+      csv << line << "\n";
+      EpochMetrics m;
+      long long ep = 0, peak = 0;
+      std::sscanf(line.c_str(), "%lld,%lf,%lf,%lf,%lf,%lf,%lf,%lf,%lld", &ep, &m.train_loss, &m.train_acc,
+                  &m.test_loss, &m.test_acc, &m.lr, &m.images_per_s, &m.seconds, &peak);
+      m.epoch = ep, m.peak_activation_bytes = peak;
+      r.epochs.push_back(m);
+    }
+    if (cfg_.progress)
+      std::fprintf(stderr, "resumed from %s after epoch %lld\n", checkpoint_path().c_str(), static_cast<long long>(done));
+    return done;
+  }
+
+  TrainConfig cfg_;
+  std::shared_ptr<data::ImageDataset> train_, test_;
+  std::shared_ptr<Classifier> model_;
+  std::unique_ptr<optim::Optimizer> opt_;
+  std::unique_ptr<data::DataLoader> train_loader_, test_loader_;
+  optim::Schedule sched_;
+  int64_t per_epoch_ = 0;
+};
+
+}  // namespace nanode::models
