@@ -5,6 +5,7 @@
 #include <CLI/CLI.hpp>
 
 #include <cstdio>
+#include <filesystem>
 #include <string>
 
 #include "nanode/models/trainer.hpp"
@@ -70,12 +71,15 @@ int main(int argc, char** argv) {
     cfg.progress = !quiet;
     if (cfg.resume && cfg.out_dir.empty()) throw Error("--resume needs --out-dir (where the checkpoint is)");
     if (!cfg.out_dir.empty()) {
-      const int rc = std::system(("mkdir -p '" + cfg.out_dir + "'").c_str());
-      if (rc != 0) throw Error("cannot create --out-dir " + cfg.out_dir);
+      std::error_code ec;
+      std::filesystem::create_directories(cfg.out_dir, ec);
+      if (ec) throw Error("cannot create --out-dir " + cfg.out_dir + " (" + ec.message() + ")");
     }
     auto [train, test] = data::load_dataset(dataset, data_dir);
     train = data::head(train, limit_train);
     test = data::head(test, limit_test);
+    cfg.data_tag = dataset + "@" + (data_dir.empty() ? data::default_data_dir(dataset) : data_dir) + ":" +
+                   std::to_string(train->size()) + "/" + std::to_string(test->size());
     models::Trainer trainer(cfg, train, test);
     std::printf("%s: %lld train / %lld test images of %lldx%lldx%lld; model %s (order %d, %lld parameters, "
                 "%lld steps/block, %s, %s gradients); %lld epochs of %lld batches\n",

@@ -76,7 +76,7 @@ data::ImageSet quadrants(int64_t n, int64_t hw, uint64_t seed) {
 
 }  // namespace
 
-TEST_CASE("IDX: plain and gzipped files read back; corrupt ones name the problem", "[data][readers]") {
+TEST_CASE("IDX: plain and gzipped files read back, corrupt ones name the problem", "[data][readers]") {
   std::vector<uint8_t> pix;
   for (int i = 0; i < 2 * 3 * 4; ++i) pix.push_back(static_cast<uint8_t>(i * 5));
   const std::string plain = tmp_path("img.idx"), gz = tmp_path("img.idx.gz"), lab = tmp_path("lab.idx.gz");
@@ -115,6 +115,9 @@ TEST_CASE("IDX: plain and gzipped files read back; corrupt ones name the problem
   write_bytes(tmp_path("cut.idx.gz"), std::vector<uint8_t>(z.begin(), z.begin() + static_cast<long>(z.size() / 2)));
   CHECK_THROWS_WITH(data::read_idx(tmp_path("cut.idx.gz")), Contains("cut.idx.gz"));
   CHECK_THROWS_WITH(data::read_idx(tmp_path("absent.idx")), Contains("cannot open"));
+  // Dimensions whose product overflows 64 bits: refused, not wrapped to a small size.
+  write_bytes(tmp_path("huge.idx"), idx_bytes({1u << 22, 1u << 21, 1u << 21}, {}));
+  CHECK_THROWS_WITH(data::read_idx(tmp_path("huge.idx")), Contains("promises more data"));
   // Labels out of range, and counts that disagree.
   write_gz(tmp_path("badlab.idx.gz"), idx_bytes({2}, {7, 12}));
   CHECK_THROWS_WITH(data::read_idx_pair(gz, tmp_path("badlab.idx.gz")), Contains("label 12"));
@@ -122,7 +125,7 @@ TEST_CASE("IDX: plain and gzipped files read back; corrupt ones name the problem
   CHECK_THROWS_WITH(data::read_idx_pair(gz, tmp_path("lab3.idx.gz")), Contains("3 labels"));
 }
 
-TEST_CASE("CIFAR-10 and CIFAR-100 records; truncated files and bad labels are errors", "[data][readers]") {
+TEST_CASE("CIFAR-10 and CIFAR-100 records, truncated files and bad labels are errors", "[data][readers]") {
   std::vector<uint8_t> c10, c100;
   for (int r = 0; r < 3; ++r) {
     c10.push_back(static_cast<uint8_t>(r + 4));
@@ -152,7 +155,7 @@ TEST_CASE("CIFAR-10 and CIFAR-100 records; truncated files and bad labels are er
   CHECK_THROWS_WITH(data::read_cifar({tmp_path("c10bad.bin")}, false), Contains("label 10"));
 }
 
-TEST_CASE("NPY: uint8 and float32 round trips; bad headers and truncation are errors", "[data][readers]") {
+TEST_CASE("NPY: uint8 and float32 round trips, bad headers and truncation are errors", "[data][readers]") {
   std::vector<uint8_t> u{1, 2, 3, 4, 5, 6};
   data::write_npy(tmp_path("u.npy"), {2, 3}, u.data(), false);
   auto a = data::read_npy(tmp_path("u.npy"));
@@ -192,7 +195,7 @@ TEST_CASE("NPY: uint8 and float32 round trips; bad headers and truncation are er
   CHECK_THROWS_WITH(data::read_npy(tmp_path("junk.npy")), Contains("bad magic"));
 }
 
-TEST_CASE("PNG: RGB and gray round trips; a truncated file is an error", "[data][readers]") {
+TEST_CASE("PNG: RGB and gray round trips, a truncated file is an error", "[data][readers]") {
   data::Image im;
   im.h = 3, im.w = 5, im.c = 3;
   for (int i = 0; i < 45; ++i) im.pixels.push_back(static_cast<uint8_t>(i * 5));
@@ -201,8 +204,12 @@ TEST_CASE("PNG: RGB and gray round trips; a truncated file is an error", "[data]
   CHECK(back.h == 3);
   CHECK(back.w == 5);
   CHECK(back.pixels == im.pixels);
-  const auto gray = data::read_png(tmp_path("a.png"), 1);
-  CHECK(gray.pixels.size() == 15);
+  data::Image g;
+  g.h = 2, g.w = 3, g.c = 1, g.pixels = {0, 40, 80, 120, 160, 250};
+  data::write_png(tmp_path("g.png"), g);
+  CHECK(data::read_png(tmp_path("g.png"), 1).pixels == g.pixels);
+  const auto rgb = data::read_png(tmp_path("g.png"), 3);  // gray expands to equal channels
+  CHECK(rgb.pixels == std::vector<uint8_t>{0, 0, 0, 40, 40, 40, 80, 80, 80, 120, 120, 120, 160, 160, 160, 250, 250, 250});
   std::ifstream in(tmp_path("a.png"), std::ios::binary);
   std::vector<uint8_t> b((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
   write_bytes(tmp_path("cut.png"), std::vector<uint8_t>(b.begin(), b.begin() + static_cast<long>(b.size() - 20)));
@@ -254,9 +261,14 @@ TEST_CASE("the loader is deterministic in seed and epoch, with or without prefet
   bad.mean = {0.5f};
   bad.stddev = {0.5f};
   CHECK_THROWS_WITH(data::DataLoader(ds, bad), Contains("one value per channel"));
+  data::LoaderOptions neg;
+  neg.prefetch = -1;
+  CHECK_THROWS_WITH(data::DataLoader(ds, neg), Contains("prefetch"));
+  data::DataLoader unstarted(ds, data::LoaderOptions{});
+  CHECK_THROWS_WITH(unstarted.next(b), Contains("start_epoch"));
 }
 
-TEST_CASE("safetensors: a round trip keeps names, dtypes, values and metadata; corrupt files are errors",
+TEST_CASE("safetensors: a round trip keeps names, dtypes, values and metadata, corrupt files are errors",
           "[data][safetensors]") {
   const Tensor a = Tensor::uniform({2, 3}, -1, 1), b = Tensor::from_vector<double>({1.25, -7.5}, {2});
   const Tensor c = Tensor::from_vector<int32_t>({4, -9, 12}, {3});
@@ -314,7 +326,7 @@ TEST_CASE("the classifier runs every model on 28x28x1 and 32x32x3 images", "[mod
   CHECK_THROWS_WITH(m.forward(Var(Tensor::zeros({2, 3, 28, 28}))), Contains("expected images [N, 1"));
 }
 
-TEST_CASE("training: two batches lower the loss; resume equals an uninterrupted run", "[models][trainer]") {
+TEST_CASE("training: two batches lower the loss, resume equals an uninterrupted run", "[models][trainer]") {
   auto train = std::make_shared<data::ImageDataset>(quadrants(96, 12, 1));
   auto test = std::make_shared<data::ImageDataset>(quadrants(40, 12, 2));
   models::TrainConfig cfg;
@@ -354,19 +366,30 @@ TEST_CASE("training: two batches lower the loss; resume equals an uninterrupted 
       } catch (const std::runtime_error&) {
       }
     }
+    {  // ... and killed again after appending epoch 2's metrics row but before its checkpoint
+      std::ofstream csv(part.out_dir + "/metrics.csv", std::ios::app);
+      csv << "2,9,9,9,9,9,9,9,9\n";
+    }
     part.resume = true;
     models::Trainer resumed(part, train, test);
     const auto rr = resumed.run();
     REQUIRE(rr.epochs.size() == 3);
-    for (size_t e = 0; e < 3; ++e) {
+    CHECK(rr.epochs[0].test_acc == rf.epochs[0].test_acc);  // restored from the CSV text
+    CHECK(rr.epochs[0].test_loss == Approx(rf.epochs[0].test_loss).epsilon(1e-6));
+    for (size_t e = 1; e < 3; ++e) {  // recomputed after the resume: identical
       CHECK(rr.epochs[e].test_acc == rf.epochs[e].test_acc);
-      CHECK(rr.epochs[e].test_loss == Approx(rf.epochs[e].test_loss).epsilon(1e-6));
+      CHECK(rr.epochs[e].test_loss == rf.epochs[e].test_loss);
+      CHECK(rr.epochs[e].train_loss == rf.epochs[e].train_loss);
+      CHECK(rr.epochs[e].peak_activation_bytes == rf.epochs[e].peak_activation_bytes);
     }
-    auto pf = full.model().named_parameters(), pr = resumed.model().named_parameters();
-    REQUIRE(pf.size() == pr.size());
-    for (size_t i = 0; i < pf.size(); ++i) {
-      INFO(pf[i].first);
-      CHECK(pf[i].second.data().to_vector<float>() == pr[i].second.data().to_vector<float>());
+    for (bool params : {true, false}) {
+      auto pf = params ? full.model().named_parameters() : full.model().named_buffers();
+      auto pr = params ? resumed.model().named_parameters() : resumed.model().named_buffers();
+      REQUIRE(pf.size() == pr.size());
+      for (size_t i = 0; i < pf.size(); ++i) {
+        INFO(pf[i].first);
+        CHECK(pf[i].second.data().to_vector<float>() == pr[i].second.data().to_vector<float>());
+      }
     }
     // The CSV holds one row per epoch after the resume, as in the full run.
     std::ifstream csv(part.out_dir + "/metrics.csv");

@@ -59,7 +59,7 @@ TEST_CASE("fixed-step solvers converge at their order on a linear time-varying O
   }
 }
 
-TEST_CASE("adaptive solvers meet their tolerance; outputs at requested times; backward in time", "[ode]") {
+TEST_CASE("adaptive solvers meet their tolerance, outputs at requested times, backward in time", "[ode]") {
   CosLinear f;
   Var x0(Tensor::from_vector<double>({1.0}, {1}));
   for (const char* method : {"bosh3", "dopri5"}) {

@@ -45,7 +45,7 @@ TEST_CASE("tensor creation and element access", "[tensor]") {
   CHECK_THROWS_WITH(v.data<double>(), Contains("tensor is float32, asked for float64"));
 }
 
-TEST_CASE("reshape and narrow make views; other slices copy", "[tensor]") {
+TEST_CASE("reshape and narrow make views, other slices copy", "[tensor]") {
   Tensor t = Tensor::from_vector<float>({0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11}, {3, 4});
   Tensor r = t.reshape({2, -1});
   CHECK(r.shape() == Shape({2, 6}));

@@ -87,6 +87,7 @@ class DataLoader {
     NANODE_CHECK(ds_ && ds_->size() > 0, "DataLoader: empty dataset");
     NANODE_CHECK(o_.batch_size > 0, "DataLoader: batch size must be positive, got ", o_.batch_size);
     NANODE_CHECK(o_.crop_padding >= 0, "DataLoader: crop padding must be >= 0, got ", o_.crop_padding);
+    NANODE_CHECK(o_.prefetch >= 0, "DataLoader: prefetch must be >= 0, got ", o_.prefetch);
     const auto shape = ds_->image_shape();
     NANODE_CHECK(o_.mean.size() == o_.stddev.size() &&
                      (o_.mean.empty() || static_cast<int64_t>(o_.mean.size()) == shape[0]),
@@ -124,14 +125,16 @@ class DataLoader {
     queue_.clear();
     done_ = false;
     error_ = nullptr;
+    started_ = true;
     if (o_.prefetch > 0) worker_ = std::thread([this] { produce(); });
   }
 
   bool next(Batch& out) {
+    NANODE_CHECK(started_, "DataLoader::next: call start_epoch(epoch) first");
     const int64_t total = batches_per_epoch();
     if (o_.prefetch == 0) {
       if (next_batch_ >= total) return false;
-      out = make_batch(next_batch_++);
+      out = to_batch(fill_batch(next_batch_++));
       return true;
     }
     std::unique_lock<std::mutex> lock(mu_);
@@ -140,23 +143,47 @@ class DataLoader {
       if (error_) std::rethrow_exception(error_);
       return false;
     }
-    out = std::move(queue_.front());
+    HostBatch hb = std::move(queue_.front());
     queue_.pop_front();
     cv_.notify_all();
+    lock.unlock();
+    out = to_batch(hb);
     return true;
   }
 
   /// Builds batch b of the current epoch (deterministic in seed, epoch and b).
-  Batch make_batch(int64_t b) const {
+  Batch make_batch(int64_t b) const { return to_batch(fill_batch(b)); }
+
+ private:
+  /// A batch in plain host memory: the background thread fills these, and the
+  /// consumer makes the tensors, so for in-memory image sets every tensor
+  /// allocation (and the allocator's peak-memory figures) happens on the training
+  /// thread.
+  struct HostBatch {
+    int64_t index = 0, count = 0;
+    std::vector<float> images;
+    std::vector<int32_t> labels;
+  };
+
+  Batch to_batch(const HostBatch& h) const {
+    const auto shape = ds_->image_shape();
+    Batch out;
+    out.index = h.index;
+    out.images = Tensor::from_vector<float>(h.images, Shape{h.count, shape[0], shape[1], shape[2]});
+    out.labels = Tensor::from_vector<int32_t>(h.labels, Shape{h.count});
+    return out;
+  }
+
+  HostBatch fill_batch(int64_t b) const {
     const auto shape = ds_->image_shape();
     const int64_t C = shape[0], H = shape[1], W = shape[2], n = ds_->size();
     const int64_t begin = b * o_.batch_size, end = std::min(n, begin + o_.batch_size), B = end - begin;
-    Batch out;
-    out.index = b;
-    out.images = Tensor::empty(Shape{B, C, H, W});
-    out.labels = Tensor::empty(Shape{B}, DType::Int32);
-    float* img = out.images.data<float>();
-    int32_t* lab = out.labels.data<int32_t>();
+    HostBatch out;
+    out.index = b, out.count = B;
+    out.images.resize(static_cast<size_t>(B * C * H * W));
+    out.labels.resize(static_cast<size_t>(B));
+    float* img = out.images.data();
+    int32_t* lab = out.labels.data();
     const Generator aug(stream_seed(epoch_, 0x4155474d454e54ull));
     const auto* fast = dynamic_cast<const ImageDataset*>(ds_.get());
     for (int64_t k = 0; k < B; ++k) {
@@ -200,7 +227,6 @@ class DataLoader {
     return out;
   }
 
- private:
   uint64_t stream_seed(int64_t epoch, uint64_t salt) const {
     uint64_t z = o_.seed * 0x9E3779B97F4A7C15ull ^ (static_cast<uint64_t>(epoch) + 1) * 0xBF58476D1CE4E5B9ull ^ salt;
     z ^= z >> 31;
@@ -216,7 +242,7 @@ class DataLoader {
           cv_.wait(lock, [&] { return static_cast<int>(queue_.size()) < o_.prefetch || stopping_; });
           if (stopping_) break;
         }
-        Batch batch = make_batch(b);
+        HostBatch batch = fill_batch(b);
         std::lock_guard<std::mutex> lock(mu_);
         queue_.push_back(std::move(batch));
         cv_.notify_all();
@@ -248,8 +274,8 @@ class DataLoader {
   std::thread worker_;
   std::mutex mu_;
   std::condition_variable cv_;
-  std::deque<Batch> queue_;
-  bool done_ = false, stopping_ = false;
+  std::deque<HostBatch> queue_;
+  bool done_ = false, stopping_ = false, started_ = false;
   std::exception_ptr error_;
 };
 

@@ -30,6 +30,21 @@ struct Array {
   }
 };
 
+/// The byte count dims x elem, or fail (naming `path`) when it exceeds `limit`:
+/// a header's promise is checked against the file before any product can overflow.
+inline uint64_t checked_bytes(const std::string& path, const std::vector<int64_t>& dims, uint64_t elem,
+                              uint64_t limit) {
+  uint64_t n = elem;
+  for (auto d : dims) {
+    NANODE_CHECK(d >= 0, path, ": negative dimension ", d);
+    const uint64_t ud = static_cast<uint64_t>(d);
+    if (ud != 0 && n > limit / ud)
+      fail(path, ": truncated or corrupt: the header promises more data than the file holds (", limit, " bytes)");
+    n *= ud;
+  }
+  return n;
+}
+
 /// The whole file, gunzipped when it is gzip (zlib reads plain files unchanged).
 /// A truncated or corrupt gzip stream is an error naming the file.
 inline std::vector<uint8_t> read_maybe_gzipped(const std::string& path) {
@@ -78,7 +93,7 @@ inline Array read_idx(const std::string& path) {
     NANODE_CHECK(d > 0 && d < (1u << 28), path, ": IDX dimension ", i, " is ", d);
     a.dims.push_back(d);
   }
-  const size_t expect = static_cast<size_t>(a.numel());
+  const size_t expect = checked_bytes(path, a.dims, 1, b.size() - head);
   NANODE_CHECK(b.size() - head == expect, path, ": IDX ", (b.size() - head < expect ? "truncated" : "has trailing bytes"),
                ": header promises ", expect, " bytes of data, the file holds ", b.size() - head);
   a.bytes.assign(b.begin() + static_cast<std::ptrdiff_t>(head), b.end());
@@ -201,7 +216,7 @@ inline Array read_npy(const std::string& path) {
     }
   }
   const size_t esize = a.is_float32 ? 4 : 1, data = hstart + hlen;
-  const size_t expect = static_cast<size_t>(a.numel()) * esize;
+  const size_t expect = checked_bytes(path, a.dims, esize, b.size() - data);
   NANODE_CHECK(b.size() - data == expect, path, ": NPY ", (b.size() - data < expect ? "truncated" : "has trailing bytes"),
                ": shape promises ", expect, " bytes of data, the file holds ", b.size() - data);
   a.bytes.assign(b.begin() + static_cast<std::ptrdiff_t>(data), b.end());
@@ -247,7 +262,12 @@ inline Image read_png(const std::string& path, int channels = 3) {
   img.format = channels == 1 ? PNG_FORMAT_GRAY : PNG_FORMAT_RGB;
   Image out;
   out.h = img.height, out.w = img.width, out.c = channels;
-  out.pixels.resize(PNG_IMAGE_SIZE(img));
+  const uint64_t bytes = static_cast<uint64_t>(img.height) * img.width * static_cast<uint64_t>(channels);
+  if (bytes > (uint64_t{1} << 31)) {
+    png_image_free(&img);
+    fail(path, ": PNG of ", img.width, "x", img.height, " is too large");
+  }
+  out.pixels.resize(static_cast<size_t>(bytes));
   if (png_image_finish_read(&img, nullptr, out.pixels.data(), 0, nullptr) == 0) {
     const std::string msg = img.message;
     png_image_free(&img);

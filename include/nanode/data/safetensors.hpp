@@ -24,10 +24,11 @@ namespace nanode::data {
 struct TensorFile {
   std::vector<std::pair<std::string, Tensor>> tensors;  ///< in file order
   std::map<std::string, std::string> metadata;
+  std::string path;  ///< where it was read from (for messages)
   const Tensor& at(const std::string& name) const {
     for (const auto& [n, t] : tensors)
       if (n == name) return t;
-    fail("safetensors: no tensor named '", name, "'");
+    fail(path.empty() ? "safetensors" : path, ": no tensor named '", name, "'");
   }
   bool contains(const std::string& name) const {
     for (const auto& [n, t] : tensors)
@@ -100,6 +101,7 @@ inline TensorFile load_safetensors(const std::string& path) {
   NANODE_CHECK(h.is_object(), path, ": safetensors header is not a JSON object");
   const size_t data = 8 + n, avail = b.size() - data;
   TensorFile f;
+  f.path = path;
   for (auto it = h.begin(); it != h.end(); ++it) {
     if (it.key() == "__metadata__") {
       NANODE_CHECK(it->is_object(), path, ": __metadata__ is not an object");
@@ -120,15 +122,17 @@ inline TensorFile load_safetensors(const std::string& path) {
       else if (dt == "I32") dtype = DType::Int32;
       else fail("dtype ", dt, " is not supported (F32, F64, I32)");
       NANODE_CHECK(shape.size() <= 5, "rank ", shape.size(), " above 5");
-      int64_t numel = 1;
-      for (auto d : shape) {
-        NANODE_CHECK(d >= 0, "negative dimension");
-        numel *= d;
-      }
       NANODE_CHECK(off.size() == 2 && off[0] <= off[1] && off[1] <= avail, "data_offsets outside the ", avail,
                    "-byte data section");
-      NANODE_CHECK(off[1] - off[0] == static_cast<uint64_t>(numel) * dtype_size(dtype), "data_offsets span ",
-                   off[1] - off[0], " bytes for ", numel, " elements of ", dt);
+      uint64_t bytes = dtype_size(dtype);
+      for (auto d : shape) {
+        NANODE_CHECK(d >= 0, "negative dimension");
+        const uint64_t ud = static_cast<uint64_t>(d);
+        NANODE_CHECK(ud == 0 || bytes <= avail / ud, "shape promises more than the ", avail, "-byte data section");
+        bytes *= ud;
+      }
+      NANODE_CHECK(off[1] - off[0] == bytes, "data_offsets span ", off[1] - off[0], " bytes, the shape needs ", bytes,
+                   " (", dt, ")");
       Tensor t = Tensor::empty(Shape(shape), dtype);
       if (t.nbytes() > 0) std::memcpy(t.raw_data(), b.data() + data + off[0], t.nbytes());
       f.tensors.emplace_back(it.key(), t);

@@ -20,6 +20,7 @@
 //   householder   orthogonal 1x1 channel mixing from d Householder reflections
 // A suffix "-d" sets the order: "t-nanode-10", "b-nanode-100".
 #include <memory>
+#include <numeric>
 #include <string>
 #include <vector>
 
@@ -52,9 +53,9 @@ inline std::pair<std::string, int> parse_model_name(const std::string& name, int
   const size_t dash = name.find_last_of('-');
   if (dash != std::string::npos && dash + 1 < name.size() &&
       name.find_first_not_of("0123456789", dash + 1) == std::string::npos) {
-    const std::string base = name.substr(0, dash);
-    const int d = std::stoi(name.substr(dash + 1));
-    NANODE_CHECK(d >= 1, "model '", name, "': order must be >= 1");
+    const std::string base = name.substr(0, dash), digits = name.substr(dash + 1);
+    NANODE_CHECK(digits.size() <= 6 && std::stoi(digits) >= 1, "model '", name, "': the order after '-' must be in [1, 999999]");
+    const int d = std::stoi(digits);
     return {base, d};
   }
   return {name, fallback};
@@ -81,7 +82,7 @@ class HouseholderPixelDynamics : public ode::Dynamics {
 class ResidualConvDynamics : public ode::Dynamics {
  public:
   ResidualConvDynamics(const std::string& family, int64_t channels, const tv::FamilyOptions& fo)
-      : norm_(register_module("norm", std::make_shared<nn::GroupNorm>(std::min<int64_t>(8, channels), channels))),
+      : norm_(register_module("norm", std::make_shared<nn::GroupNorm>(std::gcd(channels, int64_t{8}), channels))),
         conv_(register_module("conv", tv::make_time_conv(family, channels, channels, 3, Conv2dOptions(1, 1), fo))) {}
   Var forward(double t, const Var& x) override { return conv_->forward(t, relu(norm_->forward(x))); }
 
@@ -136,8 +137,7 @@ class Classifier : public nn::Module {
       }
       blocks_.push_back(register_module("block" + std::to_string(s), std::make_shared<tv::ODEBlock>(f, so)));
     }
-    head_norm_ = register_module("head_norm", std::make_shared<nn::GroupNorm>(std::min<int64_t>(8, o.widths.back()),
-                                                                            o.widths.back()));
+    head_norm_ = register_module("head_norm", std::make_shared<nn::GroupNorm>(std::gcd(o.widths.back(), int64_t{8}), o.widths.back()));
     head_ = register_module("head", std::make_shared<nn::Linear>(o.widths.back(), o.classes));
   }
 

@@ -37,17 +37,19 @@ struct TrainConfig {
   std::string out_dir;      ///< metrics.csv and checkpoint.safetensors (empty: neither)
   bool resume = false;
   bool progress = true;  ///< the progress bar on stderr
+  std::string data_tag;  ///< names the data (set, directory, limits) in the fingerprint
 
   /// Everything that decides the results, for checking a checkpoint against.
   std::string fingerprint() const {
     std::ostringstream s;
+    s.precision(17);
     s << "model=" << model.model << " order=" << model.order << " widths=";
     for (auto w : model.widths) s << w << ",";
     s << " steps=" << model.steps << " method=" << model.method << " gradient=" << ode::gradient_name(model.gradient)
       << " in=" << model.in_channels << "x" << model.image_size << " classes=" << model.classes
       << " epochs=" << epochs << " batch=" << batch_size << " opt=" << optimizer << " lr=" << lr
       << " momentum=" << momentum << " wd=" << weight_decay << " schedule=" << schedule << " warmup=" << warmup
-      << " seed=" << seed << " crop=" << crop_padding << " hflip=" << hflip << " max_batches=" << max_batches;
+      << " seed=" << seed << " data=" << data_tag << " crop=" << crop_padding << " hflip=" << hflip << " max_batches=" << max_batches;
     return s.str();
   }
 };
@@ -299,15 +301,29 @@ class Trainer {
       NANODE_CHECK(it != f.metadata.end(), checkpoint_path(), ": not a nanode classifier checkpoint (no '", k, "')");
       return it->second;
     };
+    auto meta_int = [&](const std::string& k, int64_t lo, int64_t hi) {
+      const std::string v = meta(k);
+      size_t used = 0;
+      long long n = -1;
+      try {
+        n = std::stoll(v, &used);
+      } catch (const std::exception&) {
+        used = 0;
+      }
+      NANODE_CHECK(used == v.size() && !v.empty() && n >= lo && n <= hi, checkpoint_path(), ": metadata '", k,
+                   "' is '", v, "', expected an integer in [", lo, ", ", hi, "]");
+      return static_cast<int64_t>(n);
+    };
     NANODE_CHECK(meta("format") == "nanode-classifier-1", checkpoint_path(), ": unknown checkpoint format '",
                  meta("format"), "'");
     NANODE_CHECK(meta("config") == cfg_.fingerprint(), checkpoint_path(),
                  ": was written by a run with different settings:\n  checkpoint: ", meta("config"),
                  "\n  this run:   ", cfg_.fingerprint());
     auto load_into = [&](const std::string& name, Var& v) {
+      NANODE_CHECK(f.contains(name), checkpoint_path(), ": has no tensor '", name, "' that the model needs");
       const Tensor& t = f.at(name);
-      NANODE_CHECK(t.shape() == v.shape() && t.dtype() == v.dtype(), checkpoint_path(), ": tensor '", name,
-                   "' has shape ", t.shape(), ", the model needs ", v.shape());
+      NANODE_CHECK(t.shape() == v.shape() && t.dtype() == v.dtype(), checkpoint_path(), ": tensor '", name, "' is ",
+                   dtype_name(t.dtype()), " ", t.shape(), ", the model needs ", dtype_name(v.dtype()), " ", v.shape());
       v.mutable_data() = t.clone();
     };
     for (auto& [n, v] : model_->named_parameters()) load_into("model." + n, v);
@@ -315,8 +331,8 @@ class Trainer {
     std::map<std::string, Tensor> st;
     for (const auto& [n, t] : f.tensors)
       if (n.rfind("optim.", 0) == 0) st[n.substr(6)] = t;
-    opt_->load_state(st, std::stoll(meta("optimizer_steps")));
-    const int64_t done = std::stoll(meta("epochs_done"));
+    const int64_t done = meta_int("epochs_done", 0, cfg_.epochs);
+    opt_->load_state(st, meta_int("optimizer_steps", 0, done * per_epoch_));
     // The metrics of the restored epochs: back into the result and the CSV.
     std::istringstream rows(meta("metrics"));
     std::string line;
@@ -328,8 +344,9 @@ class Trainer {
       csv << line << "\n";
       EpochMetrics m;
       long long ep = 0, peak = 0;
-      std::sscanf(line.c_str(), "%lld,%lf,%lf,%lf,%lf,%lf,%lf,%lf,%lld", &ep, &m.train_loss, &m.train_acc,
-                  &m.test_loss, &m.test_acc, &m.lr, &m.images_per_s, &m.seconds, &peak);
+      const int got = std::sscanf(line.c_str(), "%lld,%lf,%lf,%lf,%lf,%lf,%lf,%lf,%lld", &ep, &m.train_loss,
+                                  &m.train_acc, &m.test_loss, &m.test_acc, &m.lr, &m.images_per_s, &m.seconds, &peak);
+      NANODE_CHECK(got == 9, checkpoint_path(), ": malformed metrics row '", line, "'");
       m.epoch = ep, m.peak_activation_bytes = peak;
       r.epochs.push_back(m);
     }
