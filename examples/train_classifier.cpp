@@ -15,6 +15,9 @@ using namespace nanode;
 
 int main(int argc, char** argv) {
   CLI::App app{"nanode: train a NANODE image classifier"};
+  // An option given twice keeps its last value: scripts/train.sh passes defaults
+  // that the user's own arguments then override.
+  app.option_defaults()->multi_option_policy(CLI::MultiOptionPolicy::TakeLast);
   models::TrainConfig cfg;
   std::string dataset = "fashion-mnist", data_dir, solver = "euler", gradient = "direct", widths_arg;
   int threads = 2;
@@ -32,7 +35,8 @@ int main(int argc, char** argv) {
   app.add_option("--gradient", gradient, "gradient mode")->check(CLI::IsMember({"direct", "adjoint", "checkpoint"}));
   app.add_option("--widths", cfg.model.widths, "channels per stage, one NANODE block each")
       ->delimiter(',')
-      ->check(CLI::PositiveNumber);
+      ->check(CLI::PositiveNumber)
+      ->multi_option_policy(CLI::MultiOptionPolicy::TakeAll);
   app.add_option("--epochs", cfg.epochs, "training epochs")->check(CLI::PositiveNumber);
   app.add_option("--batch-size", cfg.batch_size, "training batch size")->check(CLI::PositiveNumber);
   app.add_option("--optimizer", cfg.optimizer, "optimizer")->check(CLI::IsMember({"adam", "adamw", "sgd"}));

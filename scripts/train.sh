@@ -4,14 +4,16 @@
 # classifier (trig order 4, two stages of 32 and 64 channels, 4 Euler steps per
 # block, Adam with cosine decay, 5 epochs) on Fashion-MNIST on the CPU, printing
 # a progress bar, each epoch's test accuracy and, last, the final test accuracy.
-# Metrics and checkpoints go to $NANODE_OUT (default build/out/fashion-mnist).
-# Extra arguments go to the trainer (see --help), e.g. --model b-nanode-10 --resume.
+# Metrics and checkpoints go to $NANODE_OUT (default build/out/main).
+# Extra arguments go to the trainer (see --help) and override these defaults, e.g.
+# --model b-nanode-10, --dataset cifar10 --data-dir DIR, --resume (with the same
+# arguments and the same $NANODE_OUT as the run it continues).
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 . "$root/scripts/deps.sh"
 nanode_ensure_packages "${NANODE_BUILD_PACKAGES[@]}" dataset-fashion-mnist
 build="${NANODE_BUILD_DIR:-$root/build}"
-out="${NANODE_OUT:-$build/out/fashion-mnist}"
+out="${NANODE_OUT:-$build/out/main}"
 cmake -S "$root" -B "$build" -DCMAKE_BUILD_TYPE=Release > /dev/null
 cmake --build "$build" -j"$(nproc)" --target train_classifier
 exec "$build/examples/train_classifier" --dataset fashion-mnist --out-dir "$out" --threads "$(nproc)" "$@"

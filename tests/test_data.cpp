@@ -113,7 +113,7 @@ TEST_CASE("IDX: plain and gzipped files read back, corrupt ones name the problem
   std::ifstream in(gz, std::ios::binary);
   std::vector<uint8_t> z((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
   write_bytes(tmp_path("cut.idx.gz"), std::vector<uint8_t>(z.begin(), z.begin() + static_cast<long>(z.size() / 2)));
-  CHECK_THROWS_WITH(data::read_idx(tmp_path("cut.idx.gz")), Contains("cut.idx.gz"));
+  CHECK_THROWS_WITH(data::read_idx(tmp_path("cut.idx.gz")), Contains("cut.idx.gz") && Contains("gzip"));
   CHECK_THROWS_WITH(data::read_idx(tmp_path("absent.idx")), Contains("cannot open"));
   // Dimensions whose product overflows 64 bits: refused, not wrapped to a small size.
   write_bytes(tmp_path("huge.idx"), idx_bytes({1u << 22, 1u << 21, 1u << 21}, {}));
@@ -374,13 +374,12 @@ TEST_CASE("training: two batches lower the loss, resume equals an uninterrupted 
     models::Trainer resumed(part, train, test);
     const auto rr = resumed.run();
     REQUIRE(rr.epochs.size() == 3);
-    CHECK(rr.epochs[0].test_acc == rf.epochs[0].test_acc);  // restored from the CSV text
-    CHECK(rr.epochs[0].test_loss == Approx(rf.epochs[0].test_loss).epsilon(1e-6));
-    for (size_t e = 1; e < 3; ++e) {  // recomputed after the resume: identical
+    for (size_t e = 0; e < 3; ++e) {  // epoch 1 restored from the checkpoint, 2 and 3 recomputed: identical
       CHECK(rr.epochs[e].test_acc == rf.epochs[e].test_acc);
       CHECK(rr.epochs[e].test_loss == rf.epochs[e].test_loss);
       CHECK(rr.epochs[e].train_loss == rf.epochs[e].train_loss);
       CHECK(rr.epochs[e].peak_activation_bytes == rf.epochs[e].peak_activation_bytes);
+      CHECK(rr.epochs[e].lr == rf.epochs[e].lr);
     }
     for (bool params : {true, false}) {
       auto pf = params ? full.model().named_parameters() : full.model().named_buffers();

@@ -152,7 +152,12 @@ class DataLoader {
   }
 
   /// Builds batch b of the current epoch (deterministic in seed, epoch and b).
-  Batch make_batch(int64_t b) const { return to_batch(fill_batch(b)); }
+  Batch make_batch(int64_t b) const {
+    NANODE_CHECK(started_, "DataLoader::make_batch: call start_epoch(epoch) first");
+    NANODE_CHECK(b >= 0 && b < batches_per_epoch(), "DataLoader::make_batch: batch ", b, " outside [0, ",
+                 batches_per_epoch(), ")");
+    return to_batch(fill_batch(b));
+  }
 
  private:
   /// A batch in plain host memory: the background thread fills these, and the

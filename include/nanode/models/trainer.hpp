@@ -260,9 +260,14 @@ class Trainer {
     NANODE_CHECK(out.good(), metrics_path(), ": cannot write");
     out << kCsvHeader << "\n";
   }
-  static std::string csv_row(const EpochMetrics& m) {
-    char buf[256];
-    std::snprintf(buf, sizeof(buf), "%lld,%.6f,%.6f,%.6f,%.6f,%.6g,%.1f,%.2f,%lld", static_cast<long long>(m.epoch),
+  /// One metrics row: rounded for the CSV, or exact (`precise`) for the checkpoint,
+  /// so that a resumed run reports the restored epochs exactly as they were.
+  static std::string csv_row(const EpochMetrics& m, bool precise = false) {
+    char buf[512];
+    std::snprintf(buf, sizeof(buf),
+                  precise ? "%lld,%.17g,%.17g,%.17g,%.17g,%.17g,%.17g,%.17g,%lld"
+                          : "%lld,%.6f,%.6f,%.6f,%.6f,%.6g,%.1f,%.2f,%lld",
+                  static_cast<long long>(m.epoch),
                   m.train_loss, m.train_acc, m.test_loss, m.test_acc, m.lr, m.images_per_s, m.seconds,
                   static_cast<long long>(m.peak_activation_bytes));
     return buf;
@@ -283,7 +288,7 @@ class Trainer {
                                             {"epochs_done", std::to_string(epochs_done)},
                                             {"optimizer_steps", std::to_string(opt_->steps())}};
     std::string rows;
-    for (const auto& m : r.epochs) rows += csv_row(m) + "\n";
+    for (const auto& m : r.epochs) rows += csv_row(m, true) + "\n";
     meta["metrics"] = rows;
     data::save_safetensors(checkpoint_path(), ts, meta);
   }
@@ -328,11 +333,30 @@ class Trainer {
     };
     for (auto& [n, v] : model_->named_parameters()) load_into("model." + n, v);
     for (auto& [n, v] : model_->named_buffers()) load_into("buffer." + n, v);
+    // Optimizer state "optim.<i>.<name>": each entry must belong to parameter i and
+    // match its shape; after any step every parameter must have its full state.
+    const auto& params = opt_->params();
     std::map<std::string, Tensor> st;
-    for (const auto& [n, t] : f.tensors)
-      if (n.rfind("optim.", 0) == 0) st[n.substr(6)] = t;
+    for (const auto& [n, t] : f.tensors) {
+      if (n.rfind("optim.", 0) != 0) continue;
+      const std::string key = n.substr(6);
+      const size_t dot = key.find('.');
+      size_t i = params.size();
+      try {
+        i = dot == std::string::npos ? params.size() : static_cast<size_t>(std::stoull(key.substr(0, dot)));
+      } catch (const std::exception&) {
+      }
+      NANODE_CHECK(i < params.size(), checkpoint_path(), ": optimizer state '", key, "' names no parameter");
+      NANODE_CHECK(t.shape() == params[i].shape() && t.dtype() == params[i].dtype(), checkpoint_path(),
+                   ": optimizer state '", key, "' is ", t.shape(), ", parameter ", i, " is ", params[i].shape());
+      st[key] = t;
+    }
     const int64_t done = meta_int("epochs_done", 0, cfg_.epochs);
-    opt_->load_state(st, meta_int("optimizer_steps", 0, done * per_epoch_));
+    const int64_t steps = meta_int("optimizer_steps", 0, done * per_epoch_);
+    const size_t per_param = cfg_.optimizer == "sgd" ? (cfg_.momentum > 0 ? 1 : 0) : 2;
+    NANODE_CHECK(steps == 0 || st.size() == per_param * params.size(), checkpoint_path(), ": optimizer state has ",
+                 st.size(), " tensors, ", cfg_.optimizer, " after ", steps, " steps needs ", per_param * params.size());
+    opt_->load_state(st, steps);
     // The metrics of the restored epochs: back into the result and the CSV.
     std::istringstream rows(meta("metrics"));
     std::string line;
@@ -341,13 +365,13 @@ class Trainer {
     csv << kCsvHeader << "\n";
     while (std::getline(rows, line)) {
       if (line.empty()) continue;
-      csv << line << "\n";
       EpochMetrics m;
       long long ep = 0, peak = 0;
       const int got = std::sscanf(line.c_str(), "%lld,%lf,%lf,%lf,%lf,%lf,%lf,%lf,%lld", &ep, &m.train_loss,
                                   &m.train_acc, &m.test_loss, &m.test_acc, &m.lr, &m.images_per_s, &m.seconds, &peak);
       NANODE_CHECK(got == 9, checkpoint_path(), ": malformed metrics row '", line, "'");
       m.epoch = ep, m.peak_activation_bytes = peak;
+      csv << csv_row(m) << "\n";
       r.epochs.push_back(m);
     }
     if (cfg_.progress)
