@@ -1,0 +1,155 @@
+#pragma once
+// Backend dispatch for batched matmul and permute: cuBLAS and a CUDA permute
+// kernel on the GPU, Eigen GEMM and strided copies on the CPU. Part of the one
+// place that picks a backend (dispatch.hpp includes it).
+#include "nanode/backend/dispatch.hpp"
+
+namespace nanode::backend {
+
+// ---- matmul and permute ------------------------------------------------------------
+
+/// Batched matrix product of the last two axes: op(a) [.., m, k] x op(b) [.., k, n].
+/// Batch axes must be equal, or one operand is 2-D and is shared by the batch.
+inline Tensor matmul(const Tensor& a, const Tensor& b, bool ta = false, bool tb = false) {
+  check_same("matmul", a, b);
+  NANODE_CHECK(a.ndim() >= 2 && b.ndim() >= 2, "matmul: operands must be at least 2-D, got ", a.shape(), " and ",
+               b.shape());
+  const int64_t m = ta ? a.size(-1) : a.size(-2), ka = ta ? a.size(-2) : a.size(-1);
+  const int64_t kb = tb ? b.size(-1) : b.size(-2), n = tb ? b.size(-2) : b.size(-1);
+  NANODE_CHECK(ka == kb, "matmul: inner dimensions differ: ", a.shape(), (ta ? "^T" : ""), " x ", b.shape(),
+               (tb ? "^T" : ""));
+  std::vector<int64_t> batch_a(a.shape().vec()), batch_b(b.shape().vec());
+  batch_a.resize(batch_a.size() - 2);
+  batch_b.resize(batch_b.size() - 2);
+  std::vector<int64_t> batch;
+  if (batch_a == batch_b || batch_b.empty()) batch = batch_a;
+  else if (batch_a.empty()) batch = batch_b;
+  else
+    fail("matmul: batch axes differ: ", a.shape(), " x ", b.shape(),
+         " (batches must match, or one operand must be 2-D)");
+  int64_t nb = 1;
+  for (auto s : batch) nb *= s;
+  std::vector<int64_t> out_dims = batch;
+  out_dims.push_back(m);
+  out_dims.push_back(n);
+  Tensor c = Tensor::empty(Shape(out_dims), a.dtype(), a.device());
+  if (c.numel() == 0) return c;
+  const int64_t lda = a.size(-1), ldb = b.size(-1);
+  const int64_t sa = batch_a.empty() ? 0 : m * ka, sb = batch_b.empty() ? 0 : ka * n;
+  if (a.device().is_cpu()) {
+    dispatch_float(a.dtype(), "matmul", [&](auto tag) {
+      using T = decltype(tag);
+      cpu::gemm_batched<T>(ta, tb, m, n, ka, T(1), a.data<T>(), lda, sa, b.data<T>(), ldb, sb, T(0), c.data<T>(), n,
+                           m * n, nb);
+    });
+    return c;
+  }
+#ifdef NANODE_WITH_CUDA
+  cuda::gemm_f32(ta, tb, m, n, ka, 1.0f, a.data<float>(), lda, sa, b.data<float>(), ldb, sb, 0.0f, c.data<float>(), n,
+                 m * n, nb, a.device().index);
+#else
+  no_cuda("matmul");
+#endif
+  return c;
+}
+
+/// out[i] = x[sum_k i_k * d.in_stride[k]] (strided gather: permutes and broadcasts).
+inline void gather(const Tensor& x, Tensor& out, const PermuteDesc& d) {
+  if (out.numel() == 0) return;
+  if (x.device().is_cpu()) {
+    dispatch_float(x.dtype(), "gather", [&](auto tag) {
+      using T = decltype(tag);
+      cpu::permute<T>(x.data<T>(), out.data<T>(), d);
+    });
+    return;
+  }
+#ifdef NANODE_WITH_CUDA
+  cuda::permute_f32(x.data<float>(), out.data<float>(), d, x.device().index);
+#else
+  no_cuda("gather");
+#endif
+}
+
+/// out axis k is input axis perm[k].
+inline Tensor permute(const Tensor& x, const std::vector<int>& perm) {
+  check_float("permute", x);
+  const int nd = x.ndim();
+  NANODE_CHECK(static_cast<int>(perm.size()) == nd, "permute: got ", perm.size(), " axes for a tensor of shape ",
+               x.shape());
+  std::vector<int> seen(static_cast<size_t>(nd), 0);
+  PermuteDesc d;
+  d.ndim = nd;
+  const auto st = x.shape().strides();
+  std::vector<int64_t> dims(static_cast<size_t>(nd));
+  for (int k = 0; k < nd; ++k) {
+    const int p = normalize_axis(perm[static_cast<size_t>(k)], nd, "permute");
+    NANODE_CHECK(!seen[static_cast<size_t>(p)]++, "permute: axis ", p, " appears twice");
+    d.size[k] = x.shape()[p];
+    d.in_stride[k] = st[static_cast<size_t>(p)];
+    dims[static_cast<size_t>(k)] = x.shape()[p];
+  }
+  Tensor out = Tensor::empty(Shape(dims), x.dtype(), x.device());
+  gather(x, out, d);
+  return out;
+}
+
+/// x broadcast (repeated along its size-1 and missing axes) to `shape`.
+inline Tensor expand(const Tensor& x, const Shape& shape) {
+  check_float("expand", x);
+  NANODE_CHECK(broadcast_shapes(x.shape(), shape, "expand") == shape, "expand: cannot expand ", x.shape(), " to ",
+               shape);
+  if (x.shape() == shape) return x;
+  Tensor out = Tensor::empty(shape, x.dtype(), x.device());
+  const auto st = broadcast_strides(x.shape(), shape);
+  PermuteDesc d;
+  d.ndim = shape.ndim();
+  for (int k = 0; k < d.ndim; ++k) {
+    d.size[k] = shape[k];
+    d.in_stride[k] = st[static_cast<size_t>(k)];
+  }
+  gather(x, out, d);
+  return out;
+}
+
+/// The gradient of x.narrow(axis, start, g.size(axis)): g placed into zeros of x's shape.
+inline Tensor narrow_backward(const Tensor& g, const Shape& x_shape, int axis, int64_t start) {
+  Tensor gx = Tensor::zeros(x_shape, g.dtype(), g.device());
+  int64_t outer = 1, inner = 1;
+  for (int k = 0; k < axis; ++k) outer *= x_shape[k];
+  for (int k = axis + 1; k < x_shape.ndim(); ++k) inner *= x_shape[k];
+  const int64_t es = static_cast<int64_t>(dtype_size(g.dtype())), len = g.shape()[axis];
+  copy_rows(g.device(), static_cast<char*>(gx.raw_data()) + start * inner * es, x_shape[axis] * inner * es,
+            g.raw_data(), len * inner * es, len * inner * es, outer);
+  return gx;
+}
+
+/// Concatenation along `axis`; all other axes must agree.
+inline Tensor concat(const std::vector<Tensor>& xs, int axis) {
+  NANODE_CHECK(!xs.empty(), "concat: no tensors given");
+  const Tensor& x0 = xs[0];
+  check_float("concat", x0);
+  axis = normalize_axis(axis, x0.ndim(), "concat");
+  int64_t total = 0;
+  for (const auto& x : xs) {
+    check_same("concat", x0, x);
+    bool ok = x.ndim() == x0.ndim();
+    for (int k = 0; ok && k < x0.ndim(); ++k) ok = k == axis || x.shape()[k] == x0.shape()[k];
+    NANODE_CHECK(ok, "concat: shape ", x.shape(), " does not match ", x0.shape(), " outside axis ", axis);
+    total += x.shape()[axis];
+  }
+  Tensor out = Tensor::empty(x0.shape().with(axis, total), x0.dtype(), x0.device());
+  int64_t outer = 1, inner = 1;
+  for (int k = 0; k < axis; ++k) outer *= x0.shape()[k];
+  for (int k = axis + 1; k < x0.ndim(); ++k) inner *= x0.shape()[k];
+  const int64_t es = static_cast<int64_t>(dtype_size(x0.dtype()));
+  int64_t at = 0;
+  for (const auto& x : xs) {
+    const int64_t len = x.shape()[axis];
+    copy_rows(x0.device(), static_cast<char*>(out.raw_data()) + at * inner * es, total * inner * es, x.raw_data(),
+              len * inner * es, len * inner * es, outer);
+    at += len;
+  }
+  return out;
+}
+
+}  // namespace nanode::backend
