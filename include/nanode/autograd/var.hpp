@@ -3,11 +3,13 @@
 // and the node that made it; an op computes its forward and records its backward
 // right beside it (see ops/). backward() runs the graph in reverse topological
 // order, accumulates gradients into leaves, and frees the graph it has used.
+#include <atomic>
+#include <cstdint>
 #include <functional>
 #include <initializer_list>
 #include <memory>
 #include <string>
-#include <unordered_set>
+#include <unordered_map>
 #include <utility>
 #include <vector>
 
@@ -70,7 +72,16 @@ class GradInputs {
 
 using BackwardFn = std::function<void(const Tensor& grad_out, GradInputs& grads)>;
 
+/// A number per VarImpl in creation order: the ODE gradient modes tell the Vars a
+/// dynamics made during one evaluation from those it captured from outside.
+inline uint64_t next_var_seq() {
+  static std::atomic<uint64_t> counter{0};
+  return counter.fetch_add(1, std::memory_order_relaxed);
+}
+
 struct VarImpl {
+  const uint64_t seq = next_var_seq();
+  std::string name;  // optional, for error messages (parameters carry their module name)
   Tensor data;
   Tensor grad;
   bool grad_shared = false;  // grad may alias a tensor held elsewhere: never add into it in place
@@ -150,6 +161,24 @@ class Var {
   }
   /// The op that made this Var ("leaf" for leaves).
   const char* op_name() const { return impl_ ? impl_->op : "undefined"; }
+  /// A name for error messages (Module::register_parameter sets it).
+  Var& set_name(std::string name) {
+    check();
+    impl_->name = std::move(name);
+    return *this;
+  }
+  const std::string& name() const {
+    check();
+    return impl_->name;
+  }
+  /// "'name' [shape]", or what made it and its shape when unnamed.
+  std::string describe() const {
+    if (!impl_) return "an undefined Var";
+    std::string kind = !impl_->name.empty() ? "'" + impl_->name + "'"
+                       : impl_->is_leaf     ? std::string("an unnamed leaf Var")
+                                            : std::string("an unnamed Var made by '") + impl_->op + "'";
+    return kind + " of shape " + impl_->data.shape().str();
+  }
 
   /// A new leaf sharing this Var's data, outside any graph.
   Var detach() const { return Var(data()); }
@@ -219,85 +248,146 @@ inline Var make_result(const char* name, Tensor out, const std::vector<Var>& inp
 }
 
 namespace detail {
-inline void accumulate_grad(VarImpl& v, Tensor g, const char* from_op) {
-  NANODE_CHECK(g.shape() == v.data.shape(), "backward: op '", from_op, "' produced a gradient of shape ", g.shape(),
-               " for an input of shape ", v.data.shape());
-  if (!v.grad.defined()) {
-    v.grad = std::move(g);
-    v.grad_shared = true;
-  } else if (v.grad_shared) {
-    v.grad = backend::binary(BinaryOp::Add, v.grad, g);
-    v.grad_shared = false;
+
+/// A gradient being summed. `shared`: the tensor may alias one held elsewhere (an
+/// op's backward may pass its incoming gradient through), so the first sum into it
+/// makes a new tensor and later sums add in place.
+struct GradSlot {
+  Tensor g;
+  bool shared = false;
+};
+
+inline void add_into(Tensor& acc, bool& shared, Tensor g, const Shape& expect, const char* from_op) {
+  NANODE_CHECK(g.shape() == expect, "backward: op '", from_op, "' produced a gradient of shape ", g.shape(),
+               " for an input of shape ", expect);
+  if (!acc.defined()) {
+    acc = std::move(g);
+    shared = true;
+  } else if (shared) {
+    acc = backend::binary(BinaryOp::Add, acc, g);
+    shared = false;
   } else {
-    backend::axpy_(v.grad, 1.0, g);
+    backend::axpy_(acc, 1.0, g);
   }
 }
-}  // namespace detail
 
-/// Backpropagates from several roots at once, each seeded with its gradient (an
-/// undefined gradient means ones, for a one-element root). Shared subgraphs run
-/// once. The graph is freed afterwards unless retain_graph is true.
-inline void backward(const std::vector<Var>& roots, const std::vector<Tensor>& grads, bool retain_graph = false) {
-  NANODE_CHECK(roots.size() == grads.size(), "backward: ", roots.size(), " roots but ", grads.size(), " gradients");
-  std::vector<std::shared_ptr<VarImpl>> order;
-  std::unordered_set<VarImpl*> visited;
-  std::vector<std::pair<std::shared_ptr<VarImpl>, size_t>> stack;
+inline void accumulate_grad(VarImpl& v, Tensor g, const char* from_op) {
+  add_into(v.grad, v.grad_shared, std::move(g), v.data.shape(), from_op);
+}
+
+/// The seed of root r: `g`, checked against the root, or ones for a one-element root.
+inline Tensor seed_for(const char* api, const Var& root, size_t r, const Tensor& g) {
+  NANODE_CHECK(root.defined(), api, ": output ", r, " is an undefined Var");
+  const auto& impl = root.impl();
+  NANODE_CHECK(impl->requires_grad, api, ": output ", r,
+               " does not require grad (no input of its graph requires grad)");
+  NANODE_CHECK(!impl->graph_freed, api, ": the graph of output ", r, " (made by '", impl->op,
+               "') was already freed by an earlier backward() or grad(); pass retain_graph=true to the earlier "
+               "call to go through it twice");
+  if (!g.defined()) {
+    NANODE_CHECK(root.numel() == 1, api, ": output ", r, " of shape ", root.shape(),
+                 " is not a scalar; pass a gradient of the same shape");
+    return Tensor::ones(root.shape(), root.dtype(), root.device());
+  }
+  NANODE_CHECK(g.shape() == root.shape(), api, ": gradient of shape ", g.shape(), " for output ", r, " of shape ",
+               root.shape());
+  NANODE_CHECK(g.dtype() == root.dtype() && g.device() == root.device(), api, ": gradient ", r, " is ", g.dtype(),
+               " on ", g.device(), ", output is ", root.dtype(), " on ", root.device());
+  return g;
+}
+
+/// The one reverse pass behind backward() and grad().
+///
+/// backward() (sinks == nullptr): runs every node reachable from the roots and
+/// accumulates into the .grad of leaves that require grad (and of non-leaves that
+/// retain_grad()).
+///
+/// grad() (sinks given): the pass stops at the sink Vars, never expands them, and
+/// runs only the nodes that lead to one; their gradients go to `sink_grads`
+/// (indexed as `sinks` maps them) and no .grad is touched.
+///
+/// Unless retain_graph, each node that ran is freed afterwards, and only those.
+inline void run_backward(const char* api, const std::vector<Var>& roots, const std::vector<Tensor>& grads,
+                         bool retain_graph, const std::unordered_map<VarImpl*, size_t>* sinks,
+                         std::vector<GradSlot>* sink_grads) {
+  NANODE_CHECK(roots.size() == grads.size(), api, ": ", roots.size(), " outputs but ", grads.size(), " gradients");
+  auto is_sink = [&](VarImpl* v) { return sinks && sinks->count(v) != 0; };
   std::vector<Tensor> seeds(roots.size());
-  for (size_t r = 0; r < roots.size(); ++r) {
-    const Var& root = roots[r];
-    NANODE_CHECK(root.defined(), "backward: root ", r, " is an undefined Var");
+  for (size_t r = 0; r < roots.size(); ++r) seeds[r] = seed_for(api, roots[r], r, grads[r]);
+
+  // Post-order DFS over the non-leaf, non-sink nodes that require grad. `order`
+  // holds owning pointers: freeing a node's inputs must not destroy a node that is
+  // still to run. `useful`: the node leads to a sink (always, for backward()).
+  std::vector<std::shared_ptr<VarImpl>> order;
+  std::unordered_map<VarImpl*, bool> useful;
+  std::vector<std::pair<std::shared_ptr<VarImpl>, size_t>> stack;
+  auto expandable = [&](const std::shared_ptr<VarImpl>& v) {
+    return v->requires_grad && !v->is_leaf && !is_sink(v.get());
+  };
+  for (const auto& root : roots) {
     const auto& impl = root.impl();
-    NANODE_CHECK(impl->requires_grad,
-                 "backward: this Var does not require grad (no input of its graph requires grad)");
-    NANODE_CHECK(!impl->graph_freed, "backward: the graph of this Var (made by '", impl->op,
-                 "') was already freed by an earlier backward(); pass retain_graph=true to backpropagate twice");
-    Tensor g = grads[r];
-    if (!g.defined()) {
-      NANODE_CHECK(root.numel() == 1, "backward: output of shape ", root.shape(),
-                   " is not a scalar; pass a gradient of the same shape");
-      g = Tensor::ones(root.shape(), root.dtype(), root.device());
-    } else {
-      NANODE_CHECK(g.shape() == root.shape(), "backward: gradient of shape ", g.shape(), " for an output of shape ",
-                   root.shape());
-      NANODE_CHECK(g.dtype() == root.dtype() && g.device() == root.device(), "backward: gradient is ", g.dtype(),
-                   " on ", g.device(), ", output is ", root.dtype(), " on ", root.device());
-    }
-    seeds[r] = g;
-    // Topological order of the non-leaf nodes that lead to a leaf requiring grad.
-    // It holds owning pointers: freeing a node's inputs must not destroy a node
-    // that is still to run.
-    if (impl->is_leaf || !visited.insert(impl.get()).second) continue;
+    if (!expandable(impl) || useful.count(impl.get())) continue;
+    useful.emplace(impl.get(), false);
     stack.push_back({impl, 0});
     while (!stack.empty()) {
       auto& top = stack.back();
-      if (top.second < top.first->inputs.size()) {
-        const std::shared_ptr<VarImpl>& child = top.first->inputs[top.second++];
-        if (child->requires_grad && !child->is_leaf && visited.insert(child.get()).second)
-          stack.push_back({child, 0});
+      VarImpl* node = top.first.get();
+      NANODE_CHECK(!node->graph_freed, api, ": reached a node made by '", node->op,
+                   "' whose graph was already freed; pass retain_graph=true to the earlier backward() or grad()");
+      if (top.second < node->inputs.size()) {
+        const std::shared_ptr<VarImpl>& child = node->inputs[top.second++];
+        if (expandable(child) && useful.emplace(child.get(), false).second) stack.push_back({child, 0});
       } else {
+        bool u = sinks == nullptr;
+        for (const auto& in : node->inputs) {
+          if (u) break;
+          if (!in->requires_grad) continue;
+          if (is_sink(in.get())) u = true;
+          else if (!in->is_leaf) u = useful[in.get()];
+        }
+        useful[node] = u;
         order.push_back(std::move(top.first));
         stack.pop_back();
       }
     }
   }
+
+  std::unordered_map<VarImpl*, GradSlot> pending;
+  auto deliver = [&](VarImpl* v, Tensor g, const char* from) {
+    if (is_sink(v)) {
+      GradSlot& s = (*sink_grads)[sinks->at(v)];
+      add_into(s.g, s.shared, std::move(g), v->data.shape(), from);
+    } else if (v->is_leaf) {
+      if (!sinks) accumulate_grad(*v, std::move(g), from);
+    } else {
+      GradSlot& s = pending[v];
+      add_into(s.g, s.shared, std::move(g), v->data.shape(), from);
+    }
+  };
+  for (size_t r = 0; r < roots.size(); ++r) deliver(roots[r].impl().get(), seeds[r], api);
+
   // Roots may depend on each other; a reverse topological order over the union
   // of their DFS post-orders is still valid (each node follows its inputs).
-  for (size_t r = 0; r < roots.size(); ++r) detail::accumulate_grad(*roots[r].impl(), seeds[r], "backward");
   for (auto it = order.rbegin(); it != order.rend(); ++it) {
     VarImpl* node = it->get();
-    NANODE_CHECK(!node->graph_freed && node->backward, "backward: reached a node made by '", node->op,
-                 "' whose graph was already freed; pass retain_graph=true to the earlier backward()");
-    if (node->grad.defined()) {
-      std::vector<bool> needs(node->inputs.size());
-      for (size_t i = 0; i < needs.size(); ++i) needs[i] = node->inputs[i]->requires_grad;
-      GradInputs gin(std::move(needs));
-      node->backward(node->grad, gin);
-      for (size_t i = 0; i < node->inputs.size(); ++i)
-        if (gin.need(i) && gin[i].defined()) detail::accumulate_grad(*node->inputs[i], std::move(gin[i]), node->op);
+    if (!useful[node]) continue;
+    Tensor g;
+    if (auto p = pending.find(node); p != pending.end()) {
+      g = std::move(p->second.g);
+      pending.erase(p);
     }
-    if (!node->retains_grad) {
-      node->grad = Tensor();
-      node->grad_shared = false;
+    if (g.defined()) {
+      if (!sinks && node->retains_grad) accumulate_grad(*node, g, node->op);
+      std::vector<bool> needs(node->inputs.size());
+      for (size_t i = 0; i < needs.size(); ++i) {
+        VarImpl* in = node->inputs[i].get();
+        needs[i] = in->requires_grad &&
+                   (!sinks || is_sink(in) || (!in->is_leaf && useful.count(in) && useful[in]));
+      }
+      GradInputs gin(std::move(needs));
+      node->backward(g, gin);
+      for (size_t i = 0; i < node->inputs.size(); ++i)
+        if (gin.need(i) && gin[i].defined()) deliver(node->inputs[i].get(), std::move(gin[i]), node->op);
     }
     if (!retain_graph) {
       node->backward = nullptr;
@@ -305,6 +395,53 @@ inline void backward(const std::vector<Var>& roots, const std::vector<Tensor>& g
       node->graph_freed = true;
     }
   }
+}
+
+}  // namespace detail
+
+/// Backpropagates from several roots at once, each seeded with its gradient (an
+/// undefined gradient means ones, for a one-element root), accumulating into the
+/// .grad of the leaves. Shared subgraphs run once. The graph is freed afterwards
+/// unless retain_graph is true.
+inline void backward(const std::vector<Var>& roots, const std::vector<Tensor>& grads, bool retain_graph = false) {
+  detail::run_backward("backward", roots, grads, retain_graph, nullptr, nullptr);
+}
+
+/// d outputs / d inputs, as torch.autograd.grad: the sum over outputs of the
+/// vector-Jacobian products with `grad_outputs` (an undefined one means ones, for a
+/// one-element output), one gradient per input. No .grad is read or written. The
+/// pass stops at the inputs (an input may be a non-leaf: what produced it is not
+/// visited) and runs only nodes that lead to an input; unless retain_graph, it
+/// frees those nodes and no others. An input the outputs do not depend on is an
+/// error, or an undefined Tensor with allow_unused. The same Var given twice gets
+/// the same gradient twice.
+inline std::vector<Tensor> grad(const std::vector<Var>& outputs, const std::vector<Tensor>& grad_outputs,
+                                const std::vector<Var>& inputs, bool retain_graph = false, bool allow_unused = false) {
+  NANODE_CHECK(!outputs.empty(), "grad: no outputs given");
+  std::unordered_map<VarImpl*, size_t> sinks;
+  for (size_t i = 0; i < inputs.size(); ++i) {
+    NANODE_CHECK(inputs[i].defined(), "grad: input ", i, " is an undefined Var");
+    NANODE_CHECK(inputs[i].requires_grad(), "grad: input ", i, " (", inputs[i].describe(),
+                 ") does not require grad");
+    sinks.emplace(inputs[i].impl().get(), sinks.size());
+  }
+  std::vector<detail::GradSlot> got(sinks.size());
+  std::vector<Tensor> seeds = grad_outputs;
+  if (seeds.empty()) seeds.resize(outputs.size());
+  detail::run_backward("grad", outputs, seeds, retain_graph, &sinks, &got);
+  std::vector<Tensor> out(inputs.size());
+  for (size_t i = 0; i < inputs.size(); ++i) {
+    out[i] = got[sinks.at(inputs[i].impl().get())].g;
+    NANODE_CHECK(out[i].defined() || allow_unused, "grad: input ", i, " (", inputs[i].describe(),
+                 ") was not used to compute the outputs; pass allow_unused = true to get an undefined gradient for it");
+  }
+  return out;
+}
+
+/// grad() of one output (a one-element output when `grad_output` is undefined).
+inline std::vector<Tensor> grad(const Var& output, const std::vector<Var>& inputs, const Tensor& grad_output = Tensor(),
+                                bool retain_graph = false, bool allow_unused = false) {
+  return grad(std::vector<Var>{output}, std::vector<Tensor>{grad_output}, inputs, retain_graph, allow_unused);
 }
 
 inline void Var::backward(const Tensor& grad, bool retain_graph) const {

@@ -23,6 +23,7 @@ class Module {
   Var register_parameter(const std::string& name, Tensor value, bool requires_grad = true) {
     check_name(name);
     Var v(std::move(value), requires_grad);
+    v.set_name(name);
     params_.emplace_back(name, v);
     return v;
   }
@@ -30,6 +31,7 @@ class Module {
   Var register_buffer(const std::string& name, Tensor value) {
     check_name(name);
     Var v(std::move(value), false);
+    v.set_name(name);
     buffers_.emplace_back(name, v);
     return v;
   }

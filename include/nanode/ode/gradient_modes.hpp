@@ -7,40 +7,10 @@
 namespace nanode::ode {
 namespace detail {
 
-inline std::vector<Var> trainable(const Dynamics& f) {
-  std::vector<Var> out;
-  for (auto& p : f.parameters())
-    if (p.requires_grad()) out.push_back(p);
-  return out;
-}
-
-/// Runs `body` with the parameters' gradients set aside, and returns what `body`
-/// accumulated into them (undefined where nothing was); the originals are restored.
-template <class Body>
-std::vector<Tensor> harvest_param_grads(const std::vector<Var>& params, Body&& body) {
-  std::vector<Var> ps = params;
-  std::vector<Tensor> saved(ps.size()), got(ps.size());
-  for (size_t i = 0; i < ps.size(); ++i) {
-    saved[i] = ps[i].grad();
-    ps[i].zero_grad();
-  }
-  try {
-    body();
-  } catch (...) {
-    for (size_t i = 0; i < ps.size(); ++i) saved[i].defined() ? ps[i].set_grad(saved[i]) : ps[i].zero_grad();
-    throw;
-  }
-  for (size_t i = 0; i < ps.size(); ++i) {
-    got[i] = ps[i].grad();
-    saved[i].defined() ? ps[i].set_grad(saved[i]) : ps[i].zero_grad();
-  }
-  return got;
-}
-
 /// Stacks the outputs into one tensor [T, ...] and records `fn` as its backward
 /// over inputs {x0, params...}; returns the per-time Vars (views of the stack).
 inline std::vector<Var> stacked_result(const char* name, const std::vector<Tensor>& outs, const Var& x0,
-                                       const std::vector<Var>& params, BackwardFn fn) {
+                                       const std::vector<Var>& captured, BackwardFn fn) {
   std::vector<Tensor> parts;
   parts.reserve(outs.size());
   std::vector<int64_t> one = x0.shape().vec();
@@ -48,7 +18,7 @@ inline std::vector<Var> stacked_result(const char* name, const std::vector<Tenso
   for (const auto& o : outs) parts.push_back(o.reshape(one));
   Tensor stacked = backend::concat(parts, 0);
   std::vector<Var> inputs{x0};
-  for (const auto& p : params) inputs.push_back(p);
+  for (const auto& p : captured) inputs.push_back(p);
   Var node = make_result(name, stacked, inputs, std::move(fn));
   std::vector<Var> result;
   result.reserve(outs.size());
@@ -71,7 +41,7 @@ inline Tensor add_maybe(const Tensor& a, const Tensor& b) {
 inline std::vector<Var> odeint_checkpoint(Dynamics& f, const Tableau& tb, const Var& x0, const std::vector<double>& t,
                                           const std::vector<double>& jumps, const Options& o,
                                           std::shared_ptr<Stats> stats) {
-  const std::vector<Var> params = trainable(f);
+  auto captured = std::make_shared<Captured>("checkpoint", f);
   // Forward without a graph, keeping x at checkpoints. With unknown step counts
   // (adaptive) the interval doubles whenever the checkpoints outnumber it, which
   // keeps both the stored states and a recomputed segment near sqrt(L).
@@ -87,27 +57,31 @@ inline std::vector<Var> odeint_checkpoint(Dynamics& f, const Tableau& tb, const 
   std::vector<Var> outs;
   {
     NoGradGuard ng;
-    outs = solve_forward(f, tb, x0, t, jumps, o, *stats, *plan, [&](size_t i, const Var& x) {
-      if (static_cast<int64_t>(i) % every != 0) return false;
-      ckpt->push_back({i, x.data()});
-      if (!fixed_interval && !fixed_steps(o) && static_cast<int64_t>(ckpt->size()) > 2 * every) {
-        every *= 2;
-        std::vector<std::pair<size_t, Tensor>> kept;
-        for (auto& c : *ckpt)
-          if (static_cast<int64_t>(c.first) % every == 0) kept.push_back(c);
-        *ckpt = std::move(kept);
-      }
-      return true;
-    });
+    outs = solve_forward(
+        f, tb, x0, t, jumps, o, *stats, *plan,
+        [&](size_t i, const Var& x) {
+          if (static_cast<int64_t>(i) % every != 0) return false;
+          ckpt->push_back({i, x.data()});
+          if (!fixed_interval && !fixed_steps(o) && static_cast<int64_t>(ckpt->size()) > 2 * every) {
+            every *= 2;
+            std::vector<std::pair<size_t, Tensor>> kept;
+            for (auto& c : *ckpt)
+              if (static_cast<int64_t>(c.first) % every == 0) kept.push_back(c);
+            *ckpt = std::move(kept);
+          }
+          return true;
+        },
+        captured.get());
   }
   std::vector<Tensor> out_t;
   for (const auto& v : outs) out_t.push_back(v.data());
   const Shape xshape = x0.shape();
   const Tableau* tbp = &tb;
   Dynamics* fp = &f;
-  return stacked_result("odeint_checkpoint", out_t, x0, params,
-                        [fp, tbp, plan, ckpt, params, xshape, stats](const Tensor& G, GradInputs& gi) {
+  return stacked_result("odeint_checkpoint", out_t, x0, captured->vars,
+                        [fp, tbp, plan, ckpt, captured, xshape, stats](const Tensor& G, GradInputs& gi) {
     const size_t E = plan->grid.size() - 1;
+    const size_t P = captured->vars.size();
     auto grad_at = [&](size_t idx) {
       Tensor g;
       for (size_t j = 0; j < plan->out_index.size(); ++j)
@@ -115,50 +89,59 @@ inline std::vector<Var> odeint_checkpoint(Dynamics& f, const Tableau& tb, const 
       return g;
     };
     Tensor a = grad_at(E);
-    Tensor gx0;
-    auto param_grads = harvest_param_grads(params, [&] {
-      EnableGradGuard eg;
-      VarSystem sys{*fp, *stats, &stats->backward_evals};
-      for (size_t s = ckpt->size(); s-- > 0;) {
-        const size_t c = (*ckpt)[s].first, e = s + 1 < ckpt->size() ? (*ckpt)[s + 1].first : E;
-        if (c == E) continue;  // a checkpoint on the last point: nothing to recompute
-        Var xs((*ckpt)[s].second, true);
-        std::vector<Var> roots;
-        std::vector<Tensor> seeds;
-        Var x = xs, k;
-        for (size_t i = c; i < e; ++i) {
-          if (plan->fresh[i]) k = Var();
-          x = rk_step(sys, *tbp, plan->grid[i], plan->grid[i + 1], x, &k, nullptr);
-          ++stats->backward_steps;
-          if (i + 1 < e) {
-            Tensor gi_out = grad_at(i + 1);
-            if (gi_out.defined()) roots.push_back(x), seeds.push_back(gi_out);
-          }
+    std::vector<Tensor> gp(P);
+    EnableGradGuard eg;
+    VarSystem sys{*fp, *stats, &stats->backward_evals};
+    for (size_t s = ckpt->size(); s-- > 0;) {
+      const size_t c = (*ckpt)[s].first, e = s + 1 < ckpt->size() ? (*ckpt)[s + 1].first : E;
+      if (c == E) continue;  // a checkpoint on the last point: nothing to recompute
+      // Recompute the segment on a local graph and take its vector-Jacobian
+      // product with grad(): the outer graph and every .grad stay untouched.
+      const uint64_t boundary = next_var_seq();
+      Var xs((*ckpt)[s].second, true);
+      std::vector<Var> roots;
+      std::vector<Tensor> seeds;
+      Var x = xs, k;
+      for (size_t i = c; i < e; ++i) {
+        if (plan->fresh[i]) k = Var();
+        x = rk_step(sys, *tbp, plan->grid[i], plan->grid[i + 1], x, &k, nullptr);
+        ++stats->backward_steps;
+        if (i + 1 < e) {
+          Tensor gi_out = grad_at(i + 1);
+          if (gi_out.defined()) roots.push_back(x), seeds.push_back(gi_out);
         }
-        if (a.defined()) roots.push_back(x), seeds.push_back(a);
-        std::vector<Var> live;
-        std::vector<Tensor> live_seeds;
-        for (size_t r = 0; r < roots.size(); ++r)
-          if (roots[r].requires_grad()) live.push_back(roots[r]), live_seeds.push_back(seeds[r]);
-        if (!live.empty()) nanode::backward(live, live_seeds);
-        a = add_maybe(xs.grad(), grad_at(c));
       }
-      gx0 = a;
-    });
-    if (gi.need(0)) gi.set(0, gx0.defined() ? gx0 : Tensor::zeros(xshape, G.dtype(), G.device()));
-    for (size_t i = 0; i < params.size(); ++i)
-      if (gi.need(i + 1) && param_grads[i].defined()) gi.set(i + 1, param_grads[i]);
+      if (a.defined()) roots.push_back(x), seeds.push_back(a);
+      std::vector<Var> live;
+      std::vector<Tensor> live_seeds;
+      for (size_t r = 0; r < roots.size(); ++r)
+        if (roots[r].requires_grad()) live.push_back(roots[r]), live_seeds.push_back(seeds[r]);
+      Tensor gxs;
+      if (!live.empty()) {
+        captured->check(live, boundary, plan->grid[c]);
+        std::vector<Var> inputs{xs};
+        inputs.insert(inputs.end(), captured->vars.begin(), captured->vars.end());
+        std::vector<Tensor> g = nanode::grad(live, live_seeds, inputs, false, /*allow_unused=*/true);
+        gxs = g[0];
+        for (size_t p = 0; p < P; ++p) gp[p] = add_maybe(gp[p], g[1 + p]);
+      }
+      a = add_maybe(gxs, grad_at(c));
+    }
+    if (gi.need(0)) gi.set(0, a.defined() ? a : Tensor::zeros(xshape, G.dtype(), G.device()));
+    for (size_t p = 0; p < P; ++p)
+      if (gi.need(p + 1) && gp[p].defined()) gi.set(p + 1, gp[p]);
   });
 }
 
 inline std::vector<Var> odeint_adjoint(Dynamics& f, const Tableau& tb, const Var& x0, const std::vector<double>& t,
                                        const std::vector<double>& jumps, const Options& o, std::shared_ptr<Stats> stats) {
-  const std::vector<Var> params = trainable(f);
+  auto captured = std::make_shared<Captured>("adjoint", f);
   auto plan = std::make_shared<Plan>();
   std::vector<Var> outs;
   {
     NoGradGuard ng;
-    outs = solve_forward(f, tb, x0, t, jumps, o, *stats, *plan, [](size_t, const Var&) { return false; });
+    outs = solve_forward(f, tb, x0, t, jumps, o, *stats, *plan, [](size_t, const Var&) { return false; },
+                         captured.get());
   }
   std::vector<Tensor> out_t;
   for (const auto& v : outs) out_t.push_back(v.data());
@@ -166,12 +149,13 @@ inline std::vector<Var> odeint_adjoint(Dynamics& f, const Tableau& tb, const Var
   const Tableau* tbp = &tb;
   Dynamics* fp = &f;
   const std::vector<double> times = t;
-  return stacked_result("odeint_adjoint", out_t, x0, params,
-                        [fp, tbp, plan, out_t, params, xshape, stats, o, times, jumps](const Tensor& G, GradInputs& gi) {
-    AdjointSystem sys{*fp, params, *stats};
+  return stacked_result("odeint_adjoint", out_t, x0, captured->vars,
+                        [fp, tbp, plan, out_t, captured, xshape, stats, o, times, jumps](const Tensor& G, GradInputs& gi) {
+    AdjointSystem sys{*fp, *captured, *stats};
     const size_t T = out_t.size();
+    const size_t P = captured->vars.size();
     // Augmented state [x, a, g_1..g_P], integrated from t[T-1] back to t[0].
-    AdjointSystem::State s(2 + params.size());
+    AdjointSystem::State s(2 + P);
     s[0] = out_t[T - 1];
     s[1] = output_grad(G, T - 1, xshape);
     for (size_t j = T - 1; j > 0; --j) {
@@ -201,8 +185,8 @@ inline std::vector<Var> odeint_adjoint(Dynamics& f, const Tableau& tb, const Var
       s[1] = add_maybe(s[1], output_grad(G, j - 1, xshape));
     }
     if (gi.need(0)) gi.set(0, s[1].defined() ? s[1] : Tensor::zeros(xshape, G.dtype(), G.device()));
-    for (size_t i = 0; i < params.size(); ++i)
-      if (gi.need(i + 1) && s[2 + i].defined()) gi.set(i + 1, s[2 + i]);
+    for (size_t p = 0; p < P; ++p)
+      if (gi.need(p + 1) && s[2 + p].defined()) gi.set(p + 1, s[2 + p]);
   });
 }
 

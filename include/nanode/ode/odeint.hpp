@@ -11,6 +11,8 @@
 #include <limits>
 #include <memory>
 #include <string>
+#include <unordered_map>
+#include <unordered_set>
 #include <vector>
 
 #include "nanode/nn/module.hpp"
@@ -183,17 +185,98 @@ typename Sys::State adaptive_segment(Sys& sys, const Tableau& tb, typename Sys::
   return x;
 }
 
+// ---- the Vars a dynamics reads besides the state ------------------------------------
+
+/// The Vars that require grad, reachable from `roots` through nodes made at or after
+/// `boundary` (a next_var_seq() value), and themselves made before it: what an
+/// evaluation that started at `boundary` captured from outside. Leaves made during
+/// the evaluation (the state's own leaf) are not among them.
+inline std::vector<Var> outside_vars(const std::vector<Var>& roots, uint64_t boundary) {
+  std::vector<Var> out;
+  std::unordered_set<VarImpl*> seen;
+  std::vector<std::shared_ptr<VarImpl>> stack;
+  for (const auto& r : roots)
+    if (r.defined() && r.requires_grad()) stack.push_back(r.impl());
+  while (!stack.empty()) {
+    std::shared_ptr<VarImpl> v = std::move(stack.back());
+    stack.pop_back();
+    if (!seen.insert(v.get()).second) continue;
+    if (v->seq < boundary) {
+      out.emplace_back(v);
+      continue;
+    }
+    for (const auto& in : v->inputs)
+      if (in->requires_grad) stack.push_back(in);
+  }
+  return out;
+}
+
+/// The Vars whose gradients a memory-saving gradient mode returns: the dynamics'
+/// trainable registered parameters, then every other Var its first evaluation
+/// captured (an unregistered leaf, a Var computed before the solve, a parameter of
+/// another module). Later evaluations are checked against this set: a Var first
+/// used later is refused with its name, never silently given no gradient.
+struct Captured {
+  const char* mode = "";
+  double first_t = 0;
+  bool discovered = false;
+  std::vector<Var> vars;
+  std::unordered_map<VarImpl*, size_t> index;
+  std::unordered_map<VarImpl*, std::string> names;  ///< full names of registered parameters
+
+  Captured(const char* m, const Dynamics& f) : mode(m) {
+    for (auto& [name, p] : f.named_parameters()) {
+      names.emplace(p.impl().get(), name);
+      if (p.requires_grad()) add(p);
+    }
+  }
+  void add(const Var& v) {
+    if (index.emplace(v.impl().get(), vars.size()).second) vars.push_back(v);
+  }
+  std::string describe(const Var& v) const {
+    auto it = names.find(v.impl().get());
+    return it != names.end() ? "parameter '" + it->second + "' of shape " + v.shape().str() : v.describe();
+  }
+  /// After the first evaluation (started at `boundary`, at time t): adopt what it captured.
+  void discover(const Var& fx, uint64_t boundary, double t) {
+    for (const auto& v : outside_vars({fx}, boundary)) add(v);
+    discovered = true;
+    first_t = t;
+  }
+  /// During the backward pass: every captured Var must be known.
+  void check(const std::vector<Var>& roots, uint64_t boundary, double t) const {
+    for (const auto& v : outside_vars(roots, boundary))
+      NANODE_CHECK(index.count(v.impl().get()), "odeint (", mode, " gradients): at t = ", t, " the dynamics used ",
+                   describe(v), ", which requires grad but is not a registered parameter of the dynamics and was not "
+                   "used by its first evaluation (t = ", first_t, "), so this mode cannot return its gradient. Register "
+                   "it with register_parameter, or use gradient = direct");
+  }
+};
+
 // ---- the state systems the driver runs on -------------------------------------------
 
-/// x is a Var: steps record a graph when grad mode is on.
+/// x is a Var: steps record a graph when grad mode is on. With `discover` set, the
+/// next evaluation runs on a local graph (whatever the grad mode) to find the Vars
+/// the dynamics capture, and returns a value outside any graph.
 struct VarSystem {
   using State = Var;
   Dynamics& f;
   Stats& stats;
   int64_t* evals;
+  Captured* discover = nullptr;
   Var eval(double t, const Var& x) {
     ++*evals;
-    Var d = f.forward(t, x);
+    if (discover) {
+      EnableGradGuard eg;
+      const uint64_t boundary = next_var_seq();
+      Var d = check_shape(f.forward(t, Var(x.data(), true)), x);
+      discover->discover(d, boundary, t);
+      discover = nullptr;
+      return Var(d.data());
+    }
+    return check_shape(f.forward(t, x), x);
+  }
+  static Var check_shape(Var d, const Var& x) {
     NANODE_CHECK(d.defined() && d.shape() == x.shape(), "odeint: dynamics returned shape ",
                  d.defined() ? d.shape().str() : std::string("undefined"), " for a state of shape ", x.shape());
     return d;
@@ -221,28 +304,24 @@ struct VarSystem {
 struct AdjointSystem {
   using State = std::vector<Tensor>;
   Dynamics& f;
-  std::vector<Var> params;
+  const Captured& captured;
   Stats& stats;
   State eval(double t, const State& s) {
     ++stats.backward_evals;
     EnableGradGuard eg;
+    const uint64_t boundary = next_var_seq();
     Var xl(s[0], true);
-    std::vector<Tensor> saved(params.size());
-    for (size_t i = 0; i < params.size(); ++i) {
-      saved[i] = params[i].grad();
-      params[i].zero_grad();
-    }
     Var fx = f.forward(t, xl);
-    NANODE_CHECK(fx.shape() == s[0].shape(), "odeint: dynamics returned shape ", fx.shape(),
-                 " for a state of shape ", s[0].shape());
-    if (fx.requires_grad()) nanode::backward({fx}, {s[1]});
+    NANODE_CHECK(fx.defined() && fx.shape() == s[0].shape(), "odeint: dynamics returned shape ",
+                 fx.defined() ? fx.shape().str() : std::string("undefined"), " for a state of shape ", s[0].shape());
+    captured.check({fx}, boundary, t);
     State d(s.size());
     d[0] = fx.data();
-    d[1] = xl.grad();
-    for (size_t i = 0; i < params.size(); ++i) {
-      d[2 + i] = params[i].grad();
-      if (saved[i].defined()) params[i].set_grad(saved[i]);
-      else params[i].zero_grad();
+    if (fx.requires_grad()) {
+      std::vector<Var> inputs{xl};
+      inputs.insert(inputs.end(), captured.vars.begin(), captured.vars.end());
+      std::vector<Tensor> g = nanode::grad({fx}, {s[1]}, inputs, false, /*allow_unused=*/true);
+      for (size_t i = 0; i < g.size(); ++i) d[1 + i] = std::move(g[i]);
     }
     return d;
   }
@@ -252,7 +331,7 @@ struct AdjointSystem {
     for (size_t c = 0; c < n; ++c) {
       std::vector<Tensor> kt;
       std::vector<double> cv;
-      Tensor like = c >= 2 ? params[c - 2].data() : (x ? (*x)[0] : Tensor());
+      Tensor like = c >= 2 ? captured.vars[c - 2].data() : (x ? (*x)[0] : Tensor());
       for (size_t j = 0; j < ks.size(); ++j) {
         kt.push_back((*ks[j])[c]);
         cv.push_back(c == 0 ? cs[j] : -cs[j]);
@@ -351,8 +430,8 @@ inline bool fixed_steps(const Options& o) { return o.steps > 0 || o.step_size > 
 template <class OnGrid>
 std::vector<Var> solve_forward(Dynamics& f, const Tableau& tb, const Var& x0, const std::vector<double>& t,
                                const std::vector<double>& jumps, const Options& o, Stats& stats, Plan& plan,
-                               OnGrid&& on_grid) {
-  VarSystem sys{f, stats, &stats.evals};
+                               OnGrid&& on_grid, Captured* discover = nullptr) {
+  VarSystem sys{f, stats, &stats.evals, discover};
   std::vector<Var> outs;
   Var x = x0;
   if (fixed_steps(o)) {

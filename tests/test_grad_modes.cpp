@@ -1,0 +1,217 @@
+// Every gradient mode gives the gradient of any Var the dynamics use — a
+// registered parameter, an unregistered leaf, a Var computed before the solve, a
+// Var shared by two ODE blocks — equal to direct backprop (checkpoint to 1e-12
+// relative in float64, adjoint to the solver's accuracy), or refuses with the
+// Var's name.
+#include <catch2/catch.hpp>
+
+#include <cmath>
+#include <functional>
+#include <memory>
+
+#include "gradcheck.hpp"
+
+using namespace nanode;
+using Catch::Matchers::Contains;
+
+namespace {
+
+/// dx/dt = tanh(c x) with c captured, not registered.
+struct ScaledTanh : ode::Dynamics {
+  explicit ScaledTanh(Var c) : c(std::move(c)) {}
+  Var forward(double, const Var& x) override { return tanh(x * c); }
+  Var c;
+};
+
+/// dx/dt = tanh(x W(t)^T + b(t)) with trig-basis coefficients held as plain Vars.
+struct CapturedTrig : ode::Dynamics {
+  CapturedTrig(Var a, Var b, double phase = 0.0) : a(std::move(a)), b(std::move(b)), basis(2), phase(phase) {}
+  Var forward(double t, const Var& x) override {
+    const auto z = basis.eval(t + phase);
+    return tanh(linear(x, basis_combine(a, z), basis_combine(b, z)));
+  }
+  Var a, b;
+  tv::TrigBasis basis;
+  double phase;
+};
+
+/// A registered parameter of its own plus, optionally, a Var registered elsewhere.
+struct OwnAndBorrowed : ode::Dynamics {
+  OwnAndBorrowed(int n, uint64_t seed, Var borrowed = Var()) : borrowed(std::move(borrowed)) {
+    Generator g(seed);
+    w = register_parameter("w", Tensor::uniform({n, n}, -0.7, 0.7, g, DType::Float64));
+  }
+  Var forward(double t, const Var& x) override {
+    Var W = borrowed.defined() ? lincomb(w, {borrowed}, {std::sin(3 * t)}) : w;
+    return tanh(linear(x, W));
+  }
+  Var w, borrowed;
+};
+
+/// Uses `late` only after t = 0.5: its first evaluation cannot see it.
+struct LateUser : ode::Dynamics {
+  LateUser(int n, Var late) : late(std::move(late)) {
+    w = register_parameter("w", Tensor::full({n, n}, 0.3, DType::Float64));
+  }
+  Var forward(double t, const Var& x) override {
+    Var y = linear(x, w);
+    if (t > 0.5) y = y + x * late;
+    return tanh(y);
+  }
+  Var w, late;
+};
+
+ode::Options opts(const char* method, int steps, ode::Gradient g) {
+  ode::Options o;
+  o.method = method;
+  o.steps = steps;
+  o.gradient = g;
+  o.checkpoint_every = 3;
+  return o;
+}
+
+/// max |a - b| / max |b| over all entries of all tensors.
+double rel_diff(const std::vector<Tensor>& a, const std::vector<Tensor>& b) {
+  REQUIRE(a.size() == b.size());
+  double num = 0, den = 0;
+  for (size_t i = 0; i < a.size(); ++i) {
+    REQUIRE(a[i].defined());
+    REQUIRE(b[i].defined());
+    const auto av = a[i].to_vector<double>(), bv = b[i].to_vector<double>();
+    REQUIRE(av.size() == bv.size());
+    for (size_t k = 0; k < av.size(); ++k) {
+      num = std::max(num, std::abs(av[k] - bv[k]));
+      den = std::max(den, std::abs(bv[k]));
+    }
+  }
+  return num / std::max(den, 1e-300);
+}
+
+/// Runs `loss_of(options)` and backward() in each mode and returns the gradients
+/// of `leaves`.
+struct ModeRunner {
+  std::function<Var(const ode::Options&)> loss_of;
+  std::vector<Var> leaves;
+  std::vector<Tensor> grads(const ode::Options& o) {
+    for (auto& l : leaves) l.zero_grad();
+    loss_of(o).backward();
+    std::vector<Tensor> g;
+    for (auto& l : leaves) g.push_back(l.grad().defined() ? l.grad().clone() : Tensor());
+    return g;
+  }
+  /// checkpoint == direct to 1e-12 relative; adjoint within `adjoint_tol` relative.
+  void check(const char* method, int steps, double adjoint_tol) {
+    const auto d = grads(opts(method, steps, ode::Gradient::Direct));
+    const auto c = grads(opts(method, steps, ode::Gradient::Checkpoint));
+    const auto a = grads(opts(method, steps, ode::Gradient::Adjoint));
+    const double rc = rel_diff(c, d), ra = rel_diff(a, d);
+    INFO(method << " x " << steps << ": checkpoint rel. diff " << rc << ", adjoint rel. diff " << ra);
+    CHECK(rc < 1e-12);
+    CHECK(ra < adjoint_tol);
+  }
+};
+
+Tensor rnd(const Shape& s, uint64_t seed, double lo = -1, double hi = 1) { return testing::rand64(s, seed, lo, hi); }
+
+}  // namespace
+
+TEST_CASE("an unregistered leaf captured by the dynamics gets the same gradient in every mode", "[ode][gradients]") {
+  Var c(Tensor::from_vector<double>({1.3}, {1}), true);
+  Var x0(rnd({3, 2}, 1), true);
+  ScaledTanh f(c);
+  ModeRunner r{[&](const ode::Options& o) { return sum(square(ode::odeint_final(f, x0, 0.0, 1.0, o))); }, {c, x0}};
+  r.check("rk4", 8, 1e-4);   // the reported case: adjoint summed raw products (199.8 vs 6.24)
+  r.check("rk4", 64, 1e-7);
+  r.check("euler", 20, 0.1);  // Euler's adjoint is O(h) away
+  r.check("euler", 400, 5e-3);
+  // Nothing is kept between passes: two backward passes accumulate exactly twice.
+  for (auto mode : {ode::Gradient::Checkpoint, ode::Gradient::Adjoint}) {
+    c.zero_grad();
+    const auto o = opts("rk4", 8, mode);
+    sum(square(ode::odeint_final(f, x0, 0.0, 1.0, o))).backward();
+    const double once = c.grad().item<double>();
+    sum(square(ode::odeint_final(f, x0, 0.0, 1.0, o))).backward();
+    CHECK(c.grad().item<double>() == Approx(2 * once).epsilon(1e-14));
+  }
+}
+
+TEST_CASE("captured T-NANODE coefficients get the same gradient in every mode", "[ode][gradients]") {
+  Var a(rnd({5, 3, 3}, 2, -0.6, 0.6), true), b(rnd({5, 3}, 3, -0.3, 0.3), true);
+  Var x0(rnd({4, 3}, 4), true);
+  CapturedTrig f(a, b);
+  ModeRunner r{[&](const ode::Options& o) {
+                 auto xs = ode::odeint(f, x0, {0.0, 0.5, 1.0}, o);
+                 return sum(square(xs[2])) + sum(xs[1] * 0.5);
+               },
+               {a, b, x0}};
+  r.check("euler", 20, 0.1);  // was 19.7x off; Euler's adjoint is O(h) away
+  r.check("rk4", 20, 1e-5);    // was 79x off
+}
+
+TEST_CASE("a Var computed before the solve (c = w * 2) gets its gradient in every mode", "[ode][gradients]") {
+  Var w(Tensor::from_vector<double>({0.65}, {1}), true);
+  Var x0(rnd({3, 2}, 5), true);
+  std::unique_ptr<ScaledTanh> f;  // the dynamics must outlive the backward pass
+  ModeRunner r{[&](const ode::Options& o) {
+                 Var c = w * 2.0;  // a non-leaf of the outer graph, captured
+                 f = std::make_unique<ScaledTanh>(c);
+                 Var xT = ode::odeint_final(*f, x0, 0.0, 1.0, o);
+                 return sum(square(xT)) + sum(c * 0.25);  // c also used outside the solve
+               },
+               {w, x0}};
+  r.check("rk4", 8, 1e-4);
+  r.check("euler", 10, 0.2);
+}
+
+TEST_CASE("a Var shared by two ODE blocks gets both blocks' gradients in every mode", "[ode][gradients]") {
+  // A and bias are plain leaves used by two dynamics; block g2 also uses block g1's
+  // registered parameter (a Var registered in another module).
+  Var bias(rnd({5, 3}, 7, -0.2, 0.2), true);
+  Var x0(rnd({2, 3}, 8), true);
+  Var A(rnd({5, 3, 3}, 9, -0.5, 0.5), true);
+  CapturedTrig f2(A, bias, 0.3);  // A and bias as they are ...
+  OwnAndBorrowed g1(3, 10), g2(3, 11, g1.w);
+  std::unique_ptr<CapturedTrig> h1;
+  ModeRunner r{[&](const ode::Options& o) {
+                 // ... and in block 1 through a non-leaf made from A, fresh for each pass.
+                 h1 = std::make_unique<CapturedTrig>(lincomb(Var(), {A}, {1.0}), bias);
+                 Var x1 = ode::odeint_final(*h1, x0, 0.0, 1.0, o);
+                 Var x2 = ode::odeint_final(f2, x1, 0.0, 1.0, o);
+                 Var y1 = ode::odeint_final(g1, x2, 0.0, 0.5, o);
+                 Var y2 = ode::odeint_final(g2, y1, 0.0, 0.5, o);
+                 return sum(square(y2)) + sum(x1 * 0.1);
+               },
+               {A, bias, x0, g1.w, g2.w}};
+  r.check("rk4", 6, 1e-4);
+  r.check("euler", 6, 0.3);
+}
+
+TEST_CASE("registered parameters: checkpoint equals direct to 1e-12, adjoint converges", "[ode][gradients]") {
+  OwnAndBorrowed f(3, 12);
+  Var x0(rnd({4, 3}, 13), true);
+  ModeRunner r{[&](const ode::Options& o) { return sum(square(ode::odeint_final(f, x0, 0.0, 1.0, o))); },
+               {f.w, x0}};
+  r.check("rk4", 16, 1e-5);
+  r.check("euler", 16, 0.1);
+}
+
+TEST_CASE("a Var first used after the first evaluation is refused by name", "[ode][gradients][errors]") {
+  Var late(Tensor::from_vector<double>({0.4}, {1}), true);
+  late.set_name("late");
+  LateUser f(2, late);
+  Var x0(rnd({2, 2}, 14), true);
+  // Direct mode differentiates it.
+  sum(ode::odeint_final(f, x0, 0.0, 1.0, opts("rk4", 4, ode::Gradient::Direct))).backward();
+  CHECK(late.grad().defined());
+  for (auto mode : {ode::Gradient::Checkpoint, ode::Gradient::Adjoint}) {
+    Var loss = sum(ode::odeint_final(f, x0, 0.0, 1.0, opts("rk4", 4, mode)));
+    CHECK_THROWS_WITH(loss.backward(), Contains("'late' of shape [1]") && Contains("register_parameter") &&
+                                           Contains(ode::gradient_name(mode)));
+  }
+  // Registered, it is fine in every mode.
+  f.register_parameter("late_p", Tensor::from_vector<double>({0.4}, {1}));
+  f.late = f.named_parameters().back().second;
+  ModeRunner r{[&](const ode::Options& o) { return sum(square(ode::odeint_final(f, x0, 0.0, 1.0, o))); },
+               {f.late, f.w, x0}};
+  r.check("rk4", 16, 1e-3);
+}
