@@ -17,13 +17,15 @@ using detail::use_device;
 
 namespace {
 
+// The terms are summed first and x added last (one rounding at x's magnitude),
+// as cpu::lincomb does.
 __global__ void lincomb_kernel(const float* x, LincombTerms t, float* out, int64_t n) {
   for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < n;
        i += static_cast<int64_t>(blockDim.x) * gridDim.x) {
-    float acc = x ? x[i] : 0.f;
+    float acc = 0.f;
     for (int j = 0; j < t.n; ++j)
       if (t.k[j]) acc += t.c[j] * t.k[j][i];
-    out[i] = acc;
+    out[i] = x ? acc + x[i] : acc;
   }
 }
 

@@ -373,17 +373,25 @@ inline Tensor lincomb(const Tensor& x, const std::vector<Tensor>& ks, const std:
     return out;
   }
 #ifdef NANODE_WITH_CUDA
+  // More terms than one launch takes: the partial sum so far rides along as a
+  // term of the next launch, and x joins in the last one (added last, as on the CPU).
   const float* xp = x.defined() ? x.data<float>() : nullptr;
-  bool first = true;
-  for (size_t s0 = 0; s0 < ks.size() || first; s0 += cuda::kMaxLincombTerms) {
+  const size_t per = cuda::kMaxLincombTerms - 1;
+  size_t s0 = 0;
+  do {
     cuda::LincombTerms terms;
+    if (s0 > 0) {
+      terms.k[0] = out.data<float>();
+      terms.c[0] = 1.0f;
+      terms.n = 1;
+    }
     for (size_t j = s0; j < ks.size() && terms.n < cuda::kMaxLincombTerms; ++j, ++terms.n) {
       terms.k[terms.n] = ks[j].defined() && cs[j] != 0.0 ? ks[j].data<float>() : nullptr;
       terms.c[terms.n] = static_cast<float>(cs[j]);
     }
-    cuda::lincomb_f32(first ? xp : out.data<float>(), terms, out.data<float>(), n, out.device().index);
-    first = false;
-  }
+    s0 += s0 > 0 ? per : static_cast<size_t>(cuda::kMaxLincombTerms);
+    cuda::lincomb_f32(s0 >= ks.size() ? xp : nullptr, terms, out.data<float>(), n, out.device().index);
+  } while (s0 < ks.size());
 #else
   no_cuda("lincomb");
 #endif

@@ -187,6 +187,8 @@ void axpy(T alpha, const T* x, T* y, int64_t n) {
 
 /// out = x + sum_j c[j] * k[j] (x may be null: then just the sum). One pass over
 /// memory per chunk; the Runge-Kutta stage update and the time-basis combination.
+/// The terms are summed first and x added last, so a step rounds once at the
+/// state's magnitude (adding each small term to x in turn rounds at it each time).
 template <class T>
 void lincomb(const T* x, const T* const* k, const T* c, int nk, T* out, int64_t n) {
   parallel_for(n, kElementwiseGrain, [&](int64_t b, int64_t e) {
@@ -194,10 +196,19 @@ void lincomb(const T* x, const T* const* k, const T* c, int nk, T* out, int64_t 
     for (int64_t s = b; s < e; s += kBlock) {
       const int64_t m = std::min(kBlock, e - s);
       ArrMap<T> O(out + s, m);
-      if (x) O = CArrMap<T>(x + s, m);
-      else O.setZero();
-      for (int j = 0; j < nk; ++j)
-        if (k[j]) O += c[j] * CArrMap<T>(k[j] + s, m);
+      bool first = true;
+      for (int j = 0; j < nk; ++j) {
+        if (!k[j]) continue;
+        if (first) O = c[j] * CArrMap<T>(k[j] + s, m);
+        else O += c[j] * CArrMap<T>(k[j] + s, m);
+        first = false;
+      }
+      if (first) {
+        if (x) O = CArrMap<T>(x + s, m);
+        else O.setZero();
+      } else if (x) {
+        O += CArrMap<T>(x + s, m);
+      }
     }
   });
 }
