@@ -215,3 +215,131 @@ TEST_CASE("a Var first used after the first evaluation is refused by name", "[od
                {f.late, f.w, x0}};
   r.check("rk4", 16, 1e-3);
 }
+
+// ---- ALF and its reversible gradient ---------------------------------------------------
+
+namespace {
+ode::Options alf(int steps, ode::Gradient g) {
+  ode::Options o;
+  o.method = "alf";
+  o.steps = steps;
+  o.gradient = g;
+  return o;
+}
+}  // namespace
+
+TEST_CASE("ALF is second order and its reversible gradient equals direct backprop through it", "[ode][alf]") {
+  // dx/dt = cos(t) x: x(2) = x0 e^{sin 2}.
+  struct CosLinear : ode::Dynamics {
+    Var forward(double t, const Var& x) override { return x * std::cos(t); }
+  } lin;
+  Var one(Tensor::from_vector<double>({1.0}, {1}));
+  auto err = [&](int L) {
+    return std::abs(ode::odeint_final(lin, one, 0.0, 2.0, alf(L, ode::Gradient::Direct)).item() - std::exp(std::sin(2.0)));
+  };
+  const double order = std::log2(err(32) / err(64));
+  INFO("ALF observed order " << order);
+  CHECK(order > 1.7);
+  CHECK(order < 2.5);
+
+  // Every dense family, at L = 4, 10 and 100, several outputs, float64.
+  for (const std::string family : {"trig", "bucket", "monomial", "chebyshev", "legendre", "random", "auto", "appnode",
+                                   "hyper", "gated", "householder"}) {
+    manual_seed(3);
+    tv::FamilyOptions fo;
+    fo.order = 3;
+    tv::MLPDynamics f(family, family == "householder" ? std::vector<int64_t>{4, 4} : std::vector<int64_t>{4, 6, 4}, fo);
+    f.to(DType::Float64);
+    Var x0(rnd({3, 4}, 15), true);
+    std::vector<Var> leaves{x0};
+    for (auto& p : f.parameters()) leaves.push_back(p);
+    ModeRunner r{[&](const ode::Options& o) {
+                   auto xs = ode::odeint(f, x0, {0.0, 0.3, 1.0}, o);
+                   return sum(square(xs[2])) + sum(xs[1] * 0.7);
+                 },
+                 leaves};
+    for (int L : {4, 10, 100}) {
+      const double d = rel_diff(r.grads(alf(L, ode::Gradient::Reversible)), r.grads(alf(L, ode::Gradient::Direct)));
+      INFO(family << ", L = " << L << ": reversible vs direct rel. diff " << d);
+      CHECK(d < 1e-10);
+    }
+  }
+}
+
+TEST_CASE("reversible gradients of the conv T-NANODE block and of captured Vars equal direct", "[ode][alf]") {
+  manual_seed(4);
+  tv::FamilyOptions fo;
+  fo.order = 2;
+  tv::ConvDynamics f("trig", 3, 3, fo);
+  f.to(DType::Float64);
+  Var x0(rnd({2, 3, 5, 5}, 16), true);
+  std::vector<Var> leaves{x0};
+  for (auto& p : f.parameters()) leaves.push_back(p);
+  ModeRunner r{[&](const ode::Options& o) { return sum(square(ode::odeint_final(f, x0, 0.0, 1.0, o))); }, leaves};
+  const double d = rel_diff(r.grads(alf(10, ode::Gradient::Reversible)), r.grads(alf(10, ode::Gradient::Direct)));
+  INFO("conv: reversible vs direct rel. diff " << d);
+  CHECK(d < 1e-10);
+
+  // Captured leaves and a non-leaf made before the solve.
+  Var a(rnd({5, 3, 3}, 17, -0.6, 0.6), true), w(rnd({5, 3}, 18, -0.3, 0.3), true);
+  Var y0(rnd({4, 3}, 19), true);
+  std::unique_ptr<CapturedTrig> g;
+  ModeRunner c{[&](const ode::Options& o) {
+                 g = std::make_unique<CapturedTrig>(a, w * 2.0);
+                 return sum(square(ode::odeint_final(*g, y0, 0.0, 1.0, o)));
+               },
+               {a, w, y0}};
+  for (int L : {4, 1000}) {
+    const double dc = rel_diff(c.grads(alf(L, ode::Gradient::Reversible)), c.grads(alf(L, ode::Gradient::Direct)));
+    INFO("captured, L = " << L << ": reversible vs direct rel. diff " << dc);
+    CHECK(dc < 1e-10);
+  }
+}
+
+TEST_CASE("reversible gradients match finite differences and use memory flat in depth", "[ode][alf][memory]") {
+  Var c(Tensor::from_vector<double>({0.9}, {1}), true);
+  ScaledTanh f(c);
+  Tensor x0 = rnd({2, 2}, 20);
+  const auto o = alf(12, ode::Gradient::Reversible);
+  Var xv(x0, true);
+  sum(square(ode::odeint_final(f, xv, 0.0, 1.0, o))).backward();
+  auto value = [&](double cv) {
+    NoGradGuard ng;
+    ScaledTanh g(Var(Tensor::from_vector<double>({cv}, {1})));
+    return sum(square(ode::odeint_final(g, Var(x0), 0.0, 1.0, o))).item();
+  };
+  const double eps = 1e-6;
+  CHECK(c.grad().item<double>() == Approx((value(0.9 + eps) - value(0.9 - eps)) / (2 * eps)).epsilon(1e-8));
+
+  auto peak = [](ode::Gradient mode, int steps) {
+    manual_seed(1);
+    tv::FamilyOptions fo;
+    fo.order = 3;
+    tv::MLPDynamics d("trig", {16, 16}, fo, true);
+    Tensor y0 = Tensor::uniform({32, 16}, -1, 1);
+    PeakMemoryScope scope;
+    {
+      Var y(y0, true);
+      mean(square(ode::odeint_final(d, y, 0.0, 1.0, alf(steps, mode)))).backward();
+    }
+    return scope.peak_above_start();
+  };
+  const int64_t r10 = peak(ode::Gradient::Reversible, 10), r200 = peak(ode::Gradient::Reversible, 200);
+  const int64_t d200 = peak(ode::Gradient::Direct, 200);
+  INFO("reversible " << r10 << " -> " << r200 << " bytes; direct(200) " << d200);
+  CHECK(static_cast<double>(r200) < 1.1 * static_cast<double>(r10));
+  CHECK(r200 * 10 < d200);
+}
+
+TEST_CASE("ALF and reversible gradients refuse what they cannot do", "[ode][alf][errors]") {
+  ScaledTanh f(Var(Tensor::from_vector<double>({1.0}, {1})));
+  Var x0(rnd({2, 2}, 21), true);
+  ode::Options o = opts("rk4", 4, ode::Gradient::Reversible);
+  CHECK_THROWS_WITH(ode::odeint_final(f, x0, 0, 1, o), Contains("reversible gradients need method 'alf'"));
+  o = alf(4, ode::Gradient::Adjoint);
+  CHECK_THROWS_WITH(ode::odeint_final(f, x0, 0, 1, o), Contains("'alf' takes gradient = direct or reversible"));
+  o = alf(0, ode::Gradient::Reversible);
+  CHECK_THROWS_WITH(ode::odeint_final(f, x0, 0, 1, o), Contains("give steps or step_size"));
+  o.method = "leapfrog";
+  CHECK_THROWS_WITH(ode::odeint_final(f, x0, 0, 1, o), Contains("unknown method 'leapfrog'") && Contains("alf"));
+}

@@ -1,5 +1,6 @@
 #pragma once
 // odeint's three gradient modes. Included at the end of ode/odeint.hpp.
+#include <algorithm>
 #include <utility>
 
 #include "nanode/ode/odeint.hpp"
@@ -190,22 +191,39 @@ inline std::vector<Var> odeint_adjoint(Dynamics& f, const Tableau& tb, const Var
   });
 }
 
+/// The ALF integrator and its reversible gradient (ode/alf.hpp).
+inline std::vector<Var> odeint_alf(Dynamics& f, const Var& x0, const std::vector<double>& t,
+                                   const std::vector<double>& jumps, const Options& o, std::shared_ptr<Stats> stats);
+
 }  // namespace detail
 
 inline std::vector<Var> odeint(Dynamics& f, const Var& x0, const std::vector<double>& t, const Options& o,
                                std::shared_ptr<Stats> stats) {
-  const Tableau& tb = tableau(o.method);
-  detail::validate(x0, t, o, tb);
+  const auto& methods = method_names();
+  if (std::find(methods.begin(), methods.end(), o.method) == methods.end()) {
+    std::string valid;
+    for (const auto& m : methods) valid += (valid.empty() ? "" : ", ") + m;
+    fail("odeint: unknown method '", o.method, "' (valid: ", valid, ")");
+  }
+  const bool alf = o.method == "alf";
+  NANODE_CHECK(alf || o.gradient != Gradient::Reversible, "odeint: reversible gradients need method 'alf' (its "
+               "steps invert exactly); method '", o.method, "' takes direct, checkpoint or adjoint gradients");
+  detail::validate(x0, t, o, o.method, !alf && tableau(o.method).adaptive());
   if (!stats) stats = std::make_shared<Stats>();
   *stats = Stats();
   const std::vector<double> jumps = f.jump_times(t.front(), t.back());
+  if (alf) return detail::odeint_alf(f, x0, t, jumps, o, stats);
+  const Tableau& tb = tableau(o.method);
   switch (o.gradient) {
     case Gradient::Checkpoint: return detail::odeint_checkpoint(f, tb, x0, t, jumps, o, stats);
     case Gradient::Adjoint: return detail::odeint_adjoint(f, tb, x0, t, jumps, o, stats);
-    case Gradient::Direct: break;
+    case Gradient::Direct:
+    case Gradient::Reversible: break;
   }
   detail::Plan plan;
   return detail::solve_forward(f, tb, x0, t, jumps, o, *stats, plan, [](size_t, const Var&) { return false; });
 }
 
 }  // namespace nanode::ode
+
+#include "nanode/ode/alf.hpp"

@@ -28,16 +28,36 @@ class Dynamics : public nn::Module {
   virtual Var forward(double t, const Var& x) = 0;
 };
 
-enum class Gradient { Direct, Adjoint, Checkpoint };
+/// How gradients flow through a solve.
+///   Direct      backprop through every step: exact for the discrete solve, memory O(L).
+///   Checkpoint  store x every m steps, recompute segments: exact, memory O(L/m + m).
+///   Adjoint     the continuous adjoint: memory O(1), error O(h^p) against Direct.
+///   Reversible  method "alf" only: each step is inverted in the backward pass, so it
+///               is exact (to rounding) at memory O(1).
+enum class Gradient { Direct, Adjoint, Checkpoint, Reversible };
 
 inline Gradient parse_gradient(const std::string& s) {
   if (s == "direct") return Gradient::Direct;
   if (s == "adjoint") return Gradient::Adjoint;
   if (s == "checkpoint") return Gradient::Checkpoint;
-  fail("ode: unknown gradient mode '", s, "' (valid: direct, adjoint, checkpoint)");
+  if (s == "reversible") return Gradient::Reversible;
+  fail("ode: unknown gradient mode '", s, "' (valid: direct, adjoint, checkpoint, reversible)");
 }
 inline const char* gradient_name(Gradient g) {
-  return g == Gradient::Direct ? "direct" : g == Gradient::Adjoint ? "adjoint" : "checkpoint";
+  switch (g) {
+    case Gradient::Direct: return "direct";
+    case Gradient::Adjoint: return "adjoint";
+    case Gradient::Checkpoint: return "checkpoint";
+    case Gradient::Reversible: return "reversible";
+  }
+  return "?";
+}
+
+/// The methods odeint takes: the Butcher tableaus, and "alf", the asynchronous
+/// leapfrog of MALI (second order, fixed steps, invertible: Gradient::Reversible).
+inline const std::vector<std::string>& method_names() {
+  static const std::vector<std::string> names{"euler", "midpoint", "heun", "rk4", "bosh3", "dopri5", "alf"};
+  return names;
 }
 
 struct Options {
@@ -400,7 +420,8 @@ inline Plan fixed_plan(const std::vector<double>& t, const std::vector<double>& 
   return p;
 }
 
-inline void validate(const Var& x0, const std::vector<double>& t, const Options& o, const Tableau& tb) {
+inline void validate(const Var& x0, const std::vector<double>& t, const Options& o, const std::string& method,
+                     bool adaptive) {
   NANODE_CHECK(x0.defined(), "odeint: x0 is undefined");
   NANODE_CHECK(t.size() >= 2, "odeint: need at least two times (start and end), got ", t.size());
   const bool up = t[1] > t[0];
@@ -411,7 +432,7 @@ inline void validate(const Var& x0, const std::vector<double>& t, const Options&
                    "] = ", t[i - 1], ", t[", i, "] = ", t[i]);
   }
   NANODE_CHECK(o.steps >= 0 && o.step_size >= 0, "odeint: steps and step_size must be >= 0");
-  NANODE_CHECK(o.steps > 0 || o.step_size > 0 || tb.adaptive(), "odeint: method '", tb.name,
+  NANODE_CHECK(o.steps > 0 || o.step_size > 0 || adaptive, "odeint: method '", method,
                "' has no error estimate; give steps or step_size, or use bosh3 or dopri5");
   NANODE_CHECK(o.rtol > 0 && o.atol >= 0, "odeint: need rtol > 0 and atol >= 0");
   NANODE_CHECK(o.max_steps > 0, "odeint: max_steps must be positive");
