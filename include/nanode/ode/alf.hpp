@@ -86,9 +86,11 @@ inline std::vector<Var> odeint_alf(Dynamics& f, const Var& x0, const std::vector
   return stacked_result("odeint_reversible", out_t, x0, captured->vars,
                         [fp, plan, out_t, v_t, captured, xshape, stats](const Tensor& G, GradInputs& gi) {
     const size_t P = captured->vars.size(), E = plan->grid.size() - 1;
-    std::vector<Tensor> gp(P);
+    std::vector<nanode::detail::GradSlot> gp(P);  // summed over steps, in place after the first
     auto add_captured = [&](const std::vector<Tensor>& g) {
-      for (size_t p = 0; p < P; ++p) gp[p] = add_maybe(gp[p], g[1 + p]);
+      for (size_t p = 0; p < P; ++p)
+        if (g[1 + p].defined())
+          nanode::detail::add_into(gp[p].g, gp[p].shared, g[1 + p], captured->vars[p].shape(), "odeint_reversible");
     };
     // The vector-Jacobian product of f(s, .) at `at` with `seed`, on a local graph:
     // returns f's value and adds the captured Vars' parts; `gx` gets the state's.
@@ -152,7 +154,7 @@ inline std::vector<Var> odeint_alf(Dynamics& f, const Var& x0, const std::vector
     ax = add_maybe(ax, g0);
     if (gi.need(0)) gi.set(0, ax.defined() ? ax : Tensor::zeros(xshape, G.dtype(), G.device()));
     for (size_t p = 0; p < P; ++p)
-      if (gi.need(p + 1) && gp[p].defined()) gi.set(p + 1, gp[p]);
+      if (gi.need(p + 1) && gp[p].g.defined()) gi.set(p + 1, gp[p].g);
   });
 }
 

@@ -90,7 +90,7 @@ inline std::vector<Var> odeint_checkpoint(Dynamics& f, const Tableau& tb, const 
       return g;
     };
     Tensor a = grad_at(E);
-    std::vector<Tensor> gp(P);
+    std::vector<nanode::detail::GradSlot> gp(P);  // summed over segments, in place after the first
     EnableGradGuard eg;
     VarSystem sys{*fp, *stats, &stats->backward_evals};
     for (size_t s = ckpt->size(); s-- > 0;) {
@@ -124,13 +124,15 @@ inline std::vector<Var> odeint_checkpoint(Dynamics& f, const Tableau& tb, const 
         inputs.insert(inputs.end(), captured->vars.begin(), captured->vars.end());
         std::vector<Tensor> g = nanode::grad(live, live_seeds, inputs, false, /*allow_unused=*/true);
         gxs = g[0];
-        for (size_t p = 0; p < P; ++p) gp[p] = add_maybe(gp[p], g[1 + p]);
+        for (size_t p = 0; p < P; ++p)
+          if (g[1 + p].defined())
+            nanode::detail::add_into(gp[p].g, gp[p].shared, g[1 + p], captured->vars[p].shape(), "odeint_checkpoint");
       }
       a = add_maybe(gxs, grad_at(c));
     }
     if (gi.need(0)) gi.set(0, a.defined() ? a : Tensor::zeros(xshape, G.dtype(), G.device()));
     for (size_t p = 0; p < P; ++p)
-      if (gi.need(p + 1) && gp[p].defined()) gi.set(p + 1, gp[p]);
+      if (gi.need(p + 1) && gp[p].g.defined()) gi.set(p + 1, gp[p].g);
   });
 }
 
