@@ -18,22 +18,23 @@ using namespace nanode;
 
 namespace {
 
-std::vector<double> gradients(const std::string& method, int64_t steps, ode::Gradient mode) {
+std::vector<double> gradients(const std::string& method, int64_t steps, ode::Gradient mode,
+                              DType dtype = DType::Float64) {
   manual_seed(7);
   tv::FamilyOptions fo;
   fo.order = 4;
   tv::MLPDynamics f("trig", {16, 16}, fo, /*final_tanh=*/true);
-  f.to(DType::Float64);
+  f.to(dtype);
   Generator g(11);
-  Var x0(Tensor::uniform({32, 16}, -1, 1, g, DType::Float64), true);
+  Var x0(Tensor::uniform({32, 16}, -1, 1, g, DType::Float64).to(dtype), true);
   ode::Options o;
   o.method = method;
   o.steps = steps;
   o.gradient = mode;
   sum(square(ode::odeint_final(f, x0, 0.0, 1.0, o))).backward();
-  std::vector<double> all = x0.grad().to_vector<double>();
+  std::vector<double> all = x0.grad().to(DType::Float64).to_vector<double>();
   for (auto& p : f.parameters())
-    for (double v : p.grad().to_vector<double>()) all.push_back(v);
+    for (double v : p.grad().to(DType::Float64).to_vector<double>()) all.push_back(v);
   return all;
 }
 
@@ -72,6 +73,18 @@ int main(int argc, char** argv) {
                     alf ? cell(ode::Gradient::Reversible).c_str() : "n/a", rel(direct, exact));
         std::fflush(stdout);
       }
+    }
+
+    // In float32 the reversible pass rebuilds states with float32 rounding: its
+    // distance from float32 direct backprop, beside float32 direct's own distance
+    // from float64 direct (the rounding any float32 gradient carries).
+    std::printf("\nfloat32, ALF: | L | reversible vs direct (both float32) | float32 direct vs float64 direct |\n");
+    std::printf("|---|---|---|\n");
+    for (auto L : depths) {
+      const auto d32 = gradients("alf", L, ode::Gradient::Direct, DType::Float32);
+      const auto r32 = gradients("alf", L, ode::Gradient::Reversible, DType::Float32);
+      const auto d64 = gradients("alf", L, ode::Gradient::Direct);
+      std::printf("| %lld | %.1e | %.1e |\n", static_cast<long long>(L), rel(r32, d32), rel(d32, d64));
     }
   } catch (const std::exception& e) {
     std::fprintf(stderr, "bench_gradients: %s\n", e.what());

@@ -31,8 +31,11 @@ int main(int argc, char** argv) {
       ->check(CLI::PositiveNumber);
   app.add_option("--steps", cfg.model.steps, "solver steps per NANODE block (dt = 1/steps)")->check(CLI::PositiveNumber);
   app.add_option("--solver", solver, "Runge-Kutta method")
-      ->check(CLI::IsMember({"euler", "midpoint", "heun", "rk4", "bosh3", "dopri5"}));
-  app.add_option("--gradient", gradient, "gradient mode")->check(CLI::IsMember({"direct", "adjoint", "checkpoint"}));
+      ->check(CLI::IsMember(ode::method_names()));
+  app.add_option("--gradient", gradient,
+                 "gradient mode: direct (exact, memory grows with steps), checkpoint (exact), reversible (exact at "
+                 "constant memory; needs --solver alf), adjoint (approximate at few steps)")
+      ->check(CLI::IsMember({"direct", "adjoint", "checkpoint", "reversible"}));
   app.add_option("--widths", cfg.model.widths, "channels per stage, one NANODE block each")
       ->delimiter(',')
       ->check(CLI::PositiveNumber)
@@ -93,6 +96,8 @@ int main(int argc, char** argv) {
                 static_cast<long long>(trainer.model().num_parameters()), static_cast<long long>(cfg.model.steps),
                 solver.c_str(), gradient.c_str(), static_cast<long long>(cfg.epochs),
                 static_cast<long long>(trainer.batches_per_epoch()));
+    const ode::Options& so = trainer.model().ode_options();
+    std::printf("gradients: %s\n", ode::gradient_summary(so.method, so.gradient, so.steps).c_str());
     std::fflush(stdout);
     auto result = trainer.run([](const models::EpochMetrics& m) {
       std::printf("epoch %lld: train loss %.4f acc %.2f%% | test loss %.4f acc %.2f%% | %.0f img/s, %.1f s, "

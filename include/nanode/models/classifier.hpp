@@ -105,6 +105,7 @@ class Classifier : public nn::Module {
     NANODE_CHECK(o.image_size >= 8, "Classifier: images must be at least 8x8, got ", o.image_size);
     NANODE_CHECK(!o.widths.empty(), "Classifier: need at least one stage width");
     NANODE_CHECK(o.steps >= 1, "Classifier: steps must be >= 1, got ", o.steps);
+    ode::check_method(o.method, o.gradient);
     base_ = base, order_ = d;
     std::string family = base;
     ode::Options so;
@@ -118,6 +119,7 @@ class Classifier : public nn::Module {
     } else if (base == "t-nanode") {
       family = "trig";
     }
+    so_ = so;
     tv::FamilyOptions fo;
     fo.order = d;
     stem_ = register_module("stem", std::make_shared<nn::Conv2d>(nn::Conv2dLayerOptions(o.in_channels, o.widths[0], 3).padding(1)));
@@ -156,9 +158,12 @@ class Classifier : public nn::Module {
   const std::string& base_model() const { return base_; }
   int order() const { return order_; }
   const ClassifierOptions& options() const { return o_; }
+  /// The solver options the ODE blocks use (the ResNet rows force Euler and direct).
+  const ode::Options& ode_options() const { return so_; }
 
  private:
   ClassifierOptions o_;
+  ode::Options so_;
   std::string base_;
   int order_ = 0;
   std::shared_ptr<nn::Conv2d> stem_;

@@ -60,9 +60,6 @@ inline std::vector<Var> alf_forward(VarSystem& sys, const Plan& plan, const Var&
 
 inline std::vector<Var> odeint_alf(Dynamics& f, const Var& x0, const std::vector<double>& t,
                                    const std::vector<double>& jumps, const Options& o, std::shared_ptr<Stats> stats) {
-  NANODE_CHECK(o.gradient == Gradient::Direct || o.gradient == Gradient::Reversible, "odeint: method 'alf' takes ",
-               "gradient = direct or reversible (reversible is already exact at constant memory), not ",
-               gradient_name(o.gradient));
   auto plan = std::make_shared<Plan>(fixed_plan(t, jumps, o));
   if (o.gradient == Gradient::Direct) {
     VarSystem sys{f, *stats, &stats->evals};

@@ -201,15 +201,8 @@ inline std::vector<Var> odeint_alf(Dynamics& f, const Var& x0, const std::vector
 
 inline std::vector<Var> odeint(Dynamics& f, const Var& x0, const std::vector<double>& t, const Options& o,
                                std::shared_ptr<Stats> stats) {
-  const auto& methods = method_names();
-  if (std::find(methods.begin(), methods.end(), o.method) == methods.end()) {
-    std::string valid;
-    for (const auto& m : methods) valid += (valid.empty() ? "" : ", ") + m;
-    fail("odeint: unknown method '", o.method, "' (valid: ", valid, ")");
-  }
+  check_method(o.method, o.gradient);
   const bool alf = o.method == "alf";
-  NANODE_CHECK(alf || o.gradient != Gradient::Reversible, "odeint: reversible gradients need method 'alf' (its "
-               "steps invert exactly); method '", o.method, "' takes direct, checkpoint or adjoint gradients");
   detail::validate(x0, t, o, o.method, !alf && tableau(o.method).adaptive());
   if (!stats) stats = std::make_shared<Stats>();
   *stats = Stats();
