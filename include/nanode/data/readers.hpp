@@ -1,6 +1,6 @@
 #pragma once
 // Readers of the data formats of DESIGN.md §3: IDX (MNIST, Fashion-MNIST; gzipped
-// or not), CIFAR-10/100 binary, NPY (uint8 and float32, C order) and PNG. Each
+// or not), CIFAR-10/100 binary, NPY (uint8, float32/64, int32/64, C order) and PNG. Each
 // checks what it reads and throws nanode::Error naming the file and what is wrong
 // (a bad magic number, a truncated payload, trailing bytes, a label out of range).
 // Link nanode::data (zlib and libpng) to use them.
@@ -18,11 +18,35 @@
 
 namespace nanode::data {
 
+/// Element types of the arrays the readers return (NPY's descr in brackets).
+enum class Elem { U8 /* |u1 */, F32 /* <f4 */, F64 /* <f8 */, I32 /* <i4 */, I64 /* <i8 */ };
+inline size_t elem_size(Elem e) {
+  switch (e) {
+    case Elem::U8: return 1;
+    case Elem::F32:
+    case Elem::I32: return 4;
+    case Elem::F64:
+    case Elem::I64: return 8;
+  }
+  return 1;
+}
+inline const char* npy_descr(Elem e) {
+  switch (e) {
+    case Elem::U8: return "|u1";
+    case Elem::F32: return "<f4";
+    case Elem::F64: return "<f8";
+    case Elem::I32: return "<i4";
+    case Elem::I64: return "<i8";
+  }
+  return "?";
+}
+
 /// A dense array read from a file: its dimensions and raw element bytes.
 struct Array {
   std::vector<int64_t> dims;
-  std::vector<uint8_t> bytes;  ///< uint8 elements, or float32 (little-endian) for NPY '<f4'
-  bool is_float32 = false;
+  std::vector<uint8_t> bytes;  ///< elements of type `elem`, little-endian
+  Elem elem = Elem::U8;
+  bool is_float32 = false;     ///< elem == Elem::F32 (kept for older callers)
   int64_t numel() const {
     int64_t n = 1;
     for (auto d : dims) n *= d;
@@ -154,7 +178,8 @@ inline ImageSet read_cifar(const std::vector<std::string>& files, bool cifar100,
   return s;
 }
 
-/// An NPY array of uint8 ('|u1') or little-endian float32 ('<f4'), C order.
+/// An NPY array, C order, of uint8 ('|u1'), or little-endian float32 ('<f4'),
+/// float64 ('<f8'), int32 ('<i4') or int64 ('<i8').
 inline Array read_npy(const std::string& path) {
   const std::vector<uint8_t> b = read_maybe_gzipped(path);
   static const char magic[] = "\x93NUMPY";
@@ -186,9 +211,15 @@ inline Array read_npy(const std::string& path) {
     const size_t e = h.find('\'', v + 1);
     NANODE_CHECK(v < h.size() && h[v] == '\'' && e != std::string::npos, path, ": malformed NPY descr: ", h);
     const std::string descr = h.substr(v + 1, e - v - 1);
-    NANODE_CHECK(descr == "|u1" || descr == "<u1" || descr == "<f4", path, ": NPY dtype '", descr,
-                 "' is not supported (uint8 '|u1' or little-endian float32 '<f4')");
-    a.is_float32 = descr == "<f4";
+    if (descr == "|u1" || descr == "<u1") a.elem = Elem::U8;
+    else if (descr == "<f4") a.elem = Elem::F32;
+    else if (descr == "<f8") a.elem = Elem::F64;
+    else if (descr == "<i4") a.elem = Elem::I32;
+    else if (descr == "<i8") a.elem = Elem::I64;
+    else
+      fail(path, ": NPY dtype '", descr, "' is not supported (uint8 '|u1'; little-endian float32 '<f4', float64 "
+           "'<f8', int32 '<i4', int64 '<i8')");
+    a.is_float32 = a.elem == Elem::F32;
   }
   {
     const size_t v = value_of("fortran_order");
@@ -215,7 +246,7 @@ inline Array read_npy(const std::string& path) {
       pos += used;
     }
   }
-  const size_t esize = a.is_float32 ? 4 : 1, data = hstart + hlen;
+  const size_t esize = elem_size(a.elem), data = hstart + hlen;
   const size_t expect = checked_bytes(path, a.dims, esize, b.size() - data);
   NANODE_CHECK(b.size() - data == expect, path, ": NPY ", (b.size() - data < expect ? "truncated" : "has trailing bytes"),
                ": shape promises ", expect, " bytes of data, the file holds ", b.size() - data);
@@ -223,15 +254,18 @@ inline Array read_npy(const std::string& path) {
   return a;
 }
 
-/// Writes an NPY (version 1) file of uint8 or float32 data.
-inline void write_npy(const std::string& path, const std::vector<int64_t>& dims, const void* data, bool float32) {
+/// Writes an NPY (version 1) file of `elem` data (C order, little-endian).
+inline void write_npy(const std::string& path, const std::vector<int64_t>& dims, const void* data, Elem elem) {
   std::string shape = "(";
   int64_t n = 1;
-  for (auto d : dims) shape += std::to_string(d) + ", ", n *= d;
+  for (auto d : dims) {
+    NANODE_CHECK(d >= 0, "write_npy: ", path, ": negative dimension ", d);
+    shape += std::to_string(d) + ", ", n *= d;
+  }
   if (dims.size() > 1) shape.resize(shape.size() - 1), shape.back() = ')';
   else shape += ")";
-  std::string h = std::string("{'descr': '") + (float32 ? "<f4" : "|u1") + "', 'fortran_order': False, 'shape': " +
-                  shape + ", }";
+  std::string h = std::string("{'descr': '") + npy_descr(elem) + "', 'fortran_order': False, 'shape': " + shape +
+                  ", }";
   while ((10 + h.size() + 1) % 64 != 0) h += ' ';
   h += '\n';
   std::ofstream out(path, std::ios::binary);
@@ -241,8 +275,13 @@ inline void write_npy(const std::string& path, const std::vector<int64_t>& dims,
   const char le[2] = {static_cast<char>(len & 0xff), static_cast<char>(len >> 8)};
   out.write(le, 2);
   out.write(h.data(), static_cast<std::streamsize>(h.size()));
-  out.write(static_cast<const char*>(data), static_cast<std::streamsize>(n * (float32 ? 4 : 1)));
+  out.write(static_cast<const char*>(data), static_cast<std::streamsize>(n * static_cast<int64_t>(elem_size(elem))));
   NANODE_CHECK(out.good(), path, ": write failed");
+}
+
+/// Writes an NPY file of uint8 or float32 data.
+inline void write_npy(const std::string& path, const std::vector<int64_t>& dims, const void* data, bool float32) {
+  write_npy(path, dims, data, float32 ? Elem::F32 : Elem::U8);
 }
 
 /// A PNG image as bytes [H, W, C], C = 1 (gray) or 3 (RGB): other layouts are

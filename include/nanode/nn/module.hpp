@@ -3,6 +3,7 @@
 // The names follow LibTorch's C++ frontend (register_parameter, register_module...).
 #include <algorithm>
 #include <memory>
+#include <optional>
 #include <string>
 #include <utility>
 #include <vector>
@@ -10,6 +11,48 @@
 #include "nanode/autograd/var.hpp"
 
 namespace nanode::nn {
+
+/// Where a module's parameters and buffers are made: dtype and device, with
+/// LibTorch-style chained setters. Given to make<M>() or to a ModuleOptionsGuard.
+struct ModuleOptions {
+  DType dtype_ = DType::Float32;
+  Device device_ = Device::cpu();
+  ModuleOptions& dtype(DType d) {
+    dtype_ = d;
+    return *this;
+  }
+  ModuleOptions& device(Device d) {
+    device_ = d;
+    return *this;
+  }
+};
+
+/// While alive, modules constructed on this thread put their parameters and
+/// buffers on `options`' dtype and device (register_parameter and register_buffer
+/// convert what they are given). Guards nest.
+class ModuleOptionsGuard {
+ public:
+  explicit ModuleOptionsGuard(ModuleOptions o) : prev_(current()) { current() = o; }
+  ~ModuleOptionsGuard() { current() = prev_; }
+  ModuleOptionsGuard(const ModuleOptionsGuard&) = delete;
+  ModuleOptionsGuard& operator=(const ModuleOptionsGuard&) = delete;
+  /// The options in force on this thread (none: float32 on the CPU, as given).
+  static std::optional<ModuleOptions>& current() {
+    thread_local std::optional<ModuleOptions> o;
+    return o;
+  }
+
+ private:
+  std::optional<ModuleOptions> prev_;
+};
+
+/// Constructs module M with `args` and its parameters and buffers on `options`'
+/// dtype and device: nn::make<tv::MLPDynamics>(ModuleOptions().dtype(DType::Float64), "trig", widths, fo).
+template <class M, class... Args>
+std::shared_ptr<M> make(ModuleOptions options, Args&&... args) {
+  ModuleOptionsGuard guard(options);
+  return std::make_shared<M>(std::forward<Args>(args)...);
+}
 
 class Module {
  public:
@@ -22,7 +65,7 @@ class Module {
   /// module's storage: later moves and optimiser steps are visible through it.
   Var register_parameter(const std::string& name, Tensor value, bool requires_grad = true) {
     check_name(name);
-    Var v(std::move(value), requires_grad);
+    Var v(placed(std::move(value)), requires_grad);
     v.set_name(name);
     params_.emplace_back(name, v);
     return v;
@@ -30,7 +73,7 @@ class Module {
   /// Adds a buffer: state saved with the module but not trained (running statistics).
   Var register_buffer(const std::string& name, Tensor value) {
     check_name(name);
-    Var v(std::move(value), false);
+    Var v(placed(std::move(value)), false);
     v.set_name(name);
     buffers_.emplace_back(name, v);
     return v;
@@ -94,6 +137,60 @@ class Module {
     for (auto& [n, v] : named_parameters()) v.zero_grad();
   }
 
+  /// Every parameter and buffer by its dotted name (one namespace, as in PyTorch),
+  /// parameters first. The tensors are the module's own (not copies).
+  std::vector<std::pair<std::string, Tensor>> state_dict() const {
+    std::vector<std::pair<std::string, Tensor>> out;
+    for (auto& [n, v] : named_parameters()) out.emplace_back(n, v.data());
+    for (auto& [n, v] : named_buffers()) out.emplace_back(n, v.data());
+    return out;
+  }
+  /// Sets parameters and buffers by name from `state` (values are copied and
+  /// converted to each one's dtype and device; the Vars stay the same, so
+  /// optimisers and dynamics that captured them see the new values). Shapes must
+  /// match. With `strict`, every name must match both ways; either way an unknown
+  /// name in `state` is an error unless strict is false. Nothing is changed when
+  /// anything is wrong: the error lists every missing, unexpected and mismatched name.
+  void load_state_dict(const std::vector<std::pair<std::string, Tensor>>& state, bool strict = true) {
+    std::vector<std::pair<std::string, Var>> mine = named_parameters();
+    for (auto& nb : named_buffers()) mine.push_back(nb);
+    std::vector<std::string> missing, unexpected, mismatched, duplicate;
+    std::vector<std::pair<Var, const Tensor*>> assign;
+    for (size_t i = 0; i < state.size(); ++i) {
+      const auto& [name, t] = state[i];
+      for (size_t j = 0; j < i; ++j)
+        if (state[j].first == name) duplicate.push_back(name);
+      auto it = std::find_if(mine.begin(), mine.end(), [&](const auto& m) { return m.first == name; });
+      if (it == mine.end()) {
+        unexpected.push_back(name);
+      } else if (!t.defined() || t.shape() != it->second.shape()) {
+        mismatched.push_back(name + " (" + (t.defined() ? t.shape().str() : std::string("undefined")) + " given, " +
+                             it->second.shape().str() + " expected)");
+      } else {
+        assign.emplace_back(it->second, &t);
+      }
+    }
+    for (const auto& [name, v] : mine)
+      if (std::none_of(state.begin(), state.end(), [&](const auto& s) { return s.first == name; }))
+        missing.push_back(name);
+    auto list = [](const std::vector<std::string>& names) {
+      std::string out;
+      for (const auto& n : names) out += (out.empty() ? "" : ", ") + n;
+      return out;
+    };
+    std::string problems;
+    if (!mismatched.empty()) problems += "; shape mismatch: " + list(mismatched);
+    if (!duplicate.empty()) problems += "; given twice: " + list(duplicate);
+    if (strict && !missing.empty()) problems += "; missing: " + list(missing);
+    if (strict && !unexpected.empty()) problems += "; unexpected: " + list(unexpected);
+    NANODE_CHECK(problems.empty(), "load_state_dict: nothing loaded", problems,
+                 strict ? "" : " (strict = false ignores only missing and unexpected names)");
+    for (auto& [v, t] : assign) {
+      Var target = v;
+      target.mutable_data() = t->to(v.dtype()).to(v.device()).clone();
+    }
+  }
+
   /// Adds the times in the open interval (t0, t1) at which this module's
   /// parameters jump (bucketed bases do); ODE solvers never step across them.
   virtual void collect_jump_times(double t0, double t1, std::vector<double>& out) const {
@@ -109,6 +206,13 @@ class Module {
   }
 
  private:
+  static Tensor placed(Tensor t) {
+    const auto& o = ModuleOptionsGuard::current();
+    if (!o || !t.defined()) return t;
+    if (t.dtype() != DType::Int32 && t.dtype() != o->dtype_) t = t.to(o->dtype_);
+    if (t.device() != o->device_) t = t.to(o->device_);
+    return t;
+  }
   void check_name(const std::string& name) const {
     NANODE_CHECK(!name.empty() && name.find('.') == std::string::npos, "Module: invalid name '", name,
                  "' (non-empty, no dots)");

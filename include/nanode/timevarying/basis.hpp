@@ -159,7 +159,15 @@ class RandomFourierBasis : public TimeBasis {
       eta_.push_back(g.uniform(0.0, 6.283185307179586));
     }
   }
+  /// Given frequencies and phases (as drawn elsewhere, e.g. a reference in PyTorch).
+  RandomFourierBasis(std::vector<double> zeta, std::vector<double> eta)
+      : d_(static_cast<int>(zeta.size())), sigma_(0.0), zeta_(std::move(zeta)), eta_(std::move(eta)) {
+    NANODE_CHECK(d_ >= 1 && zeta_.size() == eta_.size(), "RandomFourierBasis: need as many phases as frequencies "
+                 "(at least one), got ", zeta_.size(), " and ", eta_.size());
+  }
   int size() const override { return d_; }
+  const std::vector<double>& frequencies() const { return zeta_; }
+  const std::vector<double>& phases() const { return eta_; }
   std::vector<double> eval(double t) const override {
     std::vector<double> z(static_cast<size_t>(d_));
     for (size_t k = 0; k < z.size(); ++k) z[k] = std::cos(zeta_[k] * t + eta_[k]);
