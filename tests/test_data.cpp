@@ -8,6 +8,8 @@
 #include <string>
 #include <vector>
 
+#include "nanode/data/npy.hpp"
+#include "nanode/io/state_dict.hpp"
 #include "nanode/models/trainer.hpp"
 #include "nanode/nanode.hpp"
 
@@ -183,9 +185,12 @@ TEST_CASE("NPY: uint8 and float32 round trips, bad headers and truncation are er
   CHECK_THROWS_WITH(data::read_npy(tmp_path("mmcut.npy")), Contains("mmcut.npy") && Contains("truncated"));
   auto f8 = raw;
   const size_t at = std::string(f8.begin(), f8.end()).find("|u1");
-  f8[at] = '<', f8[at + 1] = 'f', f8[at + 2] = '8';
+  f8[at] = '>', f8[at + 1] = 'f', f8[at + 2] = '8';  // big-endian: not supported
   write_bytes(tmp_path("f8.npy"), f8);
-  CHECK_THROWS_WITH(data::read_npy(tmp_path("f8.npy")), Contains("'<f8' is not supported"));
+  CHECK_THROWS_WITH(data::read_npy(tmp_path("f8.npy")), Contains("'>f8' is not supported"));
+  f8[at] = '<';  // little-endian float64 is, but 8 elements need 64 bytes
+  write_bytes(tmp_path("f8.npy"), f8);
+  CHECK_THROWS_WITH(data::read_npy(tmp_path("f8.npy")), Contains("truncated"));
   auto fo = raw;
   const size_t at2 = std::string(fo.begin(), fo.end()).find("False");
   std::memcpy(fo.data() + at2, "True ", 5);
@@ -401,4 +406,81 @@ TEST_CASE("training: two batches lower the loss, resume equals an uninterrupted 
     models::Trainer wrong(other, train, test);
     CHECK_THROWS_WITH(wrong.run(), Contains("different settings"));
   }
+}
+
+TEST_CASE("NPY as tensors: float64, int32 and int64 round trips and range errors", "[data][readers]") {
+  const Tensor d = Tensor::from_vector<double>({1.0 / 3, -2.5e-300, 7.0, 1e300}, {2, 2});
+  data::write_npy(tmp_path("d.npy"), d);
+  const Tensor dback = data::read_npy_tensor(tmp_path("d.npy"));
+  CHECK(dback.dtype() == DType::Float64);
+  CHECK(dback.shape() == Shape({2, 2}));
+  CHECK(dback.to_vector<double>() == d.to_vector<double>());
+  const Tensor i = Tensor::from_vector<int32_t>({-7, 0, 2147483647}, {3});
+  data::write_npy(tmp_path("i.npy"), i);
+  CHECK(data::read_npy_tensor(tmp_path("i.npy")).to_vector<int32_t>() == i.to_vector<int32_t>());
+  std::vector<int64_t> big{5, -6, int64_t{1} << 40};
+  data::write_npy(tmp_path("i8.npy"), {3}, big.data(), data::Elem::I64);
+  CHECK(data::read_npy(tmp_path("i8.npy")).elem == data::Elem::I64);
+  CHECK_THROWS_WITH(data::read_npy_tensor(tmp_path("i8.npy")), Contains("i8.npy") && Contains("does not fit"));
+  big[2] = -9;
+  data::write_npy(tmp_path("i8ok.npy"), {3}, big.data(), data::Elem::I64);
+  CHECK(data::read_npy_tensor(tmp_path("i8ok.npy")).to_vector<int32_t>() == std::vector<int32_t>{5, -6, -9});
+  const Tensor f = Tensor::from_vector<float>({1.5f, 2.5f}, {2});
+  data::write_npy(tmp_path("f4.npy"), f);
+  CHECK(data::read_npy_tensor(tmp_path("f4.npy")).to_vector<float>() == f.to_vector<float>());
+  std::vector<uint8_t> u{0, 255};
+  data::write_npy(tmp_path("u1.npy"), {2}, u.data(), data::Elem::U8);
+  CHECK(data::read_npy_tensor(tmp_path("u1.npy")).to_vector<float>() == std::vector<float>{0.0f, 255.0f});
+}
+
+TEST_CASE("state dicts: save and load by name, errors list every bad name, nothing half-loaded", "[data][io]") {
+  struct Small : nn::Module {
+    Small() {
+      fc = register_module("fc", std::make_shared<nn::Linear>(3, 2));
+      bn = register_module("bn", std::make_shared<nn::BatchNorm>(2));
+    }
+    std::shared_ptr<nn::Linear> fc;
+    std::shared_ptr<nn::BatchNorm> bn;
+  };
+  manual_seed(1);
+  Small a;
+  a.bn->running_mean.mutable_data().fill_(0.25);
+  manual_seed(2);
+  Small b;
+  const std::string path = tmp_path("small.safetensors");
+  io::save_state_dict(a, path);
+  const Var w = b.fc->weight;  // captured before loading: must see the new values
+  io::load_state_dict(b, path);
+  CHECK(w.data().to_vector<float>() == a.fc->weight.data().to_vector<float>());
+  CHECK(b.bn->running_mean.data().to_vector<float>() == std::vector<float>{0.25f, 0.25f});
+  std::vector<std::string> names;
+  for (auto& [n, t] : a.state_dict()) names.push_back(n);
+  CHECK(names == std::vector<std::string>{"fc.weight", "fc.bias", "bn.weight", "bn.bias", "bn.running_mean",
+                                          "bn.running_var"});
+  // Wrong shape, a missing and an unexpected name: all listed, nothing changed.
+  auto sd = a.state_dict();
+  sd[0].second = Tensor::zeros({2, 4});
+  sd.erase(sd.begin() + 1);
+  sd.emplace_back("fc.extra", Tensor::zeros({1}));
+  const auto before = b.fc->weight.data().to_vector<float>();
+  CHECK_THROWS_WITH(b.load_state_dict(sd), Contains("fc.weight ([2, 4] given, [2, 3] expected)") &&
+                                               Contains("missing: fc.bias") && Contains("unexpected: fc.extra"));
+  CHECK(b.fc->weight.data().to_vector<float>() == before);
+  sd[0].second = a.fc->weight.data();
+  b.load_state_dict(sd, /*strict=*/false);  // missing and unexpected names allowed
+  CHECK(b.fc->weight.data().to_vector<float>() == a.fc->weight.data().to_vector<float>());
+  // Files: the error names the file.
+  data::save_safetensors(tmp_path("other.safetensors"), {{"fc.weight", Tensor::zeros({2, 3})}});
+  CHECK_THROWS_WITH(io::load_state_dict(b, tmp_path("other.safetensors")),
+                    Contains("other.safetensors") && Contains("missing: fc.bias"));
+  // Float64 values load into float32 parameters (converted), and nn::make places parameters.
+  auto c = nn::make<Small>(nn::ModuleOptions().dtype(DType::Float64));
+  CHECK(c->fc->weight.dtype() == DType::Float64);
+  CHECK(c->bn->running_var.dtype() == DType::Float64);
+  io::save_state_dict(*c, tmp_path("c64.safetensors"));
+  io::load_state_dict(b, tmp_path("c64.safetensors"));
+  CHECK(b.fc->weight.dtype() == DType::Float32);
+  CHECK(b.fc->weight.data().at({1, 2}) == Approx(c->fc->weight.data().at({1, 2})).epsilon(1e-7));
+  Small d;  // outside the guard: float32 again
+  CHECK(d.fc->weight.dtype() == DType::Float32);
 }

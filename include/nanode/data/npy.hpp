@@ -50,7 +50,7 @@ inline Tensor read_npy_tensor(const std::string& path) {
 /// Writes `t` (float32 '<f4', float64 '<f8' or int32 '<i4') as an NPY file.
 inline void write_npy(const std::string& path, const Tensor& t) {
   NANODE_CHECK(t.defined(), "write_npy: ", path, ": the tensor is undefined");
-  const Tensor host = t.cpu().contiguous();
+  const Tensor host = t.cpu();  // tensors are always contiguous
   const Elem e = host.dtype() == DType::Float32 ? Elem::F32 : host.dtype() == DType::Float64 ? Elem::F64 : Elem::I32;
   write_npy(path, host.shape().vec(), host.raw_data(), e);
 }
