@@ -63,7 +63,7 @@ TEST_CASE("grad stops at non-leaf inputs and frees only the nodes it ran", "[aut
   CHECK(w.grad().to_vector<double>()[0] == Approx(2 * g[0].to_vector<double>()[0]));
 }
 
-TEST_CASE("grad with retain_graph runs twice; backward still accumulates", "[autograd][grad]") {
+TEST_CASE("grad with retain_graph runs twice, and backward still accumulates", "[autograd][grad]") {
   Var x = leaf({1.0, 2.0}, {2});
   Var f = sum(exp(x));
   auto g1 = grad(f, {x}, Tensor(), /*retain_graph=*/true);
