@@ -109,6 +109,17 @@ struct ModeRunner {
     CHECK(rc < 1e-12);
     CHECK(ra < adjoint_tol);
   }
+  /// ALF: reversible == direct through the same steps to 1e-10 relative.
+  void check_alf(int steps) {
+    ode::Options o;
+    o.method = "alf";
+    o.steps = steps;
+    const auto d = grads(o);
+    o.gradient = ode::Gradient::Reversible;
+    const double rr = rel_diff(grads(o), d);
+    INFO("alf x " << steps << ": reversible rel. diff " << rr);
+    CHECK(rr < 1e-10);
+  }
 };
 
 Tensor rnd(const Shape& s, uint64_t seed, double lo = -1, double hi = 1) { return testing::rand64(s, seed, lo, hi); }
@@ -124,6 +135,7 @@ TEST_CASE("an unregistered leaf captured by the dynamics gets the same gradient 
   r.check("rk4", 64, 1e-7);
   r.check("euler", 20, 0.1);  // Euler's adjoint is O(h) away
   r.check("euler", 400, 5e-3);
+  r.check_alf(8);
   // Nothing is kept between passes: two backward passes accumulate exactly twice.
   for (auto mode : {ode::Gradient::Checkpoint, ode::Gradient::Adjoint}) {
     c.zero_grad();
@@ -146,6 +158,7 @@ TEST_CASE("captured T-NANODE coefficients get the same gradient in every mode", 
                {a, b, x0}};
   r.check("euler", 20, 0.1);  // was 19.7x off; Euler's adjoint is O(h) away
   r.check("rk4", 20, 1e-5);    // was 79x off
+  r.check_alf(20);
 }
 
 TEST_CASE("a Var computed before the solve (c = w * 2) gets its gradient in every mode", "[ode][gradients]") {
@@ -161,6 +174,7 @@ TEST_CASE("a Var computed before the solve (c = w * 2) gets its gradient in ever
                {w, x0}};
   r.check("rk4", 8, 1e-4);
   r.check("euler", 10, 0.2);
+  r.check_alf(8);
 }
 
 TEST_CASE("a Var shared by two ODE blocks gets both blocks' gradients in every mode", "[ode][gradients]") {
@@ -184,6 +198,7 @@ TEST_CASE("a Var shared by two ODE blocks gets both blocks' gradients in every m
                {A, bias, x0, g1.w, g2.w}};
   r.check("rk4", 6, 1e-4);
   r.check("euler", 6, 0.3);
+  r.check_alf(6);
 }
 
 TEST_CASE("registered parameters: checkpoint equals direct to 1e-12, adjoint converges", "[ode][gradients]") {
@@ -193,6 +208,7 @@ TEST_CASE("registered parameters: checkpoint equals direct to 1e-12, adjoint con
                {f.w, x0}};
   r.check("rk4", 16, 1e-5);
   r.check("euler", 16, 0.1);
+  r.check_alf(16);
 }
 
 TEST_CASE("a Var first used after the first evaluation is refused by name", "[ode][gradients][errors]") {
@@ -203,8 +219,9 @@ TEST_CASE("a Var first used after the first evaluation is refused by name", "[od
   // Direct mode differentiates it.
   sum(ode::odeint_final(f, x0, 0.0, 1.0, opts("rk4", 4, ode::Gradient::Direct))).backward();
   CHECK(late.grad().defined());
-  for (auto mode : {ode::Gradient::Checkpoint, ode::Gradient::Adjoint}) {
-    Var loss = sum(ode::odeint_final(f, x0, 0.0, 1.0, opts("rk4", 4, mode)));
+  for (auto mode : {ode::Gradient::Checkpoint, ode::Gradient::Adjoint, ode::Gradient::Reversible}) {
+    ode::Options o = opts(mode == ode::Gradient::Reversible ? "alf" : "rk4", 4, mode);
+    Var loss = sum(ode::odeint_final(f, x0, 0.0, 1.0, o));
     CHECK_THROWS_WITH(loss.backward(), Contains("'late' of shape [1]") && Contains("register_parameter") &&
                                            Contains(ode::gradient_name(mode)));
   }
