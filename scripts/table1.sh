@@ -7,8 +7,9 @@
 # Budget knobs: EPOCHS (1), LIMIT_TRAIN (10000 images), LIMIT_TEST (all),
 # ORDER (4), SOLVER and GRADIENT for the ODE models (alf and reversible: exact
 # gradients at constant activation memory; the ResNets always backprop through
-# Euler steps). With GRADIENT=adjoint the ODE models train on approximate
-# gradients (about 50% off at 4 Euler steps: docs/gradients.md).
+# Euler steps). With GRADIENT=adjoint SOLVER=euler (the earlier setting) the ODE
+# models train on approximate gradients (about 50% off at 4 Euler steps:
+# docs/gradients.md).
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 . "$root/scripts/deps.sh"

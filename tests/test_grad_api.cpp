@@ -93,3 +93,17 @@ TEST_CASE("grad: unused inputs and bad calls are clear errors", "[autograd][grad
   named.set_name("alpha");
   CHECK_THROWS_WITH(grad(sum(x * 1.0), {named}), Contains("'alpha'"));
 }
+
+TEST_CASE("grad with one input behind another counts the paths through it, as PyTorch does", "[autograd][grad]") {
+  Var w = leaf({0.5, 2.0}, {2});
+  Var c = w * 2.0;
+  Var f = sum(c * c + w);  // df/dc = 2c; df/dw = 1 + 2c * 2 through c
+  auto g = grad(f, {c, w}, Tensor(), /*retain_graph=*/true);
+  CHECK(g[0].to_vector<double>() == std::vector<double>{2.0, 8.0});
+  CHECK(g[1].to_vector<double>() == std::vector<double>{1.0 + 4.0, 1.0 + 16.0});
+  // The ODE modes' variant stops at every input: w's gradient then excludes c's path.
+  auto s = detail::grad_stopping({f}, {Tensor()}, {c, w});
+  CHECK(s[0].to_vector<double>() == std::vector<double>{2.0, 8.0});
+  CHECK(s[1].to_vector<double>() == std::vector<double>{1.0, 1.0});
+  CHECK_FALSE(w.grad().defined());
+}

@@ -357,6 +357,24 @@ TEST_CASE("ALF and reversible gradients refuse what they cannot do", "[ode][alf]
   CHECK_THROWS_WITH(ode::odeint_final(f, x0, 0, 1, o), Contains("'alf' takes gradient = direct or reversible"));
   o = alf(0, ode::Gradient::Reversible);
   CHECK_THROWS_WITH(ode::odeint_final(f, x0, 0, 1, o), Contains("give steps or step_size"));
+  // Fast contraction (dx/dt = -30 x): inverting the steps amplifies rounding by
+  // about e^30, so the rebuilt x0 is far off the stored one: refused, not wrong.
+  struct Contract : ode::Dynamics {
+    Var forward(double, const Var& x) override { return x * -30.0; }
+  } k;
+  Var y0(rnd({2, 2}, 22), true);
+  Var stiff = sum(square(ode::odeint_final(k, y0, 0.0, 1.0, alf(100, ode::Gradient::Reversible))));
+  CHECK_THROWS_WITH(stiff.backward(), Contains("drifted from the stored state") && Contains("contract too fast"));
+  // Mild contraction is fine: dx/dt = -2 x.
+  struct Mild : ode::Dynamics {
+    Var forward(double, const Var& x) override { return x * -2.0; }
+  } m;
+  Var z0(rnd({2, 2}, 23), true);
+  sum(square(ode::odeint_final(m, z0, 0.0, 1.0, alf(100, ode::Gradient::Reversible)))).backward();
+  const double gr = z0.grad().at({0, 0});
+  z0.zero_grad();
+  sum(square(ode::odeint_final(m, z0, 0.0, 1.0, alf(100, ode::Gradient::Direct)))).backward();
+  CHECK(gr == Approx(z0.grad().at({0, 0})).epsilon(1e-12));
   o.method = "leapfrog";
   CHECK_THROWS_WITH(ode::odeint_final(f, x0, 0, 1, o), Contains("unknown method 'leapfrog'") && Contains("alf"));
 }

@@ -302,32 +302,47 @@ inline Tensor seed_for(const char* api, const Var& root, size_t r, const Tensor&
 /// accumulates into the .grad of leaves that require grad (and of non-leaves that
 /// retain_grad()).
 ///
-/// grad() (sinks given): the pass stops at the sink Vars, never expands them, and
-/// runs only the nodes that lead to one; their gradients go to `sink_grads`
-/// (indexed as `sinks` maps them) and no .grad is touched.
+/// grad() (sinks given): runs only the nodes that lead to a sink; the sinks'
+/// gradients go to `sink_grads` (indexed as `sinks` maps them) and no .grad is
+/// touched. With `stop_at_sinks` a sink is never expanded: the gradient of each
+/// sink counts only paths that do not pass through another sink (the ODE modes
+/// need this: a captured Var and a Var it was computed from are both inputs of
+/// the solve's node, and the outer pass adds the path between them). Without it a
+/// non-leaf sink records the total gradient arriving at it and the pass goes on
+/// through it, as torch.autograd.grad does.
 ///
 /// Unless retain_graph, each node that ran is freed afterwards, and only those.
 inline void run_backward(const char* api, const std::vector<Var>& roots, const std::vector<Tensor>& grads,
                          bool retain_graph, const std::unordered_map<VarImpl*, size_t>* sinks,
-                         std::vector<GradSlot>* sink_grads) {
+                         std::vector<GradSlot>* sink_grads, bool stop_at_sinks = false) {
   NANODE_CHECK(roots.size() == grads.size(), api, ": ", roots.size(), " outputs but ", grads.size(), " gradients");
   auto is_sink = [&](VarImpl* v) { return sinks && sinks->count(v) != 0; };
+  // A sink whose gradient is final when it is delivered (not run as a node).
+  auto terminal_sink = [&](VarImpl* v) { return is_sink(v) && (stop_at_sinks || v->is_leaf); };
   std::vector<Tensor> seeds(roots.size());
   for (size_t r = 0; r < roots.size(); ++r) seeds[r] = seed_for(api, roots[r], r, grads[r]);
 
-  // Post-order DFS over the non-leaf, non-sink nodes that require grad. `order`
-  // holds owning pointers: freeing a node's inputs must not destroy a node that is
-  // still to run. `useful`: the node leads to a sink (always, for backward()).
+  // Post-order DFS over the non-leaf nodes that require grad (not terminal sinks).
+  // `order` holds owning pointers: freeing a node's inputs must not destroy a node
+  // that is still to run. `leads`: one of the node's inputs is a sink or leads to
+  // one, so its backward must run (always, for backward()).
   std::vector<std::shared_ptr<VarImpl>> order;
-  std::unordered_map<VarImpl*, bool> useful;
+  std::unordered_map<VarImpl*, bool> leads;
   std::vector<std::pair<std::shared_ptr<VarImpl>, size_t>> stack;
   auto expandable = [&](const std::shared_ptr<VarImpl>& v) {
-    return v->requires_grad && !v->is_leaf && !is_sink(v.get());
+    return v->requires_grad && !v->is_leaf && !terminal_sink(v.get());
+  };
+  auto reaches = [&](VarImpl* in) {  // does a gradient delivered to `in` reach a sink?
+    if (!in->requires_grad) return false;
+    if (is_sink(in)) return true;
+    if (in->is_leaf) return sinks == nullptr;
+    auto it = leads.find(in);
+    return it != leads.end() && it->second;
   };
   for (const auto& root : roots) {
     const auto& impl = root.impl();
-    if (!expandable(impl) || useful.count(impl.get())) continue;
-    useful.emplace(impl.get(), false);
+    if (!expandable(impl) || leads.count(impl.get())) continue;
+    leads.emplace(impl.get(), false);
     stack.push_back({impl, 0});
     while (!stack.empty()) {
       auto& top = stack.back();
@@ -336,16 +351,11 @@ inline void run_backward(const char* api, const std::vector<Var>& roots, const s
                    "' whose graph was already freed; pass retain_graph=true to the earlier backward() or grad()");
       if (top.second < node->inputs.size()) {
         const std::shared_ptr<VarImpl>& child = node->inputs[top.second++];
-        if (expandable(child) && useful.emplace(child.get(), false).second) stack.push_back({child, 0});
+        if (expandable(child) && leads.emplace(child.get(), false).second) stack.push_back({child, 0});
       } else {
-        bool u = sinks == nullptr;
-        for (const auto& in : node->inputs) {
-          if (u) break;
-          if (!in->requires_grad) continue;
-          if (is_sink(in.get())) u = true;
-          else if (!in->is_leaf) u = useful[in.get()];
-        }
-        useful[node] = u;
+        bool l = sinks == nullptr;
+        for (const auto& in : node->inputs) l = l || reaches(in.get());
+        leads[node] = l;
         order.push_back(std::move(top.first));
         stack.pop_back();
       }
@@ -354,7 +364,7 @@ inline void run_backward(const char* api, const std::vector<Var>& roots, const s
 
   std::unordered_map<VarImpl*, GradSlot> pending;
   auto deliver = [&](VarImpl* v, Tensor g, const char* from) {
-    if (is_sink(v)) {
+    if (terminal_sink(v)) {
       GradSlot& s = (*sink_grads)[sinks->at(v)];
       add_into(s.g, s.shared, std::move(g), v->data.shape(), from);
     } else if (v->is_leaf) {
@@ -370,20 +380,22 @@ inline void run_backward(const char* api, const std::vector<Var>& roots, const s
   // of their DFS post-orders is still valid (each node follows its inputs).
   for (auto it = order.rbegin(); it != order.rend(); ++it) {
     VarImpl* node = it->get();
-    if (!useful[node]) continue;
+    const bool run = leads[node];
+    if (!run && !is_sink(node)) continue;
     Tensor g;
     if (auto p = pending.find(node); p != pending.end()) {
       g = std::move(p->second.g);
       pending.erase(p);
     }
+    if (g.defined() && is_sink(node)) {  // a non-leaf input of grad(): its total gradient
+      GradSlot& s = (*sink_grads)[sinks->at(node)];
+      add_into(s.g, s.shared, g, node->data.shape(), node->op);
+    }
+    if (!run) continue;
     if (g.defined()) {
       if (!sinks && node->retains_grad) accumulate_grad(*node, g, node->op);
       std::vector<bool> needs(node->inputs.size());
-      for (size_t i = 0; i < needs.size(); ++i) {
-        VarImpl* in = node->inputs[i].get();
-        needs[i] = in->requires_grad &&
-                   (!sinks || is_sink(in) || (!in->is_leaf && useful.count(in) && useful[in]));
-      }
+      for (size_t i = 0; i < needs.size(); ++i) needs[i] = reaches(node->inputs[i].get());
       GradInputs gin(std::move(needs));
       node->backward(g, gin);
       for (size_t i = 0; i < node->inputs.size(); ++i)
@@ -397,6 +409,11 @@ inline void run_backward(const char* api, const std::vector<Var>& roots, const s
   }
 }
 
+/// grad() with every input a wall: see run_backward's stop_at_sinks. What the ODE
+/// gradient modes use for their vector-Jacobian products.
+inline std::vector<Tensor> grad_stopping(const std::vector<Var>& outputs, const std::vector<Tensor>& grad_outputs,
+                                         const std::vector<Var>& inputs, bool retain_graph = false);
+
 }  // namespace detail
 
 /// Backpropagates from several roots at once, each seeded with its gradient (an
@@ -407,16 +424,10 @@ inline void backward(const std::vector<Var>& roots, const std::vector<Tensor>& g
   detail::run_backward("backward", roots, grads, retain_graph, nullptr, nullptr);
 }
 
-/// d outputs / d inputs, as torch.autograd.grad: the sum over outputs of the
-/// vector-Jacobian products with `grad_outputs` (an undefined one means ones, for a
-/// one-element output), one gradient per input. No .grad is read or written. The
-/// pass stops at the inputs (an input may be a non-leaf: what produced it is not
-/// visited) and runs only nodes that lead to an input; unless retain_graph, it
-/// frees those nodes and no others. An input the outputs do not depend on is an
-/// error, or an undefined Tensor with allow_unused. The same Var given twice gets
-/// the same gradient twice.
-inline std::vector<Tensor> grad(const std::vector<Var>& outputs, const std::vector<Tensor>& grad_outputs,
-                                const std::vector<Var>& inputs, bool retain_graph = false, bool allow_unused = false) {
+namespace detail {
+inline std::vector<Tensor> grad_impl(const std::vector<Var>& outputs, const std::vector<Tensor>& grad_outputs,
+                                     const std::vector<Var>& inputs, bool retain_graph, bool allow_unused,
+                                     bool stop_at_inputs) {
   NANODE_CHECK(!outputs.empty(), "grad: no outputs given");
   std::unordered_map<VarImpl*, size_t> sinks;
   for (size_t i = 0; i < inputs.size(); ++i) {
@@ -425,10 +436,10 @@ inline std::vector<Tensor> grad(const std::vector<Var>& outputs, const std::vect
                  ") does not require grad");
     sinks.emplace(inputs[i].impl().get(), sinks.size());
   }
-  std::vector<detail::GradSlot> got(sinks.size());
+  std::vector<GradSlot> got(sinks.size());
   std::vector<Tensor> seeds = grad_outputs;
   if (seeds.empty()) seeds.resize(outputs.size());
-  detail::run_backward("grad", outputs, seeds, retain_graph, &sinks, &got);
+  run_backward("grad", outputs, seeds, retain_graph, &sinks, &got, stop_at_inputs);
   std::vector<Tensor> out(inputs.size());
   for (size_t i = 0; i < inputs.size(); ++i) {
     out[i] = got[sinks.at(inputs[i].impl().get())].g;
@@ -436,6 +447,27 @@ inline std::vector<Tensor> grad(const std::vector<Var>& outputs, const std::vect
                  ") was not used to compute the outputs; pass allow_unused = true to get an undefined gradient for it");
   }
   return out;
+}
+
+inline std::vector<Tensor> grad_stopping(const std::vector<Var>& outputs, const std::vector<Tensor>& grad_outputs,
+                                         const std::vector<Var>& inputs, bool retain_graph) {
+  return grad_impl(outputs, grad_outputs, inputs, retain_graph, /*allow_unused=*/true, /*stop_at_inputs=*/true);
+}
+}  // namespace detail
+
+/// d outputs / d inputs, as torch.autograd.grad gives it: the sum over outputs of
+/// the vector-Jacobian products with `grad_outputs` (an undefined one means ones,
+/// for a one-element output), one gradient per input. No .grad is read or
+/// written. Only nodes that lead to an input run: the pass stops where no input
+/// lies further back (an input's producer is visited only when another input
+/// lies behind it; then, as in PyTorch, the gradient of the later input includes
+/// the paths through the earlier one). Unless retain_graph, the nodes that ran
+/// are freed, and no others. An input the outputs do not depend on is an error,
+/// or an undefined Tensor with allow_unused. The same Var given twice gets the
+/// same gradient twice.
+inline std::vector<Tensor> grad(const std::vector<Var>& outputs, const std::vector<Tensor>& grad_outputs,
+                                const std::vector<Var>& inputs, bool retain_graph = false, bool allow_unused = false) {
+  return detail::grad_impl(outputs, grad_outputs, inputs, retain_graph, allow_unused, /*stop_at_inputs=*/false);
 }
 
 /// grad() of one output (a one-element output when `grad_output` is undefined).

@@ -15,8 +15,8 @@ namespace nanode::nn {
 /// Where a module's parameters and buffers are made: dtype and device, with
 /// LibTorch-style chained setters. Given to make<M>() or to a ModuleOptionsGuard.
 struct ModuleOptions {
-  DType dtype_ = DType::Float32;
-  Device device_ = Device::cpu();
+  std::optional<DType> dtype_;    ///< unset: each tensor keeps the dtype it was made with
+  std::optional<Device> device_;  ///< unset: each tensor stays where it was made
   ModuleOptions& dtype(DType d) {
     dtype_ = d;
     return *this;
@@ -185,9 +185,14 @@ class Module {
     if (strict && !unexpected.empty()) problems += "; unexpected: " + list(unexpected);
     NANODE_CHECK(problems.empty(), "load_state_dict: nothing loaded", problems,
                  strict ? "" : " (strict = false ignores only missing and unexpected names)");
-    for (auto& [v, t] : assign) {
-      Var target = v;
-      target.mutable_data() = t->to(v.dtype()).to(v.device()).clone();
+    // Convert everything first (this may throw: out of device memory), then swap
+    // the values in, which cannot.
+    std::vector<Tensor> values;
+    values.reserve(assign.size());
+    for (auto& [v, t] : assign) values.push_back(t->to(v.dtype()).to(v.device()).clone());
+    for (size_t i = 0; i < assign.size(); ++i) {
+      Var target = assign[i].first;
+      std::swap(target.mutable_data(), values[i]);
     }
   }
 
@@ -209,8 +214,8 @@ class Module {
   static Tensor placed(Tensor t) {
     const auto& o = ModuleOptionsGuard::current();
     if (!o || !t.defined()) return t;
-    if (t.dtype() != DType::Int32 && t.dtype() != o->dtype_) t = t.to(o->dtype_);
-    if (t.device() != o->device_) t = t.to(o->device_);
+    if (o->dtype_ && t.dtype() != DType::Int32 && t.dtype() != *o->dtype_) t = t.to(*o->dtype_);
+    if (o->device_ && t.device() != *o->device_) t = t.to(*o->device_);
     return t;
   }
   void check_name(const std::string& name) const {

@@ -11,6 +11,7 @@
 // step's vector-Jacobian product. Both need f(s, x_half) once: the evaluation that
 // rebuilds the step is the one that is differentiated, so a backward step costs one
 // evaluation of f and one vector-Jacobian product, as in direct backprop.
+#include <algorithm>
 #include <memory>
 #include <tuple>
 #include <utility>
@@ -104,7 +105,7 @@ inline std::vector<Var> odeint_alf(Dynamics& f, const Var& x0, const std::vector
       if (seed.defined() && fx.requires_grad()) {
         std::vector<Var> inputs{xl};
         inputs.insert(inputs.end(), captured->vars.begin(), captured->vars.end());
-        std::vector<Tensor> g = nanode::grad({fx}, {seed}, inputs, false, /*allow_unused=*/true);
+        std::vector<Tensor> g = nanode::detail::grad_stopping({fx}, {seed}, inputs);
         gx = g[0];
         add_captured(g);
       }
@@ -116,15 +117,36 @@ inline std::vector<Var> odeint_alf(Dynamics& f, const Var& x0, const std::vector
         if (plan->out_index[j] == idx) g = add_maybe(g, output_grad(G, j, xshape));
       return g;
     };
-    auto stored = [&](size_t idx, Tensor& x, Tensor& v) {
+    // At an output time the stored state replaces the rebuilt one. The two are
+    // compared first: inverting ALF steps amplifies rounding by about e^{|lambda| T}
+    // where the dynamics contract at rate lambda, and a rebuilt state that has
+    // drifted would give a wrong gradient. Past a tolerance of the dtype (the
+    // accuracy the reference suite holds nanode to) the pass refuses.
+    const double tol = G.dtype() == DType::Float64 ? 1e-9 : 1e-4;
+    auto rms = [](const Tensor& t) { return backend::scaled_rms(t, t, t, 1.0, 0.0); };
+    auto drift = [&](const Tensor& rebuilt, const Tensor& kept) {
+      const double scale = std::max(rms(kept), 1e-30);
+      return rms(backend::lincomb(rebuilt, {kept}, {-1.0})) / scale;
+    };
+    auto stored = [&](size_t idx, Tensor& x, Tensor& v, double t_from) -> bool {
       for (size_t j = 0; j < plan->out_index.size(); ++j)
         if (plan->out_index[j] == idx) {
+          if (x.defined()) {
+            const double d = std::max(drift(x, out_t[j]), drift(v, v_t[j]));
+            NANODE_CHECK(d <= tol, "odeint (reversible gradients): rebuilding the ALF steps backward from t = ",
+                         t_from, " to t = ", plan->grid[idx], " drifted from the stored state by ", d,
+                         " (relative RMS; the limit for ", G.dtype(), " is ", tol, "): the dynamics contract too "
+                         "fast for the inverted steps to stay accurate. Use more steps, more output times, or "
+                         "gradient = direct or checkpoint with a Runge-Kutta method");
+          }
           x = out_t[j], v = v_t[j];
-          return;
+          return true;
         }
+      return false;
     };
     Tensor x, v;
-    stored(E, x, v);
+    stored(E, x, v, plan->grid[E]);
+    double t_stored = plan->grid[E];
     Tensor ax = grad_at(E), av;  // adjoints of x and v after the current step
     for (size_t i = E; i-- > 0;) {
       const double t0 = plan->grid[i], t1 = plan->grid[i + 1], h = t1 - t0, s = t0 + 0.5 * h;
@@ -142,7 +164,7 @@ inline std::vector<Var> odeint_alf(Dynamics& f, const Var& x0, const std::vector
       av = backend::lincomb(Tensor(), {b, axh}, {-1.0, 0.5 * h}, x);
       ax = axh;
       ++stats->backward_steps;
-      stored(i, x, v);  // at an output time the stored state replaces the rebuilt one
+      if (stored(i, x, v, t_stored)) t_stored = plan->grid[i];
       ax = add_maybe(ax, grad_at(i));
     }
     // v0 = f(t0, x0): its adjoint flows into x0 and the captured Vars.

@@ -122,7 +122,7 @@ inline std::vector<Var> odeint_checkpoint(Dynamics& f, const Tableau& tb, const 
         captured->check(live, boundary, plan->grid[c]);
         std::vector<Var> inputs{xs};
         inputs.insert(inputs.end(), captured->vars.begin(), captured->vars.end());
-        std::vector<Tensor> g = nanode::grad(live, live_seeds, inputs, false, /*allow_unused=*/true);
+        std::vector<Tensor> g = nanode::detail::grad_stopping(live, live_seeds, inputs);
         gxs = g[0];
         for (size_t p = 0; p < P; ++p)
           if (g[1 + p].defined())

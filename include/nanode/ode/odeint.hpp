@@ -377,7 +377,7 @@ struct AdjointSystem {
     if (fx.requires_grad()) {
       std::vector<Var> inputs{xl};
       inputs.insert(inputs.end(), captured.vars.begin(), captured.vars.end());
-      std::vector<Tensor> g = nanode::grad({fx}, {s[1]}, inputs, false, /*allow_unused=*/true);
+      std::vector<Tensor> g = nanode::detail::grad_stopping({fx}, {s[1]}, inputs);
       for (size_t i = 0; i < g.size(); ++i) d[1 + i] = std::move(g[i]);
     }
     return d;
