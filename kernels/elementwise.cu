@@ -2,12 +2,10 @@
 // derivatives, axpy, the Adam update, sums and strided gathers. Each mirrors a CPU
 // reference in include/nanode/backend/cpu/; tests/test_cuda.cpp compares them.
 #include "common.cuh"
-#include "nanode/backend/cuda/api.hpp"
 
-namespace nanode::cuda {
+namespace nanode::NANODE_KERNEL_NS {
 
 using detail::blocks_for;
-using detail::check_launch;
 using detail::kThreads;
 using detail::use_device;
 
@@ -23,14 +21,12 @@ __global__ void fill_kernel(T* out, int64_t n, T v) {
 void fill_f32(float* out, int64_t n, float value, int device) {
   if (n == 0) return;
   use_device(device);
-  fill_kernel<<<blocks_for(n), kThreads>>>(out, n, value);
-  check_launch("fill_f32");
+  NANODE_LAUNCH(fill_kernel<float>, blocks_for(n), kThreads, device, out, n, value);
 }
 void fill_i32(int32_t* out, int64_t n, int32_t value, int device) {
   if (n == 0) return;
   use_device(device);
-  fill_kernel<<<blocks_for(n), kThreads>>>(out, n, value);
-  check_launch("fill_i32");
+  NANODE_LAUNCH(fill_kernel<int32_t>, blocks_for(n), kThreads, device, out, n, value);
 }
 
 // ---- binary ------------------------------------------------------------------------
@@ -67,10 +63,9 @@ void binary_f32(BinaryOp op, const float* a, const float* b, float* out, const B
   if (n == 0) return;
   use_device(device);
   if (d.ndim == 1 && d.stride_a[0] == 1 && d.stride_b[0] == 1)
-    binary_contiguous<<<blocks_for(n), kThreads>>>(op, a, b, out, n);
+    NANODE_LAUNCH(binary_contiguous, blocks_for(n), kThreads, device, op, a, b, out, n);
   else
-    binary_strided<<<blocks_for(n), kThreads>>>(op, a, b, out, d, n);
-  check_launch("binary_f32");
+    NANODE_LAUNCH(binary_strided, blocks_for(n), kThreads, device, op, a, b, out, d, n);
 }
 
 // ---- unary -------------------------------------------------------------------------
@@ -129,8 +124,7 @@ __global__ void unary_backward_kernel(UnaryOp op, const float* g, const float* x
 void unary_f32(UnaryOp op, const float* x, float* y, int64_t n, float p0, float p1, int device) {
   if (n == 0) return;
   use_device(device);
-  unary_kernel<<<blocks_for(n), kThreads>>>(op, x, y, n, p0, p1);
-  check_launch("unary_f32");
+  NANODE_LAUNCH(unary_kernel, blocks_for(n), kThreads, device, op, x, y, n, p0, p1);
 }
 
 void unary_backward_f32(UnaryOp op, const float* g, const float* x, const float* y, float* gx, int64_t n, float p0,
@@ -138,8 +132,7 @@ void unary_backward_f32(UnaryOp op, const float* g, const float* x, const float*
   (void)p1;
   if (n == 0) return;
   use_device(device);
-  unary_backward_kernel<<<blocks_for(n), kThreads>>>(op, g, x, y, gx, n, p0);
-  check_launch("unary_backward_f32");
+  NANODE_LAUNCH(unary_backward_kernel, blocks_for(n), kThreads, device, op, g, x, y, gx, n, p0);
 }
 
 __global__ void axpy_kernel(float alpha, const float* x, float* y, int64_t n) {
@@ -149,8 +142,7 @@ __global__ void axpy_kernel(float alpha, const float* x, float* y, int64_t n) {
 void axpy_f32(float alpha, const float* x, float* y, int64_t n, int device) {
   if (n == 0) return;
   use_device(device);
-  axpy_kernel<<<blocks_for(n), kThreads>>>(alpha, x, y, n);
-  check_launch("axpy_f32");
+  NANODE_LAUNCH(axpy_kernel, blocks_for(n), kThreads, device, alpha, x, y, n);
 }
 
 __global__ void adam_kernel(float* p, const float* g, float* m, float* v, int64_t n, float lr, float b1, float b2,
@@ -171,8 +163,7 @@ void adam_step_f32(float* p, const float* g, float* m, float* v, int64_t n, floa
                    float eps, float weight_decay, float c1, float c2, bool decoupled, int device) {
   if (n == 0) return;
   use_device(device);
-  adam_kernel<<<blocks_for(n), kThreads>>>(p, g, m, v, n, lr, beta1, beta2, eps, weight_decay, c1, c2, decoupled);
-  check_launch("adam_step_f32");
+  NANODE_LAUNCH(adam_kernel, blocks_for(n), kThreads, device, p, g, m, v, n, lr, beta1, beta2, eps, weight_decay, c1, c2, decoupled);
 }
 
 // ---- sums ----------------------------------------------------------------------------
@@ -185,7 +176,7 @@ __global__ void sum_rows_kernel(const float* x, float* out, int64_t r) {
   for (int64_t j = threadIdx.x; j < r; j += blockDim.x) s += row[j];
   partial[threadIdx.x] = s;
   __syncthreads();
-  for (int w = blockDim.x / 2; w > 0; w >>= 1) {
+  for (unsigned w = blockDim.x / 2; w > 0; w >>= 1) {
     if (threadIdx.x < w) partial[threadIdx.x] += partial[threadIdx.x + w];
     __syncthreads();
   }
@@ -207,10 +198,9 @@ void sum_f32(const float* x, float* out, int64_t outer, int64_t r, int64_t inner
   if (outer * inner == 0) return;
   use_device(device);
   if (inner == 1 && outer <= 65535 * 32)
-    sum_rows_kernel<<<static_cast<unsigned>(outer), kThreads>>>(x, out, r);
+    NANODE_LAUNCH(sum_rows_kernel, static_cast<unsigned>(outer), kThreads, device, x, out, r);
   else
-    sum_middle_kernel<<<blocks_for(outer * inner), kThreads>>>(x, out, outer, r, inner);
-  check_launch("sum_f32");
+    NANODE_LAUNCH(sum_middle_kernel, blocks_for(outer * inner), kThreads, device, x, out, outer, r, inner);
 }
 
 // ---- strided gather (permute / expand) -----------------------------------------------
@@ -231,8 +221,7 @@ void permute_f32(const float* x, float* out, const PermuteDesc& d, int device) {
   for (int k = 0; k < d.ndim; ++k) n *= d.size[k];
   if (n == 0) return;
   use_device(device);
-  permute_kernel<<<blocks_for(n), kThreads>>>(x, out, d, n);
-  check_launch("permute_f32");
+  NANODE_LAUNCH(permute_kernel, blocks_for(n), kThreads, device, x, out, d, n);
 }
 
-}  // namespace nanode::cuda
+}  // namespace nanode::NANODE_KERNEL_NS

@@ -33,6 +33,7 @@
 #include <string>
 #include <vector>
 
+#include "nanode/backend/cuda/emulation.hpp"
 #include "nanode/core/error.hpp"
 
 // ---- the language's qualifiers ------------------------------------------------------
@@ -58,28 +59,6 @@ struct ThreadCoords {
 inline ThreadCoords& coords() {
   static ThreadCoords c;  // one fiber runs at a time
   return c;
-}
-
-enum class Schedule { Ascending, Descending };
-inline Schedule& schedule() {
-  static Schedule s = Schedule::Ascending;
-  return s;
-}
-/// Resume runnable threads of a block in ascending or descending thread order.
-inline void set_schedule(Schedule s) { schedule() = s; }
-
-/// The largest grid (in blocks) the launchers' grid-size helpers may return: the
-/// emulated tests lower it so that n > grid x block happens at small n and the
-/// grid-stride loops really stride. 0: no emulation limit.
-inline unsigned& max_grid() {
-  static unsigned g = 0;
-  return g;
-}
-
-/// Kernels launched so far, by name, with their launch counts.
-inline std::vector<std::pair<std::string, int64_t>>& launch_log() {
-  static std::vector<std::pair<std::string, int64_t>> log;
-  return log;
 }
 
 namespace detail {
@@ -232,7 +211,7 @@ T __shfl_down_sync(unsigned /*mask*/, T var, unsigned delta, int width = 32) {
   const unsigned seg = lane / static_cast<unsigned>(width) * static_cast<unsigned>(width);
   const unsigned src = lane + delta;
   T out = var;
-  if (src < seg + static_cast<unsigned>(width) && src - warp * 0 < static_cast<unsigned>(b.expected[1 + warp]))
+  if (src < seg + static_cast<unsigned>(width) && src < static_cast<unsigned>(b.expected[1 + warp]))
     std::memcpy(&out, &b.lanes[warp][src], sizeof(T));
   wait_at(static_cast<int>(1 + warp));  // every lane has read before anyone writes again
   return out;
@@ -283,4 +262,8 @@ inline cudaError_t cudaMemcpy(void* dst, const void* src, size_t bytes, cudaMemc
   if (bytes) std::memcpy(dst, src, bytes);
   return cudaSuccess;
 }
+inline cudaError_t cudaMemcpyAsync(void* dst, const void* src, size_t bytes, cudaMemcpyKind kind, cudaStream_t) {
+  return cudaMemcpy(dst, src, bytes, kind);
+}
+inline cudaError_t cudaStreamSynchronize(cudaStream_t) { return cudaSuccess; }
 inline cudaError_t cudaDeviceSynchronize() { return cudaSuccess; }

@@ -5,13 +5,11 @@
 #include <vector>
 
 #include "common.cuh"
-#include "nanode/backend/cuda/api.hpp"
 
-namespace nanode::cuda {
+namespace nanode::NANODE_KERNEL_NS {
 
 using detail::blocks_for;
 using detail::check;
-using detail::check_launch;
 using detail::kThreads;
 using detail::use_device;
 
@@ -29,10 +27,9 @@ __global__ void lincomb_kernel(const float* x, LincombTerms t, float* out, int64
   }
 }
 
-constexpr int kMaxBasis = 256;
 struct Coeffs {
   int n;
-  float z[kMaxBasis];
+  float z[kMaxBasisTerms];
 };
 
 // W[i] = sum_k z_k A[k, i]: one thread per weight, K loads strided by n (coalesced).
@@ -65,7 +62,7 @@ __global__ void scaled_sq_kernel(const float* err, const float* a, const float* 
   }
   s[threadIdx.x] = acc;
   __syncthreads();
-  for (int w = blockDim.x / 2; w > 0; w >>= 1) {
+  for (unsigned w = blockDim.x / 2; w > 0; w >>= 1) {
     if (threadIdx.x < w) s[threadIdx.x] += s[threadIdx.x + w];
     __syncthreads();
   }
@@ -73,7 +70,8 @@ __global__ void scaled_sq_kernel(const float* err, const float* a, const float* 
 }
 
 Coeffs make_coeffs(const float* z_host, int nk) {
-  if (nk > kMaxBasis) ::nanode::fail("basis_combine: at most ", kMaxBasis, " basis terms on CUDA, got ", nk);
+  // dispatch splits larger bases (backend/dispatch.hpp); this is an internal guard.
+  if (nk > kMaxBasisTerms) ::nanode::fail("basis_combine: internal error: ", nk, " basis terms in one launch (at most ", kMaxBasisTerms, ")");
   Coeffs c{};
   c.n = nk;
   for (int k = 0; k < nk; ++k) c.z[k] = z_host[k];
@@ -85,22 +83,19 @@ Coeffs make_coeffs(const float* z_host, int nk) {
 void lincomb_f32(const float* x, const LincombTerms& terms, float* out, int64_t n, int device) {
   if (n == 0) return;
   use_device(device);
-  lincomb_kernel<<<blocks_for(n), kThreads>>>(x, terms, out, n);
-  check_launch("lincomb_f32");
+  NANODE_LAUNCH(lincomb_kernel, blocks_for(n), kThreads, device, x, terms, out, n);
 }
 
 void basis_combine_f32(const float* a, const float* z_host, int nk, float* out, int64_t n, int device) {
   if (n == 0) return;
   use_device(device);
-  basis_combine_kernel<<<blocks_for(n), kThreads>>>(a, make_coeffs(z_host, nk), out, n);
-  check_launch("basis_combine_f32");
+  NANODE_LAUNCH(basis_combine_kernel, blocks_for(n), kThreads, device, a, make_coeffs(z_host, nk), out, n);
 }
 
 void outer_scale_f32(const float* gw, const float* z_host, int nk, float* g, int64_t n, int device) {
   if (n == 0) return;
   use_device(device);
-  outer_scale_kernel<<<blocks_for(n), kThreads>>>(gw, make_coeffs(z_host, nk), g, n);
-  check_launch("outer_scale_f32");
+  NANODE_LAUNCH(outer_scale_kernel, blocks_for(n), kThreads, device, gw, make_coeffs(z_host, nk), g, n);
 }
 
 double scaled_sq_sum_f32(const float* err, const float* a, const float* b, int64_t n, double atol, double rtol,
@@ -110,14 +105,15 @@ double scaled_sq_sum_f32(const float* err, const float* a, const float* b, int64
   const unsigned blocks = blocks_for(n) < 1024 ? blocks_for(n) : 1024;
   // Scratch from the caching allocator (a few KiB; not a tensor, so not counted).
   auto* partial = static_cast<double*>(malloc_device(blocks * sizeof(double), device));
-  scaled_sq_kernel<<<blocks, kThreads>>>(err, a, b, n, atol, rtol, partial);
-  check_launch("scaled_sq_sum_f32");
+  NANODE_LAUNCH(scaled_sq_kernel, blocks, kThreads, device, err, a, b, n, atol, rtol, partial);
   std::vector<double> host(blocks);
-  check(cudaMemcpy(host.data(), partial, blocks * sizeof(double), cudaMemcpyDeviceToHost), "scaled_sq_sum: copy");
+  check(cudaMemcpyAsync(host.data(), partial, blocks * sizeof(double), cudaMemcpyDeviceToHost, detail::stream(device)),
+        "scaled_sq_sum: copy");
+  check(cudaStreamSynchronize(detail::stream(device)), "scaled_sq_sum: copy");
   free_device(partial, blocks * sizeof(double), device);
   double total = 0;
   for (double v : host) total += v;
   return total;
 }
 
-}  // namespace nanode::cuda
+}  // namespace nanode::NANODE_KERNEL_NS

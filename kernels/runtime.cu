@@ -1,5 +1,8 @@
-// CUDA runtime services for nanode: devices, a caching device allocator, copies,
-// and GEMM through cuBLAS.
+// CUDA runtime services for nanode: devices, one stream per device, a caching
+// device allocator, copies, and GEMM through cuBLAS. Every launch, copy and
+// cuBLAS call on a device goes to that device's stream, so work runs in issue
+// order and a block freed by one op can be handed to the next at once (the next
+// op cannot start before the last user of the block has finished).
 #include <cublas_v2.h>
 
 #include <cstdio>
@@ -9,10 +12,9 @@
 #include <vector>
 
 #include "common.cuh"
-#include "nanode/backend/cuda/api.hpp"
 #include "nanode/core/device.hpp"
 
-namespace nanode::cuda {
+namespace nanode::NANODE_KERNEL_NS {
 
 using detail::check;
 using detail::use_device;
@@ -35,6 +37,23 @@ const char* device_name(int device) {
                 static_cast<double>(prop.totalGlobalMem) / (1024.0 * 1024.0 * 1024.0));
   name = buf;
   return name.c_str();
+}
+
+// ---- streams -------------------------------------------------------------------------
+
+cudaStream_t detail::stream(int device) {
+  static std::mutex mu;
+  static cudaStream_t streams[kMaxCudaDevices] = {};
+  static bool made[kMaxCudaDevices] = {};
+  std::lock_guard<std::mutex> lock(mu);
+  if (!made[device]) {
+    use_device(device);
+    // A blocking stream: the legacy default stream (other libraries' work) still
+    // orders with it.
+    check(cudaStreamCreate(&streams[device]), "cudaStreamCreate");
+    made[device] = true;
+  }
+  return streams[device];
 }
 
 // ---- caching allocator ---------------------------------------------------------------
@@ -102,26 +121,30 @@ void empty_cache(int device) {
 
 void copy_host_to_device(void* dst, const void* src, size_t bytes, int device) {
   use_device(device);
-  check(cudaMemcpy(dst, src, bytes, cudaMemcpyHostToDevice), "copy host->device");
+  // From pageable host memory: returns once the source may be reused.
+  check(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyHostToDevice, detail::stream(device)), "copy host->device");
+  check(cudaStreamSynchronize(detail::stream(device)), "copy host->device");
 }
 void copy_device_to_host(void* dst, const void* src, size_t bytes, int device) {
   use_device(device);
-  check(cudaMemcpy(dst, src, bytes, cudaMemcpyDeviceToHost), "copy device->host");
+  check(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDeviceToHost, detail::stream(device)), "copy device->host");
+  check(cudaStreamSynchronize(detail::stream(device)), "copy device->host");
 }
 void copy_device_to_device(void* dst, const void* src, size_t bytes, int device) {
   use_device(device);
-  check(cudaMemcpy(dst, src, bytes, cudaMemcpyDeviceToDevice), "copy device->device");
+  check(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDeviceToDevice, detail::stream(device)), "copy device->device");
 }
 void copy_rows_device(void* dst, int64_t dst_pitch, const void* src, int64_t src_pitch, int64_t width, int64_t rows,
                       int device) {
   use_device(device);
-  check(cudaMemcpy2D(dst, static_cast<size_t>(dst_pitch), src, static_cast<size_t>(src_pitch),
-                     static_cast<size_t>(width), static_cast<size_t>(rows), cudaMemcpyDeviceToDevice),
+  check(cudaMemcpy2DAsync(dst, static_cast<size_t>(dst_pitch), src, static_cast<size_t>(src_pitch),
+                          static_cast<size_t>(width), static_cast<size_t>(rows), cudaMemcpyDeviceToDevice,
+                          detail::stream(device)),
         "copy rows device->device");
 }
 void synchronize(int device) {
   use_device(device);
-  check(cudaDeviceSynchronize(), "cudaDeviceSynchronize");
+  check(cudaStreamSynchronize(detail::stream(device)), "cudaStreamSynchronize");
 }
 
 // ---- cuBLAS ------------------------------------------------------------------------
@@ -147,6 +170,8 @@ cublasHandle_t handle(int device) {
     use_device(device);
     const cublasStatus_t s = cublasCreate(&handles[device]);
     if (s != CUBLAS_STATUS_SUCCESS) ::nanode::fail("cublasCreate failed on cuda:", device, ": ", cublas_status(s));
+    const cublasStatus_t t = cublasSetStream(handles[device], detail::stream(device));
+    if (t != CUBLAS_STATUS_SUCCESS) ::nanode::fail("cublasSetStream failed on cuda:", device, ": ", cublas_status(t));
   }
   return handles[device];
 }
@@ -156,6 +181,10 @@ void gemm_f32(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, float
               int64_t stride_a, const float* b, int64_t ldb, int64_t stride_b, float beta, float* c, int64_t ldc,
               int64_t stride_c, int64_t batch, int device) {
   if (m == 0 || n == 0 || batch == 0) return;
+  // cuBLAS takes int sizes: larger ones are refused (dispatch checks first, so
+  // this only guards direct callers), never truncated.
+  for (int64_t v : {m, n, k, lda, ldb, ldc, batch})
+    if (v > 2147483647) ::nanode::fail("matmul: size ", v, " exceeds cuBLAS's int32 limit");
   use_device(device);
   // Row-major C = op(A) op(B) is column-major C^T = op(B)^T op(A)^T: swap the operands.
   const cublasOperation_t ob = trans_b ? CUBLAS_OP_T : CUBLAS_OP_N;
@@ -167,4 +196,4 @@ void gemm_f32(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, float
   if (s != CUBLAS_STATUS_SUCCESS) ::nanode::fail("matmul: cuBLAS SGEMM failed: ", cublas_status(s));
 }
 
-}  // namespace nanode::cuda
+}  // namespace nanode::NANODE_KERNEL_NS

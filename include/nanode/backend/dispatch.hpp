@@ -16,40 +16,23 @@
 
 namespace nanode {
 
-/// Whether this program was built with the CUDA backend linked in.
-constexpr bool cuda_built() {
-#ifdef NANODE_WITH_CUDA
-  return true;
-#else
-  return false;
-#endif
-}
+/// Whether a CUDA backend is linked into this program (nanode::cuda, or the
+/// emulated one), decided at run time.
+inline bool cuda_built() { return device_backend() != nullptr; }
+/// The linked CUDA backend's name ("cuda", "cuda-emulated"), or "none".
+inline const char* cuda_backend_name() { return device_backend() ? device_backend()->name : "none"; }
 
-/// Usable CUDA devices (0 without a GPU or without the CUDA backend).
-inline int cuda_device_count() {
-#ifdef NANODE_WITH_CUDA
-  return cuda::device_count();
-#else
-  return 0;
-#endif
-}
+/// Usable CUDA devices (0 without a GPU or without a CUDA backend).
+inline int cuda_device_count() { return cuda::device_count(); }
 inline bool cuda_available() { return cuda_device_count() > 0; }
 /// Waits for the device's queued work (a no-op on the CPU); timing CUDA work needs it.
 inline void synchronize(Device device) {
-#ifdef NANODE_WITH_CUDA
   if (device.is_cuda()) cuda::synchronize(device.index);
-#else
-  (void)device;
-#endif
 }
 
 namespace backend {
 
 // ---- checks ------------------------------------------------------------------
-
-[[noreturn]] inline void no_cuda(const char* op) {
-  fail(op, ": this program was built without CUDA (configure with NANODE_CUDA=ON and link nanode::cuda)");
-}
 
 inline void check_defined(const char* op, const Tensor& t) {
   NANODE_CHECK(t.defined(), op, ": got an undefined tensor");
@@ -98,11 +81,7 @@ inline void copy_rows(Device dev, void* dst, int64_t dst_pitch, const void* src,
     });
     return;
   }
-#ifdef NANODE_WITH_CUDA
   cuda::copy_rows_device(dst, dst_pitch, src, src_pitch, width, rows, dev.index);
-#else
-  no_cuda("copy");
-#endif
 }
 
 inline void fill(Tensor& t, double value) {
@@ -117,15 +96,11 @@ inline void fill(Tensor& t, double value) {
     }
     return;
   }
-#ifdef NANODE_WITH_CUDA
   switch (t.dtype()) {
     case DType::Float32: cuda::fill_f32(t.data<float>(), n, static_cast<float>(value), t.device().index); break;
     case DType::Int32: cuda::fill_i32(t.data<int32_t>(), n, static_cast<int32_t>(value), t.device().index); break;
     default: fail("fill: ", t.dtype(), " is not supported on CUDA");
   }
-#else
-  no_cuda("fill");
-#endif
 }
 
 /// Byte copy between same-size buffers on any pair of devices.
@@ -137,7 +112,6 @@ inline void copy_bytes(const Tensor& dst, const Tensor& src) {
     std::memcpy(dst.raw_data(), src.raw_data(), bytes);
     return;
   }
-#ifdef NANODE_WITH_CUDA
   if (dd.is_cuda() && sd.is_cpu()) {
     cuda::copy_host_to_device(dst.raw_data(), src.raw_data(), bytes, dd.index);
   } else if (dd.is_cpu() && sd.is_cuda()) {
@@ -149,9 +123,6 @@ inline void copy_bytes(const Tensor& dst, const Tensor& src) {
     cuda::copy_device_to_host(host.data(), src.raw_data(), bytes, sd.index);
     cuda::copy_host_to_device(dst.raw_data(), host.data(), bytes, dd.index);
   }
-#else
-  no_cuda("copy");
-#endif
 }
 
 // ---- random ------------------------------------------------------------------------
@@ -267,11 +238,7 @@ inline Tensor binary(BinaryOp op, const Tensor& a, const Tensor& b) {
     });
     return out;
   }
-#ifdef NANODE_WITH_CUDA
   cuda::binary_f32(op, a.data<float>(), b.data<float>(), out.data<float>(), d, a.device().index);
-#else
-  no_cuda(name);
-#endif
   return out;
 }
 
@@ -286,12 +253,8 @@ inline Tensor unary(UnaryOp op, const Tensor& x, double p0 = 0.0, double p1 = 0.
     });
     return y;
   }
-#ifdef NANODE_WITH_CUDA
   cuda::unary_f32(op, x.data<float>(), y.data<float>(), x.numel(), static_cast<float>(p0), static_cast<float>(p1),
                   x.device().index);
-#else
-  no_cuda("unary");
-#endif
   return y;
 }
 
@@ -310,13 +273,9 @@ inline Tensor unary_backward(UnaryOp op, const Tensor& g, const Tensor& x, const
     });
     return gx;
   }
-#ifdef NANODE_WITH_CUDA
   cuda::unary_backward_f32(op, g.data<float>(), x.defined() ? x.data<float>() : nullptr,
                            y.defined() ? y.data<float>() : nullptr, gx.data<float>(), g.numel(),
                            static_cast<float>(p0), static_cast<float>(p1), g.device().index);
-#else
-  no_cuda("unary_backward");
-#endif
   return gx;
 }
 
@@ -332,11 +291,7 @@ inline void axpy_(Tensor& y, double alpha, const Tensor& x) {
     });
     return;
   }
-#ifdef NANODE_WITH_CUDA
   cuda::axpy_f32(static_cast<float>(alpha), x.data<float>(), y.data<float>(), x.numel(), y.device().index);
-#else
-  no_cuda("axpy");
-#endif
 }
 
 /// x + sum_j c[j] k[j]; x and any k[j] may be undefined (absent). All defined
@@ -372,7 +327,6 @@ inline Tensor lincomb(const Tensor& x, const std::vector<Tensor>& ks, const std:
     });
     return out;
   }
-#ifdef NANODE_WITH_CUDA
   // More terms than one launch takes: the partial sum so far rides along as a
   // term of the next launch, and x joins in the last one (added last, as on the CPU).
   const float* xp = x.defined() ? x.data<float>() : nullptr;
@@ -392,9 +346,6 @@ inline Tensor lincomb(const Tensor& x, const std::vector<Tensor>& ks, const std:
     s0 += s0 > 0 ? per : static_cast<size_t>(cuda::kMaxLincombTerms);
     cuda::lincomb_f32(s0 >= ks.size() ? xp : nullptr, terms, out.data<float>(), n, out.device().index);
   } while (s0 < ks.size());
-#else
-  no_cuda("lincomb");
-#endif
   return out;
 }
 
@@ -422,12 +373,22 @@ inline Tensor basis_combine(const Tensor& a, const std::vector<double>& z) {
     });
     return out;
   }
-#ifdef NANODE_WITH_CUDA
+  // One launch takes cuda::kMaxBasisTerms terms; a larger basis is summed chunk
+  // by chunk (the CPU and the GPU accept the same models).
   std::vector<float> zf(z.begin(), z.end());
-  cuda::basis_combine_f32(a.data<float>(), zf.data(), nk, out.data<float>(), n, a.device().index);
-#else
-  no_cuda("basis_combine");
-#endif
+  const int dev = a.device().index;
+  Tensor part;
+  for (int k0 = 0; k0 < nk; k0 += cuda::kMaxBasisTerms) {
+    const int m = std::min(cuda::kMaxBasisTerms, nk - k0);
+    if (k0 == 0) {
+      cuda::basis_combine_f32(a.data<float>(), zf.data(), m, out.data<float>(), n, dev);
+    } else {
+      if (!part.defined()) part = empty_like(out);
+      cuda::basis_combine_f32(a.data<float>() + static_cast<int64_t>(k0) * n, zf.data() + k0, m, part.data<float>(), n,
+                              dev);
+      cuda::axpy_f32(1.0f, part.data<float>(), out.data<float>(), n, dev);
+    }
+  }
   return out;
 }
 
@@ -447,12 +408,10 @@ inline Tensor basis_combine_backward(const Tensor& g, const std::vector<double>&
     });
     return ga;
   }
-#ifdef NANODE_WITH_CUDA
   std::vector<float> zf(z.begin(), z.end());
-  cuda::outer_scale_f32(g.data<float>(), zf.data(), nk, ga.data<float>(), n, g.device().index);
-#else
-  no_cuda("basis_combine_backward");
-#endif
+  for (int k0 = 0; k0 < nk; k0 += cuda::kMaxBasisTerms)
+    cuda::outer_scale_f32(g.data<float>(), zf.data() + k0, std::min(cuda::kMaxBasisTerms, nk - k0),
+                          ga.data<float>() + static_cast<int64_t>(k0) * n, n, g.device().index);
   return ga;
 }
 
@@ -470,12 +429,8 @@ inline double scaled_rms(const Tensor& err, const Tensor& a, const Tensor& b, do
       ss = cpu::scaled_sq_sum<T>(err.data<T>(), a.data<T>(), b.data<T>(), n, atol, rtol);
     });
   } else {
-#ifdef NANODE_WITH_CUDA
     ss = cuda::scaled_sq_sum_f32(err.data<float>(), a.data<float>(), b.data<float>(), n, atol, rtol,
                                  err.device().index);
-#else
-    no_cuda("scaled_rms");
-#endif
   }
   return std::sqrt(ss / static_cast<double>(n));
 }
@@ -495,13 +450,9 @@ inline void adam_step_(Tensor& p, const Tensor& g, Tensor& m, Tensor& v, double 
     });
     return;
   }
-#ifdef NANODE_WITH_CUDA
   cuda::adam_step_f32(p.data<float>(), g.data<float>(), m.data<float>(), v.data<float>(), p.numel(), float(lr),
                       float(beta1), float(beta2), float(eps), float(weight_decay), float(c1), float(c2), decoupled,
                       p.device().index);
-#else
-  no_cuda("adam");
-#endif
 }
 
 // ---- reductions --------------------------------------------------------------------
@@ -515,11 +466,7 @@ inline void sum_middle(const Tensor& x, Tensor& out, int64_t outer, int64_t r, i
     });
     return;
   }
-#ifdef NANODE_WITH_CUDA
   cuda::sum_f32(x.data<float>(), out.data<float>(), outer, r, inner, x.device().index);
-#else
-  no_cuda("sum");
-#endif
 }
 
 /// Sums over `axes` (any order, no repeats). keepdim keeps them as size 1.

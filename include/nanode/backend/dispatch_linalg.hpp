@@ -44,12 +44,8 @@ inline Tensor matmul(const Tensor& a, const Tensor& b, bool ta = false, bool tb 
     });
     return c;
   }
-#ifdef NANODE_WITH_CUDA
   cuda::gemm_f32(ta, tb, m, n, ka, 1.0f, a.data<float>(), lda, sa, b.data<float>(), ldb, sb, 0.0f, c.data<float>(), n,
                  m * n, nb, a.device().index);
-#else
-  no_cuda("matmul");
-#endif
   return c;
 }
 
@@ -63,11 +59,7 @@ inline void gather(const Tensor& x, Tensor& out, const PermuteDesc& d) {
     });
     return;
   }
-#ifdef NANODE_WITH_CUDA
   cuda::permute_f32(x.data<float>(), out.data<float>(), d, x.device().index);
-#else
-  no_cuda("gather");
-#endif
 }
 
 /// out axis k is input axis perm[k].

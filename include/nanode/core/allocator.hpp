@@ -9,8 +9,8 @@
 #include <mutex>
 #include <vector>
 
-#include "nanode/backend/cuda/api.hpp"
 #include "nanode/core/device.hpp"
+#include "nanode/core/device_backend.hpp"
 
 namespace nanode {
 
@@ -43,9 +43,7 @@ class Allocator {
     if (device_.is_cpu()) {
       cpu_free(p, bytes);
     } else {
-#ifdef NANODE_WITH_CUDA
-      cuda::free_device(p, bytes, device_.index);
-#endif
+      device_memory().free_device(p, bytes, device_.index);
     }
   }
 
@@ -115,15 +113,7 @@ class Allocator {
   mutable std::mutex cache_mu_;
   std::map<size_t, std::vector<void*>> cache_;
   int64_t cached_bytes_ = 0;
-  void* cuda_alloc(size_t bytes) {
-#ifdef NANODE_WITH_CUDA
-    return cuda::malloc_device(bytes, device_.index);
-#else
-    (void)bytes;
-    fail("allocator: ", device_, " requested, but this program was built without CUDA "
-         "(link nanode::cuda, configured with NANODE_CUDA=ON)");
-#endif
-  }
+  void* cuda_alloc(size_t bytes) { return device_memory().malloc_device(bytes, device_.index); }
 
   Device device_;
   std::atomic<int64_t> live_{0}, peak_{0}, allocations_{0};
@@ -149,9 +139,7 @@ inline void empty_cache(Device device = Device::cpu()) {
     allocator(device).empty_cache();
     return;
   }
-#ifdef NANODE_WITH_CUDA
-  cuda::empty_cache(device.index);
-#endif
+  if (device_backend()) device_backend()->empty_cache(device.index);
 }
 
 /// Measures the peak bytes allocated above the level at construction.

@@ -1,46 +1,24 @@
 #pragma once
-// Host-only declarations of the CUDA launchers compiled into nanode::cuda
-// (kernels/*.cu). This header needs no nvcc and no CUDA headers; the functions
-// exist only when the program links nanode::cuda (NANODE_WITH_CUDA is then
-// defined). Pointers are device pointers unless a name says host.
+// The CUDA launchers, reached at run time. A CUDA backend library registers a
+// table of them before main: nanode::cuda (kernels/*.cu on a GPU) or
+// nanode::cuda_emulated (the same kernel sources run on the CPU, DESIGN.md §5).
+// A program links at most one; with none, CUDA tensors are a clear error. No
+// preprocessor switch decides anything in the headers, so translation units built
+// with and without CUDA hold the same inline functions (no ODR hazard).
+//
+// This header needs no nvcc and no CUDA headers. Pointers are device pointers
+// unless a name says host.
 #include <cstddef>
 #include <cstdint>
 
 #include "nanode/backend/op_codes.hpp"
+#include "nanode/core/device_backend.hpp"
+#include "nanode/core/error.hpp"
 
 namespace nanode::cuda {
 
-/// Number of usable CUDA devices; 0 when there is no driver or no device.
-int device_count();
-/// A one-line description of the device (name, compute capability, memory).
-const char* device_name(int device);
-
-void* malloc_device(size_t bytes, int device);
-void free_device(void* ptr, size_t bytes, int device);
-/// Returns every cached block to the driver.
-void empty_cache(int device);
-
-void copy_host_to_device(void* dst, const void* src, size_t bytes, int device);
-void copy_device_to_host(void* dst, const void* src, size_t bytes, int device);
-void copy_device_to_device(void* dst, const void* src, size_t bytes, int device);
-/// Copies `rows` rows of `width` bytes between pitched device buffers.
-void copy_rows_device(void* dst, int64_t dst_pitch, const void* src, int64_t src_pitch, int64_t width,
-                      int64_t rows, int device);
-void synchronize(int device);
-
-void fill_f32(float* out, int64_t n, float value, int device);
-void fill_i32(int32_t* out, int64_t n, int32_t value, int device);
-
-/// out[i] = a[ia] op b[ib] over a collapsed broadcast layout (see BroadcastDesc).
-void binary_f32(BinaryOp op, const float* a, const float* b, float* out, const BroadcastDesc& d,
-                int device);
-/// y = op(x) with scalar parameters p0, p1 (see UnaryOp).
-void unary_f32(UnaryOp op, const float* x, float* y, int64_t n, float p0, float p1, int device);
-/// gx = g * op'(x) (y = op(x) is passed for ops whose derivative uses it).
-void unary_backward_f32(UnaryOp op, const float* g, const float* x, const float* y, float* gx,
-                        int64_t n, float p0, float p1, int device);
-/// y += alpha * x
-void axpy_f32(float alpha, const float* x, float* y, int64_t n, int device);
+/// Basis terms one basis_combine / outer_scale launch takes (dispatch splits more).
+constexpr int kMaxBasisTerms = 256;
 /// Up to kMaxLincombTerms device pointers (null = absent) and their coefficients.
 constexpr int kMaxLincombTerms = 64;
 struct LincombTerms {
@@ -48,26 +26,93 @@ struct LincombTerms {
   const float* k[kMaxLincombTerms] = {};
   float c[kMaxLincombTerms] = {};
 };
-/// out = x + sum_j c_j k_j (x may be null).
-void lincomb_f32(const float* x, const LincombTerms& terms, float* out, int64_t n, int device);
-/// W = sum_k z_k A[k] for A [K, n] (the time-basis combination W(t)).
-void basis_combine_f32(const float* a, const float* z_host, int nk, float* out, int64_t n, int device);
-/// g[k, i] = z_k * gw[i].
-void outer_scale_f32(const float* gw, const float* z_host, int nk, float* g, int64_t n, int device);
-/// sum_i (err_i / (atol + rtol max(|a_i|, |b_i|)))^2.
-double scaled_sq_sum_f32(const float* err, const float* a, const float* b, int64_t n, double atol, double rtol,
-                         int device);
-/// One Adam/AdamW update (see cpu::adam_step).
-void adam_step_f32(float* p, const float* g, float* m, float* v, int64_t n, float lr, float beta1, float beta2,
-                   float eps, float weight_decay, float c1, float c2, bool decoupled, int device);
-/// out[o, i] = sum_r x[o, r, i]
-void sum_f32(const float* x, float* out, int64_t outer, int64_t r, int64_t inner, int device);
-/// Row-major strided-batched GEMM: C = alpha op(A) op(B) + beta C.
-void gemm_f32(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, float alpha,
-              const float* a, int64_t lda, int64_t stride_a, const float* b, int64_t ldb,
-              int64_t stride_b, float beta, float* c, int64_t ldc, int64_t stride_c,
-              int64_t batch, int device);
-/// out = x permuted: out index order is perm of the input axes (ndim <= 5).
-void permute_f32(const float* x, float* out, const PermuteDesc& d, int device);
+
+// X(return type, name, (parameters), (arguments)): every launcher a backend provides.
+#define NANODE_CUDA_LAUNCHERS(X)                                                                                   \
+  /* A one-line description of the device (name, compute capability, memory). */                                  \
+  X(const char*, device_name, (int device), (device))                                                             \
+  X(void, copy_host_to_device, (void* dst, const void* src, size_t bytes, int device), (dst, src, bytes, device))  \
+  X(void, copy_device_to_host, (void* dst, const void* src, size_t bytes, int device), (dst, src, bytes, device))  \
+  X(void, copy_device_to_device, (void* dst, const void* src, size_t bytes, int device), (dst, src, bytes, device)) \
+  /* Copies `rows` rows of `width` bytes between pitched device buffers. */                                        \
+  X(void, copy_rows_device,                                                                                        \
+    (void* dst, int64_t dst_pitch, const void* src, int64_t src_pitch, int64_t width, int64_t rows, int device),  \
+    (dst, dst_pitch, src, src_pitch, width, rows, device))                                                         \
+  X(void, synchronize, (int device), (device))                                                                     \
+  X(void, fill_f32, (float* out, int64_t n, float value, int device), (out, n, value, device))                     \
+  X(void, fill_i32, (int32_t* out, int64_t n, int32_t value, int device), (out, n, value, device))                 \
+  /* out[i] = a[ia] op b[ib] over a collapsed broadcast layout (see BroadcastDesc). */                             \
+  X(void, binary_f32, (BinaryOp op, const float* a, const float* b, float* out, const BroadcastDesc& d, int device), \
+    (op, a, b, out, d, device))                                                                                    \
+  /* y = op(x) with scalar parameters p0, p1 (see UnaryOp). */                                                     \
+  X(void, unary_f32, (UnaryOp op, const float* x, float* y, int64_t n, float p0, float p1, int device),            \
+    (op, x, y, n, p0, p1, device))                                                                                 \
+  /* gx = g * op'(x) (y = op(x) is passed for ops whose derivative uses it). */                                    \
+  X(void, unary_backward_f32,                                                                                      \
+    (UnaryOp op, const float* g, const float* x, const float* y, float* gx, int64_t n, float p0, float p1,         \
+     int device),                                                                                                  \
+    (op, g, x, y, gx, n, p0, p1, device))                                                                          \
+  /* y += alpha * x */                                                                                             \
+  X(void, axpy_f32, (float alpha, const float* x, float* y, int64_t n, int device), (alpha, x, y, n, device))      \
+  /* out = x + sum_j c_j k_j (x may be null; the terms are summed first). */                                       \
+  X(void, lincomb_f32, (const float* x, const LincombTerms& terms, float* out, int64_t n, int device),            \
+    (x, terms, out, n, device))                                                                                    \
+  /* W = sum_k z_k A[k] for A [K, n] (the time-basis combination W(t)). */                                         \
+  X(void, basis_combine_f32, (const float* a, const float* z_host, int nk, float* out, int64_t n, int device),     \
+    (a, z_host, nk, out, n, device))                                                                               \
+  /* g[k, i] = z_k * gw[i]. */                                                                                     \
+  X(void, outer_scale_f32, (const float* gw, const float* z_host, int nk, float* g, int64_t n, int device),        \
+    (gw, z_host, nk, g, n, device))                                                                                \
+  /* sum_i (err_i / (atol + rtol max(|a_i|, |b_i|)))^2. */                                                         \
+  X(double, scaled_sq_sum_f32,                                                                                     \
+    (const float* err, const float* a, const float* b, int64_t n, double atol, double rtol, int device),          \
+    (err, a, b, n, atol, rtol, device))                                                                            \
+  /* One Adam/AdamW update (see cpu::adam_step). */                                                                \
+  X(void, adam_step_f32,                                                                                           \
+    (float* p, const float* g, float* m, float* v, int64_t n, float lr, float beta1, float beta2, float eps,       \
+     float weight_decay, float c1, float c2, bool decoupled, int device),                                          \
+    (p, g, m, v, n, lr, beta1, beta2, eps, weight_decay, c1, c2, decoupled, device))                               \
+  /* out[o, i] = sum_r x[o, r, i] */                                                                               \
+  X(void, sum_f32, (const float* x, float* out, int64_t outer, int64_t r, int64_t inner, int device),              \
+    (x, out, outer, r, inner, device))                                                                             \
+  /* Row-major strided-batched GEMM: C = alpha op(A) op(B) + beta C. */                                            \
+  X(void, gemm_f32,                                                                                                \
+    (bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, float alpha, const float* a, int64_t lda,        \
+     int64_t stride_a, const float* b, int64_t ldb, int64_t stride_b, float beta, float* c, int64_t ldc,           \
+     int64_t stride_c, int64_t batch, int device),                                                                 \
+    (trans_a, trans_b, m, n, k, alpha, a, lda, stride_a, b, ldb, stride_b, beta, c, ldc, stride_c, batch, device)) \
+  /* out = x permuted: out index order is perm of the input axes (ndim <= 5). */                                   \
+  X(void, permute_f32, (const float* x, float* out, const PermuteDesc& d, int device), (x, out, d, device))
+
+/// The table a backend registers (DeviceBackend::launchers points at one).
+struct Launchers {
+#define NANODE_CUDA_FIELD(ret, name, params, args) ret(*name) params;
+  NANODE_CUDA_LAUNCHERS(NANODE_CUDA_FIELD)
+#undef NANODE_CUDA_FIELD
+};
+
+/// The registered backend's launchers; a clear error when none is linked.
+inline const Launchers& api() {
+  const DeviceBackend* b = device_backend();
+  NANODE_CHECK(b != nullptr && b->launchers != nullptr,
+               "CUDA: this program was built without a CUDA backend (configure with NANODE_CUDA=ON and link "
+               "nanode::cuda, or nanode::cuda_emulated for the CPU emulation)");
+  return *static_cast<const Launchers*>(b->launchers);
+}
+
+/// Number of usable CUDA devices; 0 when no backend is linked, or no driver or device.
+inline int device_count() {
+  const DeviceBackend* b = device_backend();
+  return b ? b->device_count() : 0;
+}
+inline void* malloc_device(size_t bytes, int device) { return device_memory().malloc_device(bytes, device); }
+inline void free_device(void* p, size_t bytes, int device) { device_memory().free_device(p, bytes, device); }
+/// Returns every cached block to the driver.
+inline void empty_cache(int device) { device_memory().empty_cache(device); }
+
+#define NANODE_CUDA_FORWARD(ret, name, params, args) \
+  inline ret name params { return api().name args; }
+NANODE_CUDA_LAUNCHERS(NANODE_CUDA_FORWARD)
+#undef NANODE_CUDA_FORWARD
 
 }  // namespace nanode::cuda
