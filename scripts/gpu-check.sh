@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The GPU check, in one go, on a machine with a GPU (the lent H100/H200): build with
-# CUDA, run the CUDA tests, then the GPU benchmarks listed in
+# CUDA, run the CUDA tests, every kernel against its CPU twin (also under
+# compute-sanitizer memcheck and racecheck), then the GPU benchmarks listed in
 # benchmarks/gpu-benchmarks.txt (kernel microbenchmarks and the peer comparison).
 # Budget: 5 minutes. That machine has nvcc, CMake and PyTorch but no Debian
 # packages: run scripts/vendor-deps.sh here first and carry .deps.
@@ -29,7 +30,7 @@ if ! cmake -S "$root" -B "$build" "${args[@]}" > "$out/configure.log" 2>&1; then
   cmake -S "$root" -B "$build" "${args[@]}" -DNANODE_BENCH_TORCH=OFF > "$out/configure.log" 2>&1 ||
     { tail -40 "$out/configure.log"; exit 1; }
 fi
-targets=(test_cuda)
+targets=(test_cuda test_kernels_device)
 list="$root/benchmarks/gpu-benchmarks.txt"
 if [ -f "$list" ]; then
   while read -r target rest; do
@@ -43,6 +44,21 @@ status=0
 stamp "CUDA tests"
 "$build/tests/test_cuda" 2>&1 | tee "$out/test_cuda.log"
 [ "${PIPESTATUS[0]}" -eq 0 ] || status=1
+stamp "every kernel against its CPU twin on the device (the emulated build's cases)"
+"$build/tests/test_kernels_device" 2>&1 | tee "$out/test_kernels_device.log"
+[ "${PIPESTATUS[0]}" -eq 0 ] || status=1
+# compute-sanitizer: out-of-bounds accesses (memcheck) and shared-memory races
+# (racecheck) in the same cases, when the toolkit has it.
+if command -v compute-sanitizer > /dev/null; then
+  for tool in memcheck racecheck; do
+    stamp "compute-sanitizer --tool $tool"
+    timeout 240 compute-sanitizer --tool "$tool" --error-exitcode 9 "$build/tests/test_kernels_device" \
+      > "$out/sanitizer-$tool.log" 2>&1
+    rc=$?
+    tail -5 "$out/sanitizer-$tool.log"
+    [ "$rc" -eq 0 ] || { stamp "compute-sanitizer $tool: exit $rc"; status=1; }
+  done
+fi
 if [ -f "$list" ]; then
   while read -r target rest; do
     [ -z "$target" ] || [ "${target:0:1}" = "#" ] && continue
