@@ -1,7 +1,7 @@
 #pragma once
 // nanode: tensors, reverse-mode autodiff and non-autonomous neural ODEs.
 // Include this one header to get everything.
-#include "nanode/core/tensor.hpp"
+#include "nanode/tensor.hpp"
 #include "nanode/autograd/var.hpp"
 #include "nanode/ops/elementwise.hpp"
 #include "nanode/ops/linalg.hpp"

@@ -186,4 +186,3 @@ class Tensor {
 
 }  // namespace nanode
 
-#include "nanode/backend/dispatch.hpp"

@@ -15,7 +15,7 @@
 #include <vector>
 
 #include "nanode/core/rng.hpp"
-#include "nanode/core/tensor.hpp"
+#include "nanode/tensor.hpp"
 #include "nanode/data/readers.hpp"
 
 namespace nanode::data {

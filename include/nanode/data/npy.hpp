@@ -7,7 +7,7 @@
 #include <limits>
 #include <string>
 
-#include "nanode/core/tensor.hpp"
+#include "nanode/tensor.hpp"
 #include "nanode/data/readers.hpp"
 
 namespace nanode::data {

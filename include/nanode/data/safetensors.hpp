@@ -17,7 +17,7 @@
 #include <vector>
 
 #include "nanode/core/error.hpp"
-#include "nanode/core/tensor.hpp"
+#include "nanode/tensor.hpp"
 
 namespace nanode::data {
 

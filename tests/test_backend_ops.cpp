@@ -1,0 +1,150 @@
+// One test of every op on every backend (ggml's test-backend-ops in spirit): each
+// op registered with NANODE_REGISTER_OP runs its cases (tests/op_cases.hpp) on
+// every backend this program has — the CPU in float32, and CUDA: emulated
+// kernels (test_backend_ops, linked with nanode::cuda_emulated) or a real GPU
+// (test_backend_ops_device) — and its output and the gradient of every input are
+// compared with the CPU float64 result. An op without a case fails; an op without
+// a CUDA path fails unless it is on the list of CUDA paths still to write (the
+// GPU half's issue empties it), and an op on that list that has gained its CUDA
+// path fails too, so the list cannot go stale.
+#ifdef NANODE_TEST_DEVICE_MAIN
+#define CATCH_CONFIG_RUNNER
+#endif
+#include <algorithm>
+#include <cstdio>
+#include <set>
+#include <string>
+
+#include "op_cases.hpp"
+
+using namespace nanode;
+using namespace nanode::testing;
+
+namespace {
+
+/// Ops whose forward or backward has no CUDA kernel yet (they say "no CUDA kernel
+/// yet" on a CUDA tensor): the GPU half of the backend writes these.
+const std::set<std::string> kNoCudaYet{"avg_pool2d", "batch_norm", "conv2d",     "conv_transpose2d",
+                                       "cross_entropy", "group_norm", "log_softmax", "max_pool2d",
+                                       "softmax",    "triangular_solve"};
+
+/// Ops that draw random numbers: the draws depend on the dtype (24 bits of a
+/// Philox word for float32, 53 bits of two for float64), so their reference is the
+/// CPU in the backend's own dtype (the same draws on every device).
+const std::set<std::string> kDraws{"dropout"};
+
+struct Backend {
+  std::string name;
+  DType dtype;
+  Device device;
+};
+
+std::vector<Backend> backends() {
+  std::vector<Backend> b{{"cpu float32", DType::Float32, Device::cpu()}};
+  if (cuda_device_count() > 0)
+    b.push_back({std::string(cuda_backend_name()) + " float32", DType::Float32, Device::cuda(0)});
+  return b;
+}
+
+struct Result {
+  Tensor out;
+  std::vector<Tensor> grads;
+};
+
+/// Runs a case where target() says, with the loss sum(out * w).
+Result run(const Case& c, const Tensor& w) {
+  std::vector<Var> vars;
+  for (const auto& t : c.inputs) vars.emplace_back(KT(t), true);
+  Var out = c.f(vars);
+  Var loss = sum(out * K(w));
+  loss.backward();
+  Result r{out.data().to(Device::cpu()).to(DType::Float64), {}};
+  for (auto& v : vars) r.grads.push_back(v.grad().defined() ? v.grad().to(Device::cpu()).to(DType::Float64) : Tensor());
+  return r;
+}
+
+/// max |got - want| / max(1e-3, max |want|)
+double rel(const Tensor& got, const Tensor& want) {
+  const auto g = got.to_vector<double>(), w = want.to_vector<double>();
+  double num = 0, den = 1e-3;
+  for (size_t i = 0; i < g.size(); ++i) num = std::max(num, std::abs(g[i] - w[i])), den = std::max(den, std::abs(w[i]));
+  return std::isnan(num) ? INFINITY : num / den;
+}
+
+}  // namespace
+
+TEST_CASE("every op on every backend matches the CPU in float64, forward and backward", "[backend-ops]") {
+  const auto all = op_cases();
+  const auto bes = backends();
+  std::set<std::string> no_cuda;
+  std::printf("%-18s", "op");
+  for (const auto& b : bes) std::printf(" | %-24s", b.name.c_str());
+  std::printf("\n");
+  for (const auto& name : op_registry()) {
+    INFO("op '" << name << "'");
+    REQUIRE(all.count(name) == 1);  // every registered op has cases
+    std::printf("%-18s", name.c_str());
+    for (const auto& b : bes) {
+      double worst = 0;
+      bool missing = false;
+      for (const auto& c : all.at(name)) {
+        INFO(b.name << ", case '" << c.label << "'");
+        target() = {kDraws.count(name) ? b.dtype : DType::Float64, Device::cpu()};
+        std::vector<Var> probe;
+        for (const auto& t : c.inputs) probe.emplace_back(KT(t));
+        const Tensor w = rand64(c.f(probe).shape(), 0xBEEF, 0.5, 1.5);
+        const Result ref = run(c, w);
+        target() = {b.dtype, b.device};
+        Result got;
+        try {
+          got = run(c, w);
+        } catch (const Error& e) {
+          target() = {};
+          const std::string msg = e.what();
+          if (b.device.is_cuda() && msg.find("no CUDA kernel yet") != std::string::npos) {
+            missing = true;
+            continue;
+          }
+          FAIL("threw: " << msg);
+        }
+        target() = {};
+        const double e_out = rel(got.out, ref.out);
+        worst = std::max(worst, e_out);
+        CHECK(e_out < 2e-4);
+        for (size_t i = 0; i < ref.grads.size(); ++i) {
+          INFO("gradient of input " << i);
+          REQUIRE(got.grads[i].defined() == ref.grads[i].defined());
+          if (!ref.grads[i].defined()) continue;
+          const double e = rel(got.grads[i], ref.grads[i]);
+          worst = std::max(worst, e);
+          CHECK(e < 2e-4);
+        }
+      }
+      if (missing) no_cuda.insert(name);
+      char cell[64];
+      std::snprintf(cell, sizeof cell, "ok, worst %.1e", worst);
+      std::printf(" | %-24s", missing ? "no CUDA kernel yet" : cell);
+    }
+    std::printf("\n");
+  }
+  if (bes.size() > 1) {
+    for (const auto& n : no_cuda) {
+      INFO("op '" << n << "' has no CUDA path and is not on the list of paths still to write");
+      CHECK(kNoCudaYet.count(n) == 1);
+    }
+    for (const auto& n : kNoCudaYet) {
+      INFO("op '" << n << "' is on the list of CUDA paths still to write, but has one now: take it off the list");
+      CHECK(no_cuda.count(n) == 1);
+    }
+  }
+}
+
+#ifdef NANODE_TEST_DEVICE_MAIN
+int main(int argc, char** argv) {
+  if (nanode::cuda_device_count() == 0) {
+    std::printf("test_backend_ops_device: SKIPPED: no CUDA device (test_backend_ops ran the emulated kernels)\n");
+    return 77;
+  }
+  return Catch::Session().run(argc, argv);
+}
+#endif
