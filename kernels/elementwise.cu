@@ -2,6 +2,7 @@
 // derivatives, axpy, the Adam update, sums and strided gathers. Each mirrors a CPU
 // reference in include/nanode/backend/cpu/; tests/test_cuda.cpp compares them.
 #include "common.cuh"
+#include "nanode/backend/unary_ops.hpp"
 
 namespace nanode::NANODE_KERNEL_NS {
 
@@ -31,21 +32,13 @@ void fill_i32(int32_t* out, int64_t n, int32_t value, int device) {
 
 // ---- binary ------------------------------------------------------------------------
 
-__device__ __forceinline__ float apply_binary(BinaryOp op, float a, float b) {
-  switch (op) {
-    case BinaryOp::Add: return a + b;
-    case BinaryOp::Sub: return a - b;
-    case BinaryOp::Mul: return a * b;
-    case BinaryOp::Div: return a / b;
-  }
-  return 0.f;
+// The op's scalar formula is its f in backend/unary_ops.hpp (namespace binary).
+template <class Op>
+__device__ void binary_contiguous_loop(const float* a, const float* b, float* out, int64_t n) {
+  NANODE_GRID_STRIDE(i, n) out[i] = Op::f(a[i], b[i]);
 }
-
-__global__ void binary_contiguous(BinaryOp op, const float* a, const float* b, float* out, int64_t n) {
-  NANODE_GRID_STRIDE(i, n) out[i] = apply_binary(op, a[i], b[i]);
-}
-
-__global__ void binary_strided(BinaryOp op, const float* a, const float* b, float* out, BroadcastDesc d, int64_t n) {
+template <class Op>
+__device__ void binary_strided_loop(const float* a, const float* b, float* out, const BroadcastDesc& d, int64_t n) {
   NANODE_GRID_STRIDE(i, n) {
     int64_t r = i, oa = 0, ob = 0;
     for (int k = d.ndim - 1; k >= 0; --k) {
@@ -54,7 +47,25 @@ __global__ void binary_strided(BinaryOp op, const float* a, const float* b, floa
       oa += idx * d.stride_a[k];
       ob += idx * d.stride_b[k];
     }
-    out[i] = apply_binary(op, a[oa], b[ob]);
+    out[i] = Op::f(a[oa], b[ob]);
+  }
+}
+
+__global__ void binary_contiguous(BinaryOp op, const float* a, const float* b, float* out, int64_t n) {
+  switch (op) {
+#define NANODE_BINARY_CASE(Op) \
+  case BinaryOp::Op: binary_contiguous_loop<binary::Op>(a, b, out, n); break;
+    NANODE_BINARY_OPS(NANODE_BINARY_CASE)
+#undef NANODE_BINARY_CASE
+  }
+}
+
+__global__ void binary_strided(BinaryOp op, const float* a, const float* b, float* out, BroadcastDesc d, int64_t n) {
+  switch (op) {
+#define NANODE_BINARY_CASE(Op) \
+  case BinaryOp::Op: binary_strided_loop<binary::Op>(a, b, out, d, n); break;
+    NANODE_BINARY_OPS(NANODE_BINARY_CASE)
+#undef NANODE_BINARY_CASE
   }
 }
 
@@ -70,54 +81,33 @@ void binary_f32(BinaryOp op, const float* a, const float* b, float* out, const B
 
 // ---- unary -------------------------------------------------------------------------
 
-__device__ __forceinline__ float sigmoidf(float x) { return 1.f / (1.f + expf(-x)); }
+// Each op's scalar formula is its f / df in backend/unary_ops.hpp; the switch
+// over ops (generated from NANODE_UNARY_OPS) is outside the grid-stride loop.
+template <class Op>
+__device__ void unary_loop(const float* x, float* y, int64_t n, float p0, float p1) {
+  NANODE_GRID_STRIDE(i, n) y[i] = Op::f(x[i], p0, p1);
+}
+template <class Op>
+__device__ void unary_backward_loop(const float* g, const float* x, const float* y, float* gx, int64_t n, float p0) {
+  NANODE_GRID_STRIDE(i, n) gx[i] = Op::df(g[i], x ? x[i] : 0.f, y ? y[i] : 0.f, p0);
+}
 
 __global__ void unary_kernel(UnaryOp op, const float* x, float* y, int64_t n, float p0, float p1) {
-  NANODE_GRID_STRIDE(i, n) {
-    const float v = x[i];
-    float r = 0.f;
-    switch (op) {
-      case UnaryOp::Exp: r = expf(v); break;
-      case UnaryOp::Log: r = logf(v); break;
-      case UnaryOp::Sqrt: r = sqrtf(v); break;
-      case UnaryOp::Tanh: r = tanhf(v); break;
-      case UnaryOp::Sigmoid: r = sigmoidf(v); break;
-      case UnaryOp::Relu: r = v > 0.f ? v : 0.f; break;
-      case UnaryOp::LeakyRelu: r = v > 0.f ? v : v * p0; break;
-      case UnaryOp::Softplus: r = fmaxf(v, 0.f) + log1pf(expf(-fabsf(v))); break;
-      case UnaryOp::Sin: r = sinf(v); break;
-      case UnaryOp::Cos: r = cosf(v); break;
-      case UnaryOp::Pow: r = p0 == 2.f ? v * v : powf(v, p0); break;
-      case UnaryOp::Affine: r = v * p0 + p1; break;
-      case UnaryOp::Square: r = v * v; break;
-      case UnaryOp::Step: r = v > p0 ? p1 : 0.f; break;
-    }
-    y[i] = r;
+  switch (op) {
+#define NANODE_UNARY_CASE(Op) \
+  case UnaryOp::Op: unary_loop<unary::Op>(x, y, n, p0, p1); break;
+    NANODE_UNARY_OPS(NANODE_UNARY_CASE)
+#undef NANODE_UNARY_CASE
   }
 }
 
 __global__ void unary_backward_kernel(UnaryOp op, const float* g, const float* x, const float* y, float* gx, int64_t n,
                                       float p0) {
-  NANODE_GRID_STRIDE(i, n) {
-    const float gv = g[i];
-    float r = 0.f;
-    switch (op) {
-      case UnaryOp::Exp: r = gv * y[i]; break;
-      case UnaryOp::Log: r = gv / x[i]; break;
-      case UnaryOp::Sqrt: r = gv * 0.5f / y[i]; break;
-      case UnaryOp::Tanh: r = gv * (1.f - y[i] * y[i]); break;
-      case UnaryOp::Sigmoid: r = gv * y[i] * (1.f - y[i]); break;
-      case UnaryOp::Relu: r = x[i] > 0.f ? gv : 0.f; break;
-      case UnaryOp::LeakyRelu: r = x[i] > 0.f ? gv : gv * p0; break;
-      case UnaryOp::Softplus: r = gv * sigmoidf(x[i]); break;
-      case UnaryOp::Sin: r = gv * cosf(x[i]); break;
-      case UnaryOp::Cos: r = -gv * sinf(x[i]); break;
-      case UnaryOp::Pow: r = p0 == 2.f ? 2.f * gv * x[i] : gv * p0 * powf(x[i], p0 - 1.f); break;
-      case UnaryOp::Affine: r = gv * p0; break;
-      case UnaryOp::Square: r = 2.f * gv * x[i]; break;
-      case UnaryOp::Step: r = 0.f; break;
-    }
-    gx[i] = r;
+  switch (op) {
+#define NANODE_UNARY_CASE(Op) \
+  case UnaryOp::Op: unary_backward_loop<unary::Op>(g, x, y, gx, n, p0); break;
+    NANODE_UNARY_OPS(NANODE_UNARY_CASE)
+#undef NANODE_UNARY_CASE
   }
 }
 

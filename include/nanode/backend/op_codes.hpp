@@ -5,6 +5,7 @@
 
 namespace nanode {
 
+// The ops' formulas (CPU and CUDA) are in backend/unary_ops.hpp, one struct each.
 enum class BinaryOp : int { Add, Sub, Mul, Div };
 
 /// Elementwise maps. p0/p1 are the op's scalar parameters:

@@ -46,13 +46,9 @@ inline Var binary_op(BinaryOp op, const Var& a, const Var& b) {
 
 inline Var unary_op(const char* name, UnaryOp op, const Var& x, double p0 = 0.0, double p1 = 0.0) {
   Tensor y = backend::unary(op, x.data(), p0, p1);
-  bool use_y = false, use_x = false;
-  switch (op) {
-    case UnaryOp::Exp: case UnaryOp::Sqrt: case UnaryOp::Tanh: case UnaryOp::Sigmoid: use_y = true; break;
-    case UnaryOp::Affine: break;
-    default: use_x = true;
-  }
-  const Tensor sx = use_x ? x.data() : Tensor(), sy = use_y ? y : Tensor();
+  // Keep only what the op's derivative reads (backend/unary_ops.hpp).
+  const unary::Reads reads = unary::reads(op);
+  const Tensor sx = reads == unary::Reads::X ? x.data() : Tensor(), sy = reads == unary::Reads::Y ? y : Tensor();
   return make_result(name, y, {x}, [op, sx, sy, p0, p1](const Tensor& g, GradInputs& gi) {
     gi.set(0, backend::unary_backward(op, g, sx, sy.defined() ? sy : Tensor(), p0, p1));
   });

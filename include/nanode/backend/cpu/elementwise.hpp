@@ -9,6 +9,7 @@
 
 #include "nanode/backend/cpu/parallel.hpp"
 #include "nanode/backend/op_codes.hpp"
+#include "nanode/backend/unary_ops.hpp"
 
 namespace nanode::cpu {
 
@@ -32,46 +33,18 @@ void convert(const From* in, To* out, int64_t n) {
 }
 
 namespace detail {
-// out[0:n] = a op b where a and b are either arrays (stride 1) or scalars (stride 0).
+// out[0:n] = a op b where a and b are either arrays (stride 1) or scalars (stride 0);
+// the formula is the op's cpu_f in backend/unary_ops.hpp.
 template <class T>
 void binary_run(BinaryOp op, const T* a, bool a_scalar, const T* b, bool b_scalar, T* out, int64_t n) {
   ArrMap<T> o(out, n);
-  auto apply = [&](const auto& x, const auto& y) {
-    switch (op) {
-      case BinaryOp::Add: o = x + y; break;
-      case BinaryOp::Sub: o = x - y; break;
-      case BinaryOp::Mul: o = x * y; break;
-      case BinaryOp::Div: o = x / y; break;
-    }
-  };
-  if (!a_scalar && !b_scalar) {
-    apply(CArrMap<T>(a, n), CArrMap<T>(b, n));
-  } else if (!a_scalar) {
-    const T s = *b;
-    switch (op) {
-      case BinaryOp::Add: o = CArrMap<T>(a, n) + s; break;
-      case BinaryOp::Sub: o = CArrMap<T>(a, n) - s; break;
-      case BinaryOp::Mul: o = CArrMap<T>(a, n) * s; break;
-      case BinaryOp::Div: o = CArrMap<T>(a, n) / s; break;
-    }
-  } else if (!b_scalar) {
-    const T s = *a;
-    switch (op) {
-      case BinaryOp::Add: o = s + CArrMap<T>(b, n); break;
-      case BinaryOp::Sub: o = s - CArrMap<T>(b, n); break;
-      case BinaryOp::Mul: o = s * CArrMap<T>(b, n); break;
-      case BinaryOp::Div: o = s / CArrMap<T>(b, n); break;
-    }
-  } else {
-    T v = T(0);
-    switch (op) {
-      case BinaryOp::Add: v = *a + *b; break;
-      case BinaryOp::Sub: v = *a - *b; break;
-      case BinaryOp::Mul: v = *a * *b; break;
-      case BinaryOp::Div: v = *a / *b; break;
-    }
-    o.setConstant(v);
-  }
+  binary::visit(op, [&](auto f) {
+    using Op = decltype(f);
+    if (!a_scalar && !b_scalar) o = Op::cpu_f(CArrMap<T>(a, n), CArrMap<T>(b, n));
+    else if (!a_scalar) o = Op::cpu_f(CArrMap<T>(a, n), *b);
+    else if (!b_scalar) o = Op::cpu_f(*a, CArrMap<T>(b, n));
+    else o.setConstant(Op::f(*a, *b));
+  });
 }
 }  // namespace detail
 
@@ -113,67 +86,30 @@ void binary(BinaryOp op, const T* a, const T* b, T* out, const BroadcastDesc& d)
   });
 }
 
+/// y = op(x): each op's vectorised formula is its cpu_f in backend/unary_ops.hpp.
 template <class T>
 void unary(UnaryOp op, const T* x, T* y, int64_t n, T p0, T p1) {
-  parallel_for(n, kElementwiseGrain, [&](int64_t b, int64_t e) {
-    CArrMap<T> X(x + b, e - b);
-    ArrMap<T> Y(y + b, e - b);
-    switch (op) {
-      case UnaryOp::Exp: Y = X.exp(); break;
-      case UnaryOp::Log: Y = X.log(); break;
-      case UnaryOp::Sqrt: Y = X.sqrt(); break;
-      case UnaryOp::Tanh: Y = X.tanh(); break;
-      case UnaryOp::Sigmoid: Y = X.logistic(); break;
-      case UnaryOp::Relu: Y = X.max(T(0)); break;
-      case UnaryOp::LeakyRelu: Y = (X > T(0)).select(X, X * p0); break;
-      case UnaryOp::Softplus: Y = X.max(T(0)) + (-X.abs()).exp().log1p(); break;
-      case UnaryOp::Sin: Y = X.sin(); break;
-      case UnaryOp::Cos: Y = X.cos(); break;
-      case UnaryOp::Pow:
-        if (p0 == T(2)) Y = X.square();
-        else if (p0 == T(1)) Y = X;
-        else if (p0 == T(0.5)) Y = X.sqrt();
-        else Y = X.pow(p0);
-        break;
-      case UnaryOp::Affine: Y = X * p0 + p1; break;
-      case UnaryOp::Square: Y = X.square(); break;
-      case UnaryOp::Step: Y = (X > p0).template cast<T>() * p1; break;
-    }
+  unary::visit(op, [&](auto o) {
+    parallel_for(n, kElementwiseGrain, [&](int64_t b, int64_t e) {
+      CArrMap<T> X(x + b, e - b);
+      ArrMap<T> Y(y + b, e - b);
+      decltype(o)::cpu_f(X, Y, p0, p1);
+    });
   });
 }
 
-/// gx = g * d op(x)/dx; y = op(x) is read by ops whose derivative is cheaper from it.
+/// gx = g * d op(x)/dx (cpu_df in backend/unary_ops.hpp); x and y = op(x) are
+/// read by the ops whose derivative needs them (null otherwise).
 template <class T>
 void unary_backward(UnaryOp op, const T* g, const T* x, const T* y, T* gx, int64_t n, T p0, T p1) {
   (void)p1;
-  parallel_for(n, kElementwiseGrain, [&](int64_t b, int64_t e) {
-    const int64_t m = e - b;
-    CArrMap<T> G(g + b, m);
-    ArrMap<T> GX(gx + b, m);
-    switch (op) {
-      case UnaryOp::Exp: GX = G * CArrMap<T>(y + b, m); break;
-      case UnaryOp::Log: GX = G / CArrMap<T>(x + b, m); break;
-      case UnaryOp::Sqrt: GX = G * T(0.5) / CArrMap<T>(y + b, m); break;
-      case UnaryOp::Tanh: GX = G * (T(1) - CArrMap<T>(y + b, m).square()); break;
-      case UnaryOp::Sigmoid: {
-        CArrMap<T> Y(y + b, m);
-        GX = G * Y * (T(1) - Y);
-        break;
-      }
-      case UnaryOp::Relu: GX = (CArrMap<T>(x + b, m) > T(0)).select(G, T(0)); break;
-      case UnaryOp::LeakyRelu: GX = (CArrMap<T>(x + b, m) > T(0)).select(G, G * p0); break;
-      case UnaryOp::Softplus: GX = G * CArrMap<T>(x + b, m).logistic(); break;
-      case UnaryOp::Sin: GX = G * CArrMap<T>(x + b, m).cos(); break;
-      case UnaryOp::Cos: GX = -G * CArrMap<T>(x + b, m).sin(); break;
-      case UnaryOp::Pow:
-        if (p0 == T(2)) GX = T(2) * G * CArrMap<T>(x + b, m);
-        else if (p0 == T(1)) GX = G;
-        else GX = G * p0 * CArrMap<T>(x + b, m).pow(p0 - T(1));
-        break;
-      case UnaryOp::Affine: GX = G * p0; break;
-      case UnaryOp::Square: GX = T(2) * G * CArrMap<T>(x + b, m); break;
-      case UnaryOp::Step: GX.setZero(); break;
-    }
+  unary::visit(op, [&](auto o) {
+    parallel_for(n, kElementwiseGrain, [&](int64_t b, int64_t e) {
+      const int64_t m = e - b;
+      CArrMap<T> G(g + b, m), X(x ? x + b : nullptr, x ? m : 0), Y(y ? y + b : nullptr, y ? m : 0);
+      ArrMap<T> GX(gx + b, m);
+      decltype(o)::cpu_df(G, X, Y, GX, p0);
+    });
   });
 }
 
