@@ -12,8 +12,10 @@
 //   which runnable threads are resumed can be ascending or descending
 //   (set_schedule), so that a missing barrier shows up whichever thread writes
 //   first.
-// - __shared__ variables are function statics: one instance, and the blocks run
-//   one at a time, so each block sees its own.
+// - __shared__ variables are function statics: one instance, shared by the
+//   threads of the running block (the blocks run one at a time). A block that
+//   reads shared memory before writing it sees what the previous block left there
+//   (garbage on a GPU); the emulation does not catch that.
 // - Warp shuffles exchange values among the 32 lanes of a warp through a warp
 //   barrier; atomics are plain read-modify-writes (one fiber runs at a time).
 // - Device memory is host memory; the runtime calls the kernels' sources make
@@ -27,6 +29,7 @@
 #include <cstdint>
 #include <cstdlib>
 #include <cstring>
+#include <exception>
 #include <functional>
 #include <memory>
 #include <mutex>
@@ -65,6 +68,7 @@ namespace detail {
 
 struct Fiber {
   ucontext_t ctx{};
+  std::exception_ptr error;  ///< thrown by the kernel body on this thread
   std::unique_ptr<char[]> stack;
   dim3 thread;
   bool done = false;
@@ -95,9 +99,12 @@ constexpr unsigned kWarp = 32;
 
 inline void fiber_entry() {
   Block& b = *current_block();
-  Fiber& f = b.fibers[b.current];
-  b.body();
-  f.done = true;
+  try {
+    b.body();
+  } catch (...) {  // an exception must not unwind off the fiber's stack
+    b.fibers[b.current].error = std::current_exception();
+  }
+  b.fibers[b.current].done = true;
   // returning resumes uc_link: the scheduler
 }
 
@@ -156,6 +163,7 @@ inline void run_grid(const char* kernel, dim3 grid, dim3 block, const std::funct
           f.thread = dim3(i % block.x, (i / block.x) % block.y, i / (block.x * block.y));
           f.done = false;
           f.waiting = -1;
+          f.error = nullptr;
           getcontext(&f.ctx);
           f.ctx.uc_stack.ss_sp = f.stack.get();
           f.ctx.uc_stack.ss_size = detail::kStackBytes;
@@ -175,6 +183,11 @@ inline void run_grid(const char* kernel, dim3 grid, dim3 block, const std::funct
             swapcontext(&b.scheduler, &f.ctx);
             progressed = true;
           }
+          for (auto& f : b.fibers)
+            if (f.error) {
+              detail::current_block() = nullptr;
+              std::rethrow_exception(f.error);
+            }
           if (all_done) break;
           if (!progressed) {
             detail::current_block() = nullptr;
@@ -201,6 +214,8 @@ inline void __syncthreads() { ::nanode::emu::detail::wait_at(0); }
 template <class T>
 T __shfl_down_sync(unsigned /*mask*/, T var, unsigned delta, int width = 32) {
   static_assert(sizeof(T) <= sizeof(uint64_t), "emulated shuffles take values of at most 8 bytes");
+  NANODE_CHECK(width > 0 && width <= 32 && (width & (width - 1)) == 0, "__shfl_down_sync: width ", width,
+               " is not a power of two up to 32");
   using namespace ::nanode::emu::detail;
   Block& b = *current_block();
   const unsigned t = linear_thread(threadIdx, blockDim), warp = t / kWarp, lane = t % kWarp;
@@ -216,8 +231,13 @@ T __shfl_down_sync(unsigned /*mask*/, T var, unsigned delta, int width = 32) {
   wait_at(static_cast<int>(1 + warp));  // every lane has read before anyone writes again
   return out;
 }
+/// The value of `var` at lane (own lane XOR lane_mask); a lane in a later group of
+/// `width` lanes (or past the warp's last thread) gives the caller's own value.
 template <class T>
 T __shfl_xor_sync(unsigned /*mask*/, T var, int lane_mask, int width = 32) {
+  static_assert(sizeof(T) <= sizeof(uint64_t), "emulated shuffles take values of at most 8 bytes");
+  NANODE_CHECK(width > 0 && width <= 32 && (width & (width - 1)) == 0, "__shfl_xor_sync: width ", width,
+               " is not a power of two up to 32");
   using namespace ::nanode::emu::detail;
   Block& b = *current_block();
   const unsigned t = linear_thread(threadIdx, blockDim), warp = t / kWarp, lane = t % kWarp;
@@ -226,9 +246,9 @@ T __shfl_xor_sync(unsigned /*mask*/, T var, int lane_mask, int width = 32) {
   b.lanes[warp][lane] = raw;
   wait_at(static_cast<int>(1 + warp));
   const unsigned src = lane ^ static_cast<unsigned>(lane_mask);
+  const unsigned group_end = (lane / static_cast<unsigned>(width) + 1) * static_cast<unsigned>(width);
   T out = var;
-  if (src / static_cast<unsigned>(width) == lane / static_cast<unsigned>(width) &&
-      src < static_cast<unsigned>(b.expected[1 + warp]))
+  if (src < group_end && src < static_cast<unsigned>(b.expected[1 + warp]))
     std::memcpy(&out, &b.lanes[warp][src], sizeof(T));
   wait_at(static_cast<int>(1 + warp));
   return out;

@@ -7,24 +7,19 @@
 namespace nanode::NANODE_KERNEL_NS {
 namespace {
 
-const cuda::Launchers kLaunchers = {
+// Both tables are constant-initialised (no code runs to build them), and the
+// registration runs as a priority-101 constructor: before every ordinary static
+// initialiser of the program, so a user's global may already use the backend.
+constexpr cuda::Launchers kLaunchers = {
 #define NANODE_CUDA_ENTRY(ret, name, params, args) &name,
     NANODE_CUDA_LAUNCHERS(NANODE_CUDA_ENTRY)
 #undef NANODE_CUDA_ENTRY
 };
 
-const DeviceBackend kBackend = [] {
-  DeviceBackend b;
-  b.name = NANODE_BACKEND_NAME;
-  b.device_count = &device_count;
-  b.malloc_device = &malloc_device;
-  b.free_device = &free_device;
-  b.empty_cache = &empty_cache;
-  b.launchers = &kLaunchers;
-  return b;
-}();
+constexpr DeviceBackend kBackend = {NANODE_BACKEND_NAME, &device_count, &malloc_device, &free_device, &empty_cache,
+                                    &kLaunchers};
 
-const bool kRegistered = register_device_backend(&kBackend);
+__attribute__((constructor(101))) void register_backend() { register_device_backend(&kBackend); }
 
 }  // namespace
 }  // namespace nanode::NANODE_KERNEL_NS

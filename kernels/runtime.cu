@@ -111,6 +111,8 @@ void free_device(void* ptr, size_t bytes, int device) {
 void empty_cache(int device) {
   std::lock_guard<std::mutex> lock(cache().mu);
   use_device(device);
+  // Cached blocks may still be read by queued work on the stream.
+  check(cudaStreamSynchronize(detail::stream(device)), "empty_cache: cudaStreamSynchronize");
   for (auto& [size, blocks] : cache().free_blocks[device]) {
     for (void* p : blocks) cudaFree(p);
     blocks.clear();
@@ -181,8 +183,8 @@ void gemm_f32(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, float
               int64_t stride_a, const float* b, int64_t ldb, int64_t stride_b, float beta, float* c, int64_t ldc,
               int64_t stride_c, int64_t batch, int device) {
   if (m == 0 || n == 0 || batch == 0) return;
-  // cuBLAS takes int sizes: larger ones are refused (dispatch checks first, so
-  // this only guards direct callers), never truncated.
+  // cuBLAS takes int sizes: larger ones are refused, never truncated (dispatch's
+  // matmul checks before it allocates; this guards direct callers).
   for (int64_t v : {m, n, k, lda, ldb, ldc, batch})
     if (v > 2147483647) ::nanode::fail("matmul: size ", v, " exceeds cuBLAS's int32 limit");
   use_device(device);

@@ -11,6 +11,7 @@
 #define CATCH_CONFIG_RUNNER
 #endif
 #include <algorithm>
+#include <cmath>
 #include <cstdio>
 #include <set>
 #include <string>
@@ -63,12 +64,17 @@ Result run(const Case& c, const Tensor& w) {
   return r;
 }
 
-/// max |got - want| / max(1e-3, max |want|)
+/// max |got - want| / max(1e-3, max |want|); infinite for a NaN or a shape mismatch.
 double rel(const Tensor& got, const Tensor& want) {
+  if (got.shape() != want.shape()) return INFINITY;
   const auto g = got.to_vector<double>(), w = want.to_vector<double>();
   double num = 0, den = 1e-3;
-  for (size_t i = 0; i < g.size(); ++i) num = std::max(num, std::abs(g[i] - w[i])), den = std::max(den, std::abs(w[i]));
-  return std::isnan(num) ? INFINITY : num / den;
+  for (size_t i = 0; i < g.size(); ++i) {
+    const double d = std::abs(g[i] - w[i]);
+    if (std::isnan(d)) return INFINITY;
+    num = std::max(num, d), den = std::max(den, std::abs(w[i]));
+  }
+  return num / den;
 }
 
 }  // namespace
@@ -76,6 +82,12 @@ double rel(const Tensor& got, const Tensor& want) {
 TEST_CASE("every op on every backend matches the CPU in float64, forward and backward", "[backend-ops]") {
   const auto all = op_cases();
   const auto bes = backends();
+#ifndef NANODE_TEST_DEVICE_MAIN
+  // Linked with nanode::cuda_emulated: its kernels must be here (a lost backend
+  // would otherwise leave a CPU-only test that passes).
+  REQUIRE(std::string(cuda_backend_name()) == "cuda-emulated");
+  REQUIRE(bes.size() == 2);
+#endif
   std::set<std::string> no_cuda;
   std::printf("%-18s", "op");
   for (const auto& b : bes) std::printf(" | %-24s", b.name.c_str());

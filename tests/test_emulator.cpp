@@ -2,6 +2,7 @@
 // barriers, both resume orders, warp shuffles, and the errors it reports.
 #include <catch2/catch.hpp>
 
+#include <algorithm>
 #include <vector>
 
 #include "emulation.cuh"
@@ -73,12 +74,29 @@ TEST_CASE("a barrier some threads never reach is reported, naming the kernel", "
 }
 
 TEST_CASE("emulated warp shuffles reduce a warp, including a partial last warp", "[emulator]") {
-  for (unsigned threads : {64u, 96u}) {
+  for (unsigned threads : {64u, 96u, 80u}) {
     std::vector<float> x(threads);
     for (unsigned i = 0; i < threads; ++i) x[i] = static_cast<float>(i);
-    std::vector<float> out(threads / 32, -1.f);
+    const unsigned warps = (threads + 31) / 32;
+    std::vector<float> out(warps, -1.f);
     nanode::emu::run_grid("warp_sum", dim3(1), dim3(threads), [&] { warp_sum(x.data(), out.data()); });
-    for (unsigned w = 0; w < threads / 32; ++w) CHECK(out[w] == static_cast<float>(32 * 32 * w + 31 * 16));
+    for (unsigned w = 0; w < warps; ++w) {
+      // A lane past the last thread gives the reader's own value (CUDA leaves it
+      // undefined): with 80 threads the last warp has lanes 64..79, and the
+      // reduction sums them plus the values lanes 0..15 re-read from themselves.
+      const unsigned first = 32 * w, last = std::min(threads, first + 32) - 1;
+      if (last - first == 31) {
+        CHECK(out[w] == static_cast<float>(32 * first + 31 * 16));
+      } else {
+        float expect = 0;  // simulate the tree on the partial warp
+        std::vector<float> v(32, 0.f);
+        for (unsigned l = 0; l <= last - first; ++l) v[l] = x[first + l];
+        for (unsigned d = 16; d > 0; d >>= 1)
+          for (unsigned l = 0; l <= last - first; ++l) v[l] += (l + d <= last - first) ? v[l + d] : v[l];
+        expect = v[0];
+        CHECK(out[w] == expect);
+      }
+    }
   }
 }
 
@@ -87,4 +105,25 @@ TEST_CASE("emulated built-ins cover a 2-D grid of 2-D blocks", "[emulator]") {
   nanode::emu::run_grid("coordinates", dim3(3, 2), dim3(4, 2), [&] { coordinates(out.data()); });
   for (int b = 0; b < 6; ++b)
     for (int t = 0; t < 8; ++t) CHECK(out[static_cast<size_t>(b * 8 + t)] == 1000 * b + t);
+}
+
+namespace {
+__global__ void xor_pairs(const float* x, float* out) {
+  out[threadIdx.x] = __shfl_xor_sync(0xffffffffu, x[threadIdx.x], 1, 2);
+}
+__global__ void throws_on_thread_5() {
+  if (threadIdx.x == 5) ::nanode::fail("thread 5 failed");
+}
+}  // namespace
+
+TEST_CASE("emulated xor shuffles swap within groups, and a kernel's exception reaches the caller", "[emulator]") {
+  std::vector<float> x(32), out(32);
+  for (unsigned i = 0; i < 32; ++i) x[i] = static_cast<float>(i);
+  nanode::emu::run_grid("xor_pairs", dim3(1), dim3(32), [&] { xor_pairs(x.data(), out.data()); });
+  for (unsigned i = 0; i < 32; ++i) CHECK(out[i] == static_cast<float>(i ^ 1u));
+  CHECK_THROWS_WITH(nanode::emu::run_grid("throws_on_thread_5", dim3(2), dim3(8), [] { throws_on_thread_5(); }),
+                    Contains("thread 5 failed"));
+  // The emulator is usable again afterwards.
+  nanode::emu::run_grid("xor_pairs", dim3(1), dim3(32), [&] { xor_pairs(x.data(), out.data()); });
+  CHECK(out[3] == 2.f);
 }

@@ -195,11 +195,27 @@ TEST_CASE("every CUDA kernel matches its CPU twin (emulated launches, or a GPU)"
   CHECK(kernels >= 14);
 }
 
+namespace {
+// Read during static initialisation: the backend registers before ordinary
+// static initialisers, so a user's global already sees it.
+const int kDevicesAtStaticInit = cuda_device_count();
+}  // namespace
+
+TEST_CASE("the CUDA backend is registered before a program's own static initialisers", "[kernels][emulated]") {
+  CHECK(kDevicesAtStaticInit == cuda_device_count());
+  CHECK(kDevicesAtStaticInit >= 1);
+}
+
 TEST_CASE("emulated CUDA tensors: sizes beyond cuBLAS's int32 are refused, not truncated", "[kernels][emulated]") {
   // A [1, 2^31] x [2^31, 1] product would need 16 GiB; the size check comes first.
   CHECK_THROWS_WITH(cuda::gemm_f32(false, false, 1, 1, int64_t{1} << 31, 1.0f, nullptr, int64_t{1} << 31, 0, nullptr, 1,
                                    0, 0.0f, nullptr, 1, 0, 1, 0),
                     Catch::Matchers::Contains("int32"));
+  // Through the op, refused before the output is allocated: 2^31 rows with an
+  // empty inner dimension cost no memory.
+  const Tensor a = Tensor::empty({int64_t{1} << 31, 0}, DType::Float32, Device::cuda(0));
+  const Tensor b = Tensor::empty({0, 1}, DType::Float32, Device::cuda(0));
+  CHECK_THROWS_WITH(backend::matmul(a, b), Catch::Matchers::Contains("exceeds cuBLAS's int32 limit"));
 }
 
 #ifdef NANODE_TEST_DEVICE_MAIN

@@ -1,6 +1,7 @@
 // Uses the installed headers (and nanode::cuda when installed): a gradient.
 #include <cmath>
 #include <cstdio>
+#include <string>
 
 #include <nanode/data/safetensors.hpp>
 #include <nanode/nanode.hpp>
@@ -24,5 +25,19 @@ int main() {
   const Tensor c = conv2d(img, ker, Var(), Conv2dOptions(2, 0)).data();
   std::printf("consumer: stride-2 conv shape %s (expected [1, 1, 1, 1])\n", c.shape().str().c_str());
   const bool conv_ok = c.shape() == Shape({1, 1, 1, 1}) && c.at({0, 0, 0, 0}) == 9.0;
-  return std::abs(got - expect) < 1e-12 && back == got && conv_ok ? 0 : 1;
+  bool backend_ok = true;
+#ifdef NANODE_CONSUMER_BACKEND
+  // Linked with a CUDA backend: it registered itself, and (emulated, or with a
+  // GPU) a tanh on cuda:0 matches the CPU's.
+  backend_ok = std::string(cuda_backend_name()) == NANODE_CONSUMER_BACKEND;
+  std::printf("consumer: CUDA backend '%s' (expected '%s'), %d device(s)\n", cuda_backend_name(),
+              NANODE_CONSUMER_BACKEND, cuda_device_count());
+  if (backend_ok && cuda_device_count() > 0) {
+    const Tensor h = Tensor::from_vector<float>({-1.0f, 0.25f, 2.0f}, {3});
+    const auto d = tanh(Var(h.to(Device::cuda(0)))).data().to_vector<float>();
+    const auto c = tanh(Var(h)).data().to_vector<float>();
+    for (size_t i = 0; i < 3; ++i) backend_ok = backend_ok && std::abs(d[i] - c[i]) < 1e-6f;
+  }
+#endif
+  return std::abs(got - expect) < 1e-12 && back == got && conv_ok && backend_ok ? 0 : 1;
 }

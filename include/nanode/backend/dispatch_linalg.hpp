@@ -29,6 +29,10 @@ inline Tensor matmul(const Tensor& a, const Tensor& b, bool ta = false, bool tb 
          " (batches must match, or one operand must be 2-D)");
   int64_t nb = 1;
   for (auto s : batch) nb *= s;
+  if (a.device().is_cuda())  // cuBLAS takes int sizes: refuse, never truncate
+    for (int64_t v : {m, n, ka, a.size(-1), b.size(-1), nb})
+      NANODE_CHECK(v <= 2147483647, "matmul: ", a.shape(), " x ", b.shape(), " on ", a.device(), ": size ", v,
+                   " exceeds cuBLAS's int32 limit");
   std::vector<int64_t> out_dims = batch;
   out_dims.push_back(m);
   out_dims.push_back(n);

@@ -3,9 +3,10 @@
 // reads (x, y = op(x), or neither), its scalar forward and derivative (what the
 // CUDA kernels and the emulated build run), and its vectorised CPU forward and
 // derivative (Eigen array expressions; templates, so this header needs no Eigen
-// and nvcc can include it). cpu::unary, the CUDA unary kernels and the Var ops
-// (ops/elementwise.hpp) are generated from NANODE_UNARY_OPS; an op's test cases are
-// in tests/op_cases.hpp, which the gradient check and the op x backend test walk.
+// and nvcc can include it). cpu::unary and the CUDA unary kernels dispatch over
+// NANODE_UNARY_OPS; the Var ops (ops/elementwise.hpp) keep what the derivative
+// reads from `reads`; an op's test cases are in tests/op_cases.hpp, which the
+// gradient check and the op x backend test walk.
 //
 // To add an op: a struct here, its entry in NANODE_UNARY_OPS and in UnaryOp
 // (op_codes.hpp), its Var function in ops/elementwise.hpp, and its case.
@@ -14,10 +15,14 @@
 
 #include "nanode/backend/op_codes.hpp"
 
+// Marks the scalar formulas for both host and device code under nvcc. The host
+// code it marks is the same token for token either way.
+#ifndef NANODE_HD
 #if defined(__CUDACC__)
 #define NANODE_HD __host__ __device__
 #else
 #define NANODE_HD
+#endif
 #endif
 
 namespace nanode::unary {

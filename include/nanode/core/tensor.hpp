@@ -2,6 +2,9 @@
 // Tensor: a contiguous, typed buffer on one device with a shape of up to 5 axes.
 // Tensors share storage by reference (copying a Tensor copies a handle); reshape
 // and leading-axis narrowing return views of the same storage.
+// This header declares Tensor; its computing members (to, clone, fill_, copy_,
+// to_vector...) are defined by backend/ (core/ never includes backend/). Include
+// nanode/tensor.hpp or nanode/nanode.hpp, not this header alone.
 #include <cstring>
 #include <initializer_list>
 #include <memory>

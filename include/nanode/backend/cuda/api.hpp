@@ -3,8 +3,8 @@
 // table of them before main: nanode::cuda (kernels/*.cu on a GPU) or
 // nanode::cuda_emulated (the same kernel sources run on the CPU, DESIGN.md §5).
 // A program links at most one; with none, CUDA tensors are a clear error. No
-// preprocessor switch decides anything in the headers, so translation units built
-// with and without CUDA hold the same inline functions (no ODR hazard).
+// preprocessor switch decides which backend runs, so translation units built with
+// and without CUDA hold the same inline functions (no ODR hazard).
 //
 // This header needs no nvcc and no CUDA headers. Pointers are device pointers
 // unless a name says host.
