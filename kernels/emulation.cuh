@@ -39,6 +39,11 @@
 #include "nanode/backend/cuda/emulation.hpp"
 #include "nanode/core/error.hpp"
 
+// CUDA device code has the classification functions at global scope.
+using std::isfinite;
+using std::isinf;
+using std::isnan;
+
 // ---- the language's qualifiers ------------------------------------------------------
 #define __global__
 #define __device__

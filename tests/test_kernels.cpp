@@ -22,6 +22,7 @@
 
 #include "nanode/backend/cuda/emulation.hpp"
 #include "nanode/nanode.hpp"
+#include "nanode/backend/dispatch_nn.hpp"
 
 using namespace nanode;
 
@@ -149,6 +150,59 @@ void run_cases(int64_t n, const Config& cfg) {
     expect_close(backend::basis_combine_backward(g.to(kDev), z), backend::basis_combine_backward(g, z), tol,
                  "outer_scale K = " + std::to_string(K) + ", " + at);
   }
+  // softmax_rows_kernel / softmax_strided_kernel and their backward, both flavours
+  for (bool log_out : {false, true}) {
+    const std::string what = std::string(log_out ? "log_softmax" : "softmax") + ", " + at;
+    for (const Shape& shape : {Shape{3, n}, Shape{2, n, 3}}) {
+      const int axis = 1;
+      const Tensor x = rnd(shape, 300), gy = rnd(shape, 301);
+      const Tensor y = backend::softmax_forward(x, axis, log_out);
+      const Tensor dy = backend::softmax_forward(x.to(kDev), axis, log_out);
+      expect_close(dy, y, 1e-5, what);
+      expect_close(backend::softmax_backward(gy.to(kDev), dy, axis, log_out), backend::softmax_backward(gy, y, axis, log_out),
+                   1e-5, "backward of " + what);
+    }
+  }
+  // nll_pick_kernel and cross_entropy_backward_kernel (through the op)
+  {
+    const int64_t C = std::max<int64_t>(2, n % 7 + 2), N = n;
+    const Tensor logits = rnd({N, C}, 302);
+    std::vector<int32_t> t(static_cast<size_t>(N));
+    for (int64_t r = 0; r < N; ++r) t[static_cast<size_t>(r)] = static_cast<int32_t>((r * 5 + 1) % C);
+    const Tensor targets = Tensor::from_vector<int32_t>(t, {N});
+    Var lc(logits, true), lg(logits.to(kDev), true);
+    Var cc = cross_entropy(lc, targets), cg = cross_entropy(lg, targets);
+    expect_close(cg.data(), cc.data(), 1e-5, "cross_entropy, " + at);
+    cc.backward();
+    cg.backward();
+    expect_close(lg.grad(), lc.grad(), 1e-5, "cross_entropy backward, " + at);
+  }
+  // group_moments_kernel, group_normalize_kernel and both backward kernels
+  for (int64_t G : {1, 2}) {
+    const int64_t C = 4, S = std::max<int64_t>(1, n / 4);
+    const Tensor x = rnd({2, C, S}, 303), gy = rnd({2, C, S}, 304), gamma = rnd({C}, 305, 0.5, 1.5),
+                 beta = rnd({C}, 306);
+    backend::NormStats sc, sg;
+    const Tensor y = backend::group_norm_forward(x, G, gamma, beta, 1e-5, sc);
+    const Tensor dy = backend::group_norm_forward(x.to(kDev), G, gamma.to(kDev), beta.to(kDev), 1e-5, sg);
+    const std::string what = "group_norm G = " + std::to_string(G) + ", S = " + std::to_string(S) + ", " + at;
+    expect_close(dy, y, 1e-4, what);
+    Tensor gx, dgm, dbt, dgx, ddgm, ddbt;
+    backend::group_norm_backward(gy, x, G, sc, gamma, &gx, &dgm, &dbt);
+    backend::group_norm_backward(gy.to(kDev), x.to(kDev), G, sg, gamma.to(kDev), &dgx, &ddgm, &ddbt);
+    expect_close(dgx, gx, 1e-4, "backward (input) of " + what);
+    expect_close(ddgm, dgm, 1e-4, "backward (gamma) of " + what);
+    expect_close(ddbt, dbt, 1e-4, "backward (beta) of " + what);
+  }
+  // dropout_mask_kernel: the same Philox draws as the CPU, so the same mask
+  {
+    Generator gc(1234 + static_cast<uint64_t>(n)), gg(1234 + static_cast<uint64_t>(n));
+    gc.reserve(3), gg.reserve(3);  // not from the start of the stream
+    const Tensor mc = backend::dropout_mask({n}, 0.3, gc, DType::Float32, Device::cpu());
+    const Tensor mg = backend::dropout_mask({n}, 0.3, gg, DType::Float32, kDev);
+    expect_close(mg, mc, 0, "dropout mask, " + at);
+    CHECK(gc.state().offset == gg.state().offset);  // both consumed the same blocks
+  }
   // scaled_sq_kernel
   {
     const double c = backend::scaled_rms(a, b, g, 1e-3, 1e-2), d = backend::scaled_rms(ga, gb, g.to(kDev), 1e-3, 1e-2);
@@ -188,7 +242,7 @@ TEST_CASE("every CUDA kernel matches its CPU twin (emulated launches, or a GPU)"
   std::printf("emulated kernel launches (kernels/*.cu, all compared with their CPU twins):\n");
   while (std::getline(all, name, ',')) {
     ++kernels;
-    std::printf("  %-24s %6lld launches\n", name.c_str(), static_cast<long long>(ran[name]));
+    std::printf("  %-34s %6lld launches\n", name.c_str(), static_cast<long long>(ran[name]));
     INFO("kernel " << name << " was never launched by the emulated tests: add a case for it");
     CHECK(ran[name] > 0);
   }

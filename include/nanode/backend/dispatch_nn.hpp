@@ -221,11 +221,14 @@ inline void softmax_layout(const Shape& s, int axis, int64_t& outer, int64_t& n,
 inline Tensor softmax_forward(const Tensor& x, int axis, bool log) {
   const char* op = log ? "log_softmax" : "softmax";
   check_float(op, x);
-  require_cpu(op, x);
   axis = normalize_axis(axis, x.ndim(), op);
   int64_t outer, n, inner;
   softmax_layout(x.shape(), axis, outer, n, inner);
   Tensor y = empty_like(x);
+  if (x.device().is_cuda()) {
+    cuda::softmax_f32(x.data<float>(), y.data<float>(), outer, n, inner, log, x.device().index);
+    return y;
+  }
   dispatch_float(x.dtype(), op, [&](auto tag) {
     using T = decltype(tag);
     cpu::softmax<T>(x.data<T>(), y.data<T>(), outer, n, inner, log);
@@ -237,6 +240,11 @@ inline Tensor softmax_backward(const Tensor& g, const Tensor& y, int axis, bool 
   int64_t outer, n, inner;
   softmax_layout(y.shape(), axis, outer, n, inner);
   Tensor gx = empty_like(y);
+  if (y.device().is_cuda()) {
+    cuda::softmax_backward_f32(g.data<float>(), y.data<float>(), gx.data<float>(), outer, n, inner, log,
+                               y.device().index);
+    return gx;
+  }
   dispatch_float(y.dtype(), "softmax_backward", [&](auto tag) {
     using T = decltype(tag);
     cpu::softmax_backward<T>(g.data<T>(), y.data<T>(), gx.data<T>(), outer, n, inner, log);
@@ -324,14 +332,24 @@ inline void batch_norm_backward(const Tensor& g, const Tensor& x, const Tensor& 
 inline Tensor group_norm_forward(const Tensor& x, int64_t groups, const Tensor& gamma, const Tensor& beta, double eps,
                                  NormStats& st) {
   check_float("group_norm", x);
-  require_cpu("group_norm", x);
   int64_t N, C, S;
   ncs("group_norm", x.shape(), N, C, S);
   NANODE_CHECK(groups >= 1 && C % groups == 0, "group_norm: ", C, " channels cannot be split into ", groups,
                " groups (input ", x.shape(), ")");
-  st.mean = Tensor::empty(Shape{N, groups}, x.dtype());
-  st.invstd = Tensor::empty(Shape{N, groups}, x.dtype());
+  if (gamma.defined()) check_same("group_norm", x, gamma);
+  if (beta.defined()) check_same("group_norm", x, beta);
+  st.mean = Tensor::empty(Shape{N, groups}, x.dtype(), x.device());
+  st.invstd = Tensor::empty(Shape{N, groups}, x.dtype(), x.device());
   Tensor y = empty_like(x);
+  if (x.device().is_cuda()) {
+    const int dev = x.device().index;
+    cuda::group_moments_f32(x.data<float>(), N, C, S, groups, static_cast<float>(eps), st.mean.data<float>(),
+                            st.invstd.data<float>(), dev);
+    cuda::group_normalize_f32(x.data<float>(), y.data<float>(), N, C, S, groups, st.mean.data<float>(),
+                              st.invstd.data<float>(), gamma.defined() ? gamma.data<float>() : nullptr,
+                              beta.defined() ? beta.data<float>() : nullptr, dev);
+    return y;
+  }
   dispatch_float(x.dtype(), "group_norm", [&](auto tag) {
     using T = decltype(tag);
     cpu::group_moments<T>(x.data<T>(), N, C, S, groups, static_cast<T>(eps), st.mean.data<T>(), st.invstd.data<T>());
@@ -346,14 +364,85 @@ inline void group_norm_backward(const Tensor& g, const Tensor& x, int64_t groups
   int64_t N, C, S;
   ncs("group_norm", x.shape(), N, C, S);
   if (gx) *gx = empty_like(x);
-  if (dgamma) *dgamma = Tensor::empty(Shape{C}, x.dtype());
-  if (dbeta) *dbeta = Tensor::empty(Shape{C}, x.dtype());
+  if (dgamma) *dgamma = Tensor::empty(Shape{C}, x.dtype(), x.device());
+  if (dbeta) *dbeta = Tensor::empty(Shape{C}, x.dtype(), x.device());
+  if (x.device().is_cuda()) {
+    cuda::group_norm_backward_f32(g.data<float>(), x.data<float>(), N, C, S, groups, st.mean.data<float>(),
+                                  st.invstd.data<float>(), gamma.defined() ? gamma.data<float>() : nullptr,
+                                  gx ? gx->data<float>() : nullptr, dgamma ? dgamma->data<float>() : nullptr,
+                                  dbeta ? dbeta->data<float>() : nullptr, x.device().index);
+    return;
+  }
   dispatch_float(x.dtype(), "group_norm_backward", [&](auto tag) {
     using T = decltype(tag);
     cpu::group_norm_backward<T>(g.data<T>(), x.data<T>(), N, C, S, groups, st.mean.data<T>(), st.invstd.data<T>(),
                                 gamma.defined() ? gamma.data<T>() : nullptr, gx ? gx->data<T>() : nullptr,
                                 dgamma ? dgamma->data<T>() : nullptr, dbeta ? dbeta->data<T>() : nullptr);
   });
+}
+
+// ---- cross-entropy and dropout --------------------------------------------------------
+
+/// mean_r -logp[r, targets[r]] for logp [N, C] and int32 targets [N] on logp's device.
+inline Tensor nll_mean(const Tensor& logp, const Tensor& targets) {
+  const int64_t N = logp.size(0), C = logp.size(1);
+  if (logp.device().is_cuda()) {
+    Tensor rows = Tensor::empty(Shape{N}, logp.dtype(), logp.device());
+    cuda::nll_pick_f32(logp.data<float>(), targets.data<int32_t>(), rows.data<float>(), N, C, logp.device().index);
+    return unary(UnaryOp::Affine, sum_all(rows), 1.0 / static_cast<double>(N));
+  }
+  Tensor loss = Tensor::empty(Shape{}, logp.dtype());
+  const int32_t* t = targets.data<int32_t>();
+  dispatch_float(logp.dtype(), "cross_entropy", [&](auto tag) {
+    using T = decltype(tag);
+    const T* lp = logp.data<T>();
+    double s = 0;
+    for (int64_t n = 0; n < N; ++n) s -= static_cast<double>(lp[n * C + t[n]]);
+    loss.data<T>()[0] = static_cast<T>(s / static_cast<double>(N));
+  });
+  return loss;
+}
+
+/// d mean-NLL / d logits = (softmax - onehot) * scale, scale = upstream / N.
+inline Tensor cross_entropy_backward(const Tensor& logp, const Tensor& targets, double scale) {
+  const int64_t N = logp.size(0), C = logp.size(1);
+  Tensor gx = empty_like(logp);
+  if (logp.device().is_cuda()) {
+    cuda::cross_entropy_backward_f32(logp.data<float>(), targets.data<int32_t>(), gx.data<float>(), N, C,
+                                     static_cast<float>(scale), logp.device().index);
+    return gx;
+  }
+  dispatch_float(logp.dtype(), "cross_entropy", [&](auto tag) {
+    using T = decltype(tag);
+    const T sc = static_cast<T>(scale);
+    const T* lp = logp.data<T>();
+    const int32_t* t = targets.data<int32_t>();
+    T* o = gx.data<T>();
+    for (int64_t n = 0; n < N; ++n) {
+      for (int64_t c = 0; c < C; ++c) o[n * C + c] = std::exp(lp[n * C + c]) * sc;
+      o[n * C + t[n]] -= sc;
+    }
+  });
+  return gx;
+}
+
+/// The dropout mask (u > p) / (1 - p) for uniforms u drawn from `gen`, in `dtype`
+/// on `device`. The draws are the CPU's on every device (a CUDA mask is drawn in a
+/// kernel from the same Philox blocks), so a seed gives the same mask everywhere.
+inline Tensor dropout_mask(const Shape& shape, double p, Generator& gen, DType dtype, Device device) {
+  if (device.is_cuda()) {
+    NANODE_CHECK(dtype == DType::Float32, "dropout: CUDA tensors are float32");
+    Tensor mask = Tensor::empty(shape, dtype, device);
+    const int64_t n = mask.numel();
+    // generate_random's layout for float32: 4 values per Philox block, blocks reserved in pairs.
+    const int64_t blocks = (n + 3) / 4;
+    const uint64_t first = gen.reserve(static_cast<uint64_t>(blocks + (blocks & 1)));
+    cuda::dropout_mask_f32(mask.data<float>(), n, gen.seed(), first, static_cast<float>(p),
+                           static_cast<float>(1.0 / (1.0 - p)), device.index);
+    return mask;
+  }
+  Tensor u = random(shape, 0.0, 1.0, false, gen, dtype, device);
+  return unary(UnaryOp::Step, u, p, 1.0 / (1.0 - p));  // (u > p) / (1 - p)
 }
 
 }  // namespace nanode::backend

@@ -34,36 +34,17 @@ inline Var cross_entropy(const Var& logits, const Tensor& targets) {
                "cross_entropy: targets must be int32 [", logits.size(0), "], got ",
                targets.defined() ? std::string(dtype_name(targets.dtype())) + " " + targets.shape().str()
                                  : std::string("undefined"));
-  backend::require_cpu("cross_entropy", logits.data());
   const int64_t N = logits.size(0), C = logits.size(1);
   NANODE_CHECK(N > 0, "cross_entropy: empty batch");
   const Tensor tt = targets.cpu();
   const int32_t* t = tt.data<int32_t>();
   for (int64_t n = 0; n < N; ++n)
     NANODE_CHECK(t[n] >= 0 && t[n] < C, "cross_entropy: target ", t[n], " in row ", n, " is outside [0, ", C, ")");
+  const Tensor td = tt.to(logits.device());
   Tensor logp = backend::softmax_forward(logits.data(), 1, true);
-  Tensor loss = Tensor::empty(Shape{}, logits.dtype());
-  backend::dispatch_float(logits.dtype(), "cross_entropy", [&](auto tag) {
-    using T = decltype(tag);
-    const T* lp = logp.data<T>();
-    double s = 0;
-    for (int64_t n = 0; n < N; ++n) s -= static_cast<double>(lp[n * C + t[n]]);
-    loss.data<T>()[0] = static_cast<T>(s / static_cast<double>(N));
-  });
-  return make_result("cross_entropy", loss, {logits}, [logp, tt, N, C](const Tensor& g, GradInputs& gi) {
-    Tensor gx = Tensor::empty(logp.shape(), logp.dtype());
-    backend::dispatch_float(logp.dtype(), "cross_entropy", [&](auto tag) {
-      using T = decltype(tag);
-      const T scale = static_cast<T>(g.item<double>() / static_cast<double>(N));
-      const T* lp = logp.data<T>();
-      const int32_t* t = tt.data<int32_t>();
-      T* o = gx.data<T>();
-      for (int64_t n = 0; n < N; ++n) {
-        for (int64_t c = 0; c < C; ++c) o[n * C + c] = std::exp(lp[n * C + c]) * scale;
-        o[n * C + t[n]] -= scale;
-      }
-    });
-    gi.set(0, gx);
+  Tensor loss = backend::nll_mean(logp, td);
+  return make_result("cross_entropy", loss, {logits}, [logp, td, N](const Tensor& g, GradInputs& gi) {
+    gi.set(0, backend::cross_entropy_backward(logp, td, g.item<double>() / static_cast<double>(N)));
   });
 }
 
@@ -78,8 +59,7 @@ inline Var dropout(const Var& x, double p, bool training, Generator& gen = defau
   NANODE_CHECK(p >= 0.0 && p < 1.0, "dropout: probability must be in [0, 1), got ", p);
   if (!training || p == 0.0) return x;
   backend::check_float("dropout", x.data());
-  Tensor u = Tensor::uniform(x.shape(), 0.0, 1.0, gen, x.dtype(), x.device());
-  const Tensor mask = backend::unary(UnaryOp::Step, u, p, 1.0 / (1.0 - p));  // (u > p) / (1 - p)
+  const Tensor mask = backend::dropout_mask(x.shape(), p, gen, x.dtype(), x.device());
   Tensor y = backend::binary(BinaryOp::Mul, x.data(), mask);
   return make_result("dropout", y, {x},
                      [mask](const Tensor& g, GradInputs& gi) { gi.set(0, backend::binary(BinaryOp::Mul, g, mask)); });

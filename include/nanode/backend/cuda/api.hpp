@@ -82,7 +82,39 @@ struct LincombTerms {
      int64_t stride_c, int64_t batch, int device),                                                                 \
     (trans_a, trans_b, m, n, k, alpha, a, lda, stride_a, b, ldb, stride_b, beta, c, ldc, stride_c, batch, device)) \
   /* out = x permuted: out index order is perm of the input axes (ndim <= 5). */                                   \
-  X(void, permute_f32, (const float* x, float* out, const PermuteDesc& d, int device), (x, out, d, device))
+  X(void, permute_f32, (const float* x, float* out, const PermuteDesc& d, int device), (x, out, d, device))         \
+  /* Softmax (or log-softmax) along the middle axis of [outer, n, inner], and its backward. */                      \
+  X(void, softmax_f32, (const float* x, float* y, int64_t outer, int64_t n, int64_t inner, bool log, int device),   \
+    (x, y, outer, n, inner, log, device))                                                                          \
+  X(void, softmax_backward_f32,                                                                                    \
+    (const float* g, const float* y, float* gx, int64_t outer, int64_t n, int64_t inner, bool log, int device),    \
+    (g, y, gx, outer, n, inner, log, device))                                                                      \
+  /* row_loss[r] = -logp[r, targets[r]] for logp [N, C]. */                                                        \
+  X(void, nll_pick_f32, (const float* logp, const int32_t* targets, float* row_loss, int64_t N, int64_t C,         \
+                         int device),                                                                              \
+    (logp, targets, row_loss, N, C, device))                                                                       \
+  /* gx[r, c] = (exp(logp[r, c]) - [c == targets[r]]) * scale. */                                                  \
+  X(void, cross_entropy_backward_f32,                                                                              \
+    (const float* logp, const int32_t* targets, float* gx, int64_t N, int64_t C, float scale, int device),        \
+    (logp, targets, gx, N, C, scale, device))                                                                      \
+  /* Group norm over [N, C, S] in G groups: moments, normalisation, backward (see cpu/norm.hpp). */               \
+  X(void, group_moments_f32,                                                                                       \
+    (const float* x, int64_t N, int64_t C, int64_t S, int64_t G, float eps, float* mean, float* invstd,           \
+     int device),                                                                                                  \
+    (x, N, C, S, G, eps, mean, invstd, device))                                                                    \
+  X(void, group_normalize_f32,                                                                                     \
+    (const float* x, float* y, int64_t N, int64_t C, int64_t S, int64_t G, const float* mean,                     \
+     const float* invstd, const float* gamma, const float* beta, int device),                                     \
+    (x, y, N, C, S, G, mean, invstd, gamma, beta, device))                                                         \
+  X(void, group_norm_backward_f32,                                                                                 \
+    (const float* g, const float* x, int64_t N, int64_t C, int64_t S, int64_t G, const float* mean,               \
+     const float* invstd, const float* gamma, float* gx, float* dgamma, float* dbeta, int device),                \
+    (g, x, N, C, S, G, mean, invstd, gamma, gx, dgamma, dbeta, device))                                            \
+  /* mask[i] = (u_i > p) * scale with u_i the float32 uniforms of the Philox stream (seed, from block */          \
+  /* first_block on), exactly as the CPU draws them. */                                                            \
+  X(void, dropout_mask_f32,                                                                                        \
+    (float* mask, int64_t n, uint64_t seed, uint64_t first_block, float p, float scale, int device),              \
+    (mask, n, seed, first_block, p, scale, device))
 
 /// The table a backend registers (DeviceBackend::launchers points at one).
 struct Launchers {
