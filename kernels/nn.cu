@@ -1,9 +1,10 @@
 // Hand-written kernels of the network layers: softmax and log-softmax, the
-// cross-entropy pick and its gradient, group norm forward and backward, and
-// dropout masks drawn from the same Philox stream as the CPU's. CPU twins:
-// cpu::softmax / softmax_backward, ops/loss.hpp's cross_entropy loops,
-// cpu::group_moments / group_normalize / group_norm_backward, and
-// backend::generate_random + UnaryOp::Step. tests/test_kernels.cpp compares them.
+// cross-entropy pick and its gradient, group norm and batch norm forward and
+// backward, max and average pooling forward and backward, and dropout masks drawn
+// from the same Philox stream as the CPU's. CPU twins: cpu::softmax /
+// softmax_backward, backend::nll_mean / cross_entropy_backward, cpu/norm.hpp,
+// cpu/pool.hpp, and backend::generate_random + UnaryOp::Step.
+// tests/test_kernels.cpp compares them.
 #include "common.cuh"
 
 namespace nanode::NANODE_KERNEL_NS {
@@ -224,6 +225,157 @@ __global__ void dropout_mask_kernel(float* mask, int64_t n, uint64_t seed, uint6
   }
 }
 
+// ---- pooling over NCHW planes (WindowDesc: C planes per image, Co == C) ------------------
+
+// One thread per output: the window's max (NaN wins, as on the CPU) and its index.
+__global__ void max_pool_forward_kernel(const float* x, float* y, int32_t* argmax, WindowDesc d) {
+  NANODE_GRID_STRIDE(k, d.N * d.C * d.Ho * d.Wo) {
+    const int64_t p = k / (d.Ho * d.Wo), o = k % (d.Ho * d.Wo), oy = o / d.Wo, ox = o % d.Wo;
+    const float* xp = x + p * d.H * d.W;
+    float best = -INFINITY;
+    int64_t best_i = -1;
+    bool nan = false;
+    for (int64_t i = 0; i < d.kh && !nan; ++i) {
+      const int64_t iy = oy * d.sh - d.ph + i;
+      if (iy < 0 || iy >= d.H) continue;
+      for (int64_t j = 0; j < d.kw; ++j) {
+        const int64_t ix = ox * d.sw - d.pw + j;
+        if (ix < 0 || ix >= d.W) continue;
+        const float v = xp[iy * d.W + ix];
+        if (best_i < 0 || v > best || v != v) {
+          best = v;
+          best_i = iy * d.W + ix;
+          if (v != v) {
+            nan = true;
+            break;
+          }
+        }
+      }
+    }
+    y[k] = best;
+    argmax[k] = static_cast<int32_t>(best_i);
+  }
+}
+
+// The outputs whose windows cover input row (or column) i: [lo, hi).
+__device__ void covering(int64_t i, int64_t k, int64_t s, int64_t p, int64_t n_out, int64_t& lo, int64_t& hi) {
+  const int64_t a = i + p - k + 1;  // smallest o*s that still reaches i
+  lo = a <= 0 ? 0 : (a + s - 1) / s;
+  hi = (i + p) / s + 1;
+  if (hi > n_out) hi = n_out;
+}
+
+// One thread per input: gathers the gradients of the outputs whose max it was (no atomics).
+__global__ void max_pool_backward_kernel(const float* gy, const int32_t* argmax, float* gx, WindowDesc d) {
+  NANODE_GRID_STRIDE(k, d.N * d.C * d.H * d.W) {
+    const int64_t p = k / (d.H * d.W), q = k % (d.H * d.W), iy = q / d.W, ix = q % d.W;
+    int64_t y0, y1, x0, x1;
+    covering(iy, d.kh, d.sh, d.ph, d.Ho, y0, y1);
+    covering(ix, d.kw, d.sw, d.pw, d.Wo, x0, x1);
+    float acc = 0.f;
+    for (int64_t oy = y0; oy < y1; ++oy)
+      for (int64_t ox = x0; ox < x1; ++ox) {
+        const int64_t o = p * d.Ho * d.Wo + oy * d.Wo + ox;
+        if (argmax[o] == q) acc += gy[o];
+      }
+    gx[k] = acc;
+  }
+}
+
+__global__ void avg_pool_forward_kernel(const float* x, float* y, WindowDesc d) {
+  const float scale = 1.f / static_cast<float>(d.kh * d.kw);
+  NANODE_GRID_STRIDE(k, d.N * d.C * d.Ho * d.Wo) {
+    const int64_t p = k / (d.Ho * d.Wo), o = k % (d.Ho * d.Wo), oy = o / d.Wo, ox = o % d.Wo;
+    const float* xp = x + p * d.H * d.W;
+    float s = 0.f;
+    for (int64_t i = 0; i < d.kh; ++i) {
+      const int64_t iy = oy * d.sh - d.ph + i;
+      if (iy < 0 || iy >= d.H) continue;
+      for (int64_t j = 0; j < d.kw; ++j) {
+        const int64_t ix = ox * d.sw - d.pw + j;
+        if (ix >= 0 && ix < d.W) s += xp[iy * d.W + ix];
+      }
+    }
+    y[k] = s * scale;
+  }
+}
+
+__global__ void avg_pool_backward_kernel(const float* gy, float* gx, WindowDesc d) {
+  const float scale = 1.f / static_cast<float>(d.kh * d.kw);
+  NANODE_GRID_STRIDE(k, d.N * d.C * d.H * d.W) {
+    const int64_t p = k / (d.H * d.W), q = k % (d.H * d.W), iy = q / d.W, ix = q % d.W;
+    int64_t y0, y1, x0, x1;
+    covering(iy, d.kh, d.sh, d.ph, d.Ho, y0, y1);
+    covering(ix, d.kw, d.sw, d.pw, d.Wo, x0, x1);
+    float acc = 0.f;
+    for (int64_t oy = y0; oy < y1; ++oy)
+      for (int64_t ox = x0; ox < x1; ++ox) acc += gy[p * d.Ho * d.Wo + oy * d.Wo + ox];
+    gx[k] = acc * scale;
+  }
+}
+
+// ---- batch norm over [N, C, S] ------------------------------------------------------------
+
+// One block per channel: mean, biased variance, 1/sqrt(var + eps) (double sums).
+__global__ void channel_moments_kernel(const float* x, int64_t N, int64_t C, int64_t S, float eps, float* mean,
+                                       float* var, float* invstd) {
+  __shared__ double s[kThreads];
+  const int64_t c = blockIdx.x, M = N * S;
+  double sum = 0;
+  for (int64_t k = threadIdx.x; k < M; k += blockDim.x) sum += x[((k / S) * C + c) * S + k % S];
+  const double m = block_sum(sum, s) / static_cast<double>(M);
+  double sq = 0;
+  for (int64_t k = threadIdx.x; k < M; k += blockDim.x) {
+    const double v = x[((k / S) * C + c) * S + k % S] - m;
+    sq += v * v;
+  }
+  const double v = block_sum(sq, s) / static_cast<double>(M);
+  if (threadIdx.x == 0) {
+    mean[c] = static_cast<float>(m);
+    var[c] = static_cast<float>(v);
+    invstd[c] = static_cast<float>(1.0 / sqrt(static_cast<double>(static_cast<float>(v)) + static_cast<double>(eps)));
+  }
+}
+
+__global__ void channel_normalize_kernel(const float* x, float* y, int64_t N, int64_t C, int64_t S, const float* mean,
+                                         const float* invstd, const float* gamma, const float* beta) {
+  NANODE_GRID_STRIDE(k, N * C * S) {
+    const int64_t c = (k / S) % C;
+    const float scale = invstd[c] * (gamma ? gamma[c] : 1.f);
+    const float shift = (beta ? beta[c] : 0.f) - mean[c] * scale;
+    y[k] = x[k] * scale + shift;
+  }
+}
+
+// One block per channel: dgamma = sum(g xhat), dbeta = sum(g),
+// gx = invstd gamma (g - mean(g) - xhat mean(g xhat)).
+__global__ void batch_norm_backward_kernel(const float* g, const float* x, int64_t N, int64_t C, int64_t S,
+                                           const float* mean, const float* invstd, const float* gamma, float* gx,
+                                           float* dgamma, float* dbeta) {
+  __shared__ double s[kThreads];
+  const int64_t c = blockIdx.x, M = N * S;
+  const float mu = mean[c], is = invstd[c];
+  double sg = 0, sgx = 0;
+  for (int64_t k = threadIdx.x; k < M; k += blockDim.x) {
+    const int64_t off = ((k / S) * C + c) * S + k % S;
+    sg += g[off];
+    sgx += static_cast<double>(g[off]) * (x[off] - mu);
+  }
+  sg = block_sum(sg, s);
+  sgx = block_sum(sgx, s) * is;
+  if (threadIdx.x == 0) {
+    if (dgamma) dgamma[c] = static_cast<float>(sgx);
+    if (dbeta) dbeta[c] = static_cast<float>(sg);
+  }
+  if (!gx) return;
+  const float kk = is * (gamma ? gamma[c] : 1.f);
+  const float mg = static_cast<float>(sg / static_cast<double>(M)), mgx = static_cast<float>(sgx / static_cast<double>(M));
+  for (int64_t k = threadIdx.x; k < M; k += blockDim.x) {
+    const int64_t off = ((k / S) * C + c) * S + k % S;
+    gx[off] = kk * (g[off] - mg - (x[off] - mu) * is * mgx);
+  }
+}
+
 }  // namespace
 
 // ---- launchers --------------------------------------------------------------------------
@@ -294,6 +446,58 @@ void dropout_mask_f32(float* mask, int64_t n, uint64_t seed, uint64_t first_bloc
   if (n == 0) return;
   use_device(device);
   NANODE_LAUNCH(dropout_mask_kernel, blocks_for(n), kThreads, device, mask, n, seed, first_block, p, scale);
+}
+
+void max_pool_forward_f32(const float* x, float* y, int32_t* argmax, const WindowDesc& d, int device) {
+  const int64_t n = d.N * d.C * d.Ho * d.Wo;
+  if (n == 0) return;
+  use_device(device);
+  NANODE_LAUNCH(max_pool_forward_kernel, blocks_for(n), kThreads, device, x, y, argmax, d);
+}
+
+void max_pool_backward_f32(const float* gy, const int32_t* argmax, float* gx, const WindowDesc& d, int device) {
+  const int64_t n = d.N * d.C * d.H * d.W;
+  if (n == 0) return;
+  use_device(device);
+  NANODE_LAUNCH(max_pool_backward_kernel, blocks_for(n), kThreads, device, gy, argmax, gx, d);
+}
+
+void avg_pool_forward_f32(const float* x, float* y, const WindowDesc& d, int device) {
+  const int64_t n = d.N * d.C * d.Ho * d.Wo;
+  if (n == 0) return;
+  use_device(device);
+  NANODE_LAUNCH(avg_pool_forward_kernel, blocks_for(n), kThreads, device, x, y, d);
+}
+
+void avg_pool_backward_f32(const float* gy, float* gx, const WindowDesc& d, int device) {
+  const int64_t n = d.N * d.C * d.H * d.W;
+  if (n == 0) return;
+  use_device(device);
+  NANODE_LAUNCH(avg_pool_backward_kernel, blocks_for(n), kThreads, device, gy, gx, d);
+}
+
+void channel_moments_f32(const float* x, int64_t N, int64_t C, int64_t S, float eps, float* mean, float* var,
+                         float* invstd, int device) {
+  if (C == 0) return;
+  use_device(device);
+  NANODE_LAUNCH(channel_moments_kernel, static_cast<unsigned>(C), kThreads, device, x, N, C, S, eps, mean, var, invstd);
+}
+
+void channel_normalize_f32(const float* x, float* y, int64_t N, int64_t C, int64_t S, const float* mean,
+                           const float* invstd, const float* gamma, const float* beta, int device) {
+  if (N * C * S == 0) return;
+  use_device(device);
+  NANODE_LAUNCH(channel_normalize_kernel, blocks_for(N * C * S), kThreads, device, x, y, N, C, S, mean, invstd, gamma,
+                beta);
+}
+
+void batch_norm_backward_f32(const float* g, const float* x, int64_t N, int64_t C, int64_t S, const float* mean,
+                             const float* invstd, const float* gamma, float* gx, float* dgamma, float* dbeta,
+                             int device) {
+  if (C == 0) return;
+  use_device(device);
+  NANODE_LAUNCH(batch_norm_backward_kernel, static_cast<unsigned>(C), kThreads, device, g, x, N, C, S, mean, invstd,
+                gamma, gx, dgamma, dbeta);
 }
 
 }  // namespace nanode::NANODE_KERNEL_NS

@@ -19,6 +19,7 @@
 #include <map>
 #include <sstream>
 #include <string>
+#include <tuple>
 
 #include "nanode/backend/cuda/emulation.hpp"
 #include "nanode/nanode.hpp"
@@ -193,6 +194,52 @@ void run_cases(int64_t n, const Config& cfg) {
     expect_close(dgx, gx, 1e-4, "backward (input) of " + what);
     expect_close(ddgm, dgm, 1e-4, "backward (gamma) of " + what);
     expect_close(ddbt, dbt, 1e-4, "backward (beta) of " + what);
+  }
+  // max/avg pooling forward and backward, overlapping and padded windows
+  {
+    const int64_t side = std::max<int64_t>(3, static_cast<int64_t>(std::sqrt(static_cast<double>(n))) + 2);
+    const Tensor x = rnd({2, 2, side, side + 1}, 307);
+    for (auto [k, st, pad] : {std::tuple<int64_t, int64_t, int64_t>{2, 2, 0}, {3, 2, 1}, {3, 1, 1}}) {
+      const cpu::ConvGeom g = backend::pool_geom("pool", x.shape(), k, k, st, st, pad, pad);
+      const std::string what = "pool k " + std::to_string(k) + " s " + std::to_string(st) + " p " +
+                               std::to_string(pad) + ", side " + std::to_string(side) + ", " + at;
+      auto [yc, ic] = backend::max_pool2d_forward(x, g);
+      auto [yg, ig] = backend::max_pool2d_forward(x.to(kDev), g);
+      expect_close(yg, yc, 0, "max " + what);
+      CHECK(ig.to_vector<int32_t>() == ic.to_vector<int32_t>());
+      const Tensor gy = rnd(yc.shape(), 308);
+      expect_close(backend::max_pool2d_backward(gy.to(kDev), ig, g), backend::max_pool2d_backward(gy, ic, g), 1e-6,
+                   "max backward " + what);
+      expect_close(backend::avg_pool2d_forward(x.to(kDev), g), backend::avg_pool2d_forward(x, g), 1e-6, "avg " + what);
+      expect_close(backend::avg_pool2d_backward(gy.to(kDev), g), backend::avg_pool2d_backward(gy, g), 1e-6,
+                   "avg backward " + what);
+    }
+  }
+  // batch norm: channel moments, normalisation, backward (train and eval)
+  {
+    const int64_t C = 3, S = std::max<int64_t>(1, n / 3);
+    const Tensor x = rnd({2, C, S}, 309), gy = rnd({2, C, S}, 310), gamma = rnd({C}, 311, 0.5, 1.5),
+                 beta = rnd({C}, 312);
+    const std::string what = "batch_norm S = " + std::to_string(S) + ", " + at;
+    if (2 * S > 1) {
+      const backend::NormStats sc = backend::batch_norm_stats(x, 1e-5);
+      const backend::NormStats sg = backend::batch_norm_stats(x.to(kDev), 1e-5);
+      expect_close(sg.mean, sc.mean, 1e-5, "mean, " + what);
+      expect_close(sg.var, sc.var, 1e-5, "var, " + what);
+      expect_close(sg.invstd, sc.invstd, 1e-5, "invstd, " + what);
+      expect_close(backend::channel_normalize(x.to(kDev), sg.mean, sg.invstd, gamma.to(kDev), beta.to(kDev)),
+                   backend::channel_normalize(x, sc.mean, sc.invstd, gamma, beta), 1e-5, "normalize, " + what);
+      for (bool train : {true, false}) {
+        Tensor gx, dg, db, ggx, gdg, gdb;
+        backend::batch_norm_backward(gy, x, sc.mean, sc.invstd, gamma, train, &gx, &dg, &db);
+        backend::batch_norm_backward(gy.to(kDev), x.to(kDev), sg.mean, sg.invstd, gamma.to(kDev), train, &ggx, &gdg,
+                                     &gdb);
+        const std::string w2 = std::string(train ? "train" : "eval") + " backward, " + what;
+        expect_close(ggx, gx, 1e-4, "input " + w2);
+        expect_close(gdg, dg, 1e-4, "gamma " + w2);
+        expect_close(gdb, db, 1e-4, "beta " + w2);
+      }
+    }
   }
   // dropout_mask_kernel: the same Philox draws as the CPU, so the same mask
   {

@@ -167,11 +167,22 @@ inline cpu::ConvGeom pool_geom(const char* op, const Shape& x, int64_t kh, int64
   return g;
 }
 
+/// The kernels' view of a geometry.
+inline WindowDesc window_desc(const cpu::ConvGeom& g) {
+  WindowDesc d;
+  d.N = g.N, d.C = g.C, d.H = g.H, d.W = g.W, d.Co = g.Co, d.Ho = g.Ho, d.Wo = g.Wo;
+  d.kh = g.kh, d.kw = g.kw, d.sh = g.sh, d.sw = g.sw, d.ph = g.ph, d.pw = g.pw;
+  return d;
+}
+
 inline std::pair<Tensor, Tensor> max_pool2d_forward(const Tensor& x, const cpu::ConvGeom& g) {
   check_float("max_pool2d", x);
-  require_cpu("max_pool2d", x);
   Tensor y = Tensor::empty(Shape{g.N, g.C, g.Ho, g.Wo}, x.dtype(), x.device());
   Tensor idx = Tensor::empty(y.shape(), DType::Int32, x.device());
+  if (x.device().is_cuda()) {
+    cuda::max_pool_forward_f32(x.data<float>(), y.data<float>(), idx.data<int32_t>(), window_desc(g), x.device().index);
+    return {y, idx};
+  }
   dispatch_float(x.dtype(), "max_pool2d", [&](auto tag) {
     using T = decltype(tag);
     cpu::max_pool_forward<T>(x.data<T>(), y.data<T>(), idx.data<int32_t>(), g.N * g.C, g);
@@ -181,6 +192,11 @@ inline std::pair<Tensor, Tensor> max_pool2d_forward(const Tensor& x, const cpu::
 
 inline Tensor max_pool2d_backward(const Tensor& gy, const Tensor& idx, const cpu::ConvGeom& g) {
   Tensor gx = Tensor::empty(Shape{g.N, g.C, g.H, g.W}, gy.dtype(), gy.device());
+  if (gy.device().is_cuda()) {
+    cuda::max_pool_backward_f32(gy.data<float>(), idx.data<int32_t>(), gx.data<float>(), window_desc(g),
+                                gy.device().index);
+    return gx;
+  }
   dispatch_float(gy.dtype(), "max_pool2d_backward", [&](auto tag) {
     using T = decltype(tag);
     cpu::max_pool_backward<T>(gy.data<T>(), idx.data<int32_t>(), gx.data<T>(), g.N * g.C, g);
@@ -190,8 +206,11 @@ inline Tensor max_pool2d_backward(const Tensor& gy, const Tensor& idx, const cpu
 
 inline Tensor avg_pool2d_forward(const Tensor& x, const cpu::ConvGeom& g) {
   check_float("avg_pool2d", x);
-  require_cpu("avg_pool2d", x);
   Tensor y = Tensor::empty(Shape{g.N, g.C, g.Ho, g.Wo}, x.dtype(), x.device());
+  if (x.device().is_cuda()) {
+    cuda::avg_pool_forward_f32(x.data<float>(), y.data<float>(), window_desc(g), x.device().index);
+    return y;
+  }
   dispatch_float(x.dtype(), "avg_pool2d", [&](auto tag) {
     using T = decltype(tag);
     cpu::avg_pool_forward<T>(x.data<T>(), y.data<T>(), g.N * g.C, g);
@@ -201,6 +220,10 @@ inline Tensor avg_pool2d_forward(const Tensor& x, const cpu::ConvGeom& g) {
 
 inline Tensor avg_pool2d_backward(const Tensor& gy, const cpu::ConvGeom& g) {
   Tensor gx = Tensor::empty(Shape{g.N, g.C, g.H, g.W}, gy.dtype(), gy.device());
+  if (gy.device().is_cuda()) {
+    cuda::avg_pool_backward_f32(gy.data<float>(), gx.data<float>(), window_desc(g), gy.device().index);
+    return gx;
+  }
   dispatch_float(gy.dtype(), "avg_pool2d_backward", [&](auto tag) {
     using T = decltype(tag);
     cpu::avg_pool_backward<T>(gy.data<T>(), gx.data<T>(), g.N * g.C, g);
@@ -270,11 +293,17 @@ struct NormStats {
 /// Batch statistics per channel (training mode).
 inline NormStats batch_norm_stats(const Tensor& x, double eps) {
   check_float("batch_norm", x);
-  require_cpu("batch_norm", x);
   int64_t N, C, S;
   ncs("batch_norm", x.shape(), N, C, S);
   NANODE_CHECK(N * S > 1, "batch_norm: training needs more than one value per channel, got input ", x.shape());
-  NormStats st{Tensor::empty(Shape{C}, x.dtype()), Tensor::empty(Shape{C}, x.dtype()), Tensor::empty(Shape{C}, x.dtype())};
+  const Shape cs{C};
+  NormStats st{Tensor::empty(cs, x.dtype(), x.device()), Tensor::empty(cs, x.dtype(), x.device()),
+               Tensor::empty(cs, x.dtype(), x.device())};
+  if (x.device().is_cuda()) {
+    cuda::channel_moments_f32(x.data<float>(), N, C, S, static_cast<float>(eps), st.mean.data<float>(),
+                              st.var.data<float>(), st.invstd.data<float>(), x.device().index);
+    return st;
+  }
   dispatch_float(x.dtype(), "batch_norm", [&](auto tag) {
     using T = decltype(tag);
     cpu::channel_moments<T>(x.data<T>(), N, C, S, st.mean.data<T>(), st.var.data<T>());
@@ -288,10 +317,15 @@ inline NormStats batch_norm_stats(const Tensor& x, double eps) {
 /// y = (x - mean) * invstd * gamma + beta per channel (gamma/beta may be undefined).
 inline Tensor channel_normalize(const Tensor& x, const Tensor& mean, const Tensor& invstd, const Tensor& gamma,
                                 const Tensor& beta) {
-  require_cpu("batch_norm", x);
   int64_t N, C, S;
   ncs("batch_norm", x.shape(), N, C, S);
   Tensor y = empty_like(x);
+  if (x.device().is_cuda()) {
+    cuda::channel_normalize_f32(x.data<float>(), y.data<float>(), N, C, S, mean.data<float>(), invstd.data<float>(),
+                                gamma.defined() ? gamma.data<float>() : nullptr,
+                                beta.defined() ? beta.data<float>() : nullptr, x.device().index);
+    return y;
+  }
   dispatch_float(x.dtype(), "batch_norm", [&](auto tag) {
     using T = decltype(tag);
     cpu::channel_normalize<T>(x.data<T>(), y.data<T>(), N, C, S, mean.data<T>(), invstd.data<T>(),
@@ -306,8 +340,28 @@ inline void batch_norm_backward(const Tensor& g, const Tensor& x, const Tensor& 
   int64_t N, C, S;
   ncs("batch_norm", x.shape(), N, C, S);
   if (gx) *gx = empty_like(x);
-  if (dgamma) *dgamma = Tensor::empty(Shape{C}, x.dtype());
-  if (dbeta) *dbeta = Tensor::empty(Shape{C}, x.dtype());
+  if (dgamma) *dgamma = Tensor::empty(Shape{C}, x.dtype(), x.device());
+  if (dbeta) *dbeta = Tensor::empty(Shape{C}, x.dtype(), x.device());
+  if (x.device().is_cuda()) {
+    const int dev = x.device().index;
+    const float* gm = gamma.defined() ? gamma.data<float>() : nullptr;
+    float* pdg = dgamma ? dgamma->data<float>() : nullptr;
+    float* pdb = dbeta ? dbeta->data<float>() : nullptr;
+    if (train) {
+      cuda::batch_norm_backward_f32(g.data<float>(), x.data<float>(), N, C, S, mean.data<float>(),
+                                    invstd.data<float>(), gm, gx ? gx->data<float>() : nullptr, pdg, pdb, dev);
+      return;
+    }
+    if (gx) {  // eval: the statistics are constants, gx = g invstd gamma
+      const Tensor zero = Tensor::zeros(Shape{C}, x.dtype(), x.device());
+      cuda::channel_normalize_f32(g.data<float>(), gx->data<float>(), N, C, S, zero.data<float>(),
+                                  invstd.data<float>(), gm, nullptr, dev);
+    }
+    if (pdg || pdb)
+      cuda::batch_norm_backward_f32(g.data<float>(), x.data<float>(), N, C, S, mean.data<float>(),
+                                    invstd.data<float>(), gm, nullptr, pdg, pdb, dev);
+    return;
+  }
   dispatch_float(x.dtype(), "batch_norm_backward", [&](auto tag) {
     using T = decltype(tag);
     const T* gm = gamma.defined() ? gamma.data<T>() : nullptr;

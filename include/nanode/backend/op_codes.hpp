@@ -37,4 +37,12 @@ struct PermuteDesc {
   int64_t in_stride[5] = {0, 0, 0, 0, 0};
 };
 
+/// The geometry of a 2-D window op over NCHW planes (pooling; convolution with Co
+/// output channels): input [N, C, H, W], output [N, Co, Ho, Wo], kh x kw windows,
+/// strides sh, sw and zero padding ph, pw.
+struct WindowDesc {
+  int64_t N = 0, C = 0, H = 0, W = 0, Co = 0, Ho = 0, Wo = 0;
+  int64_t kh = 1, kw = 1, sh = 1, sw = 1, ph = 0, pw = 0;
+};
+
 }  // namespace nanode

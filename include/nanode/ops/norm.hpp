@@ -15,9 +15,12 @@ inline Var batch_norm(const Var& x, Tensor running_mean, Tensor running_var, con
   int64_t N, C, S;
   backend::ncs("batch_norm", x.shape(), N, C, S);
   auto check_c = [&](const Tensor& t, const char* what) {
-    NANODE_CHECK(!t.defined() || (t.ndim() == 1 && t.size(0) == C && t.dtype() == x.dtype()), "batch_norm: ", what,
-                 " must be [", C, "] of ", x.dtype(), " for input ", x.shape(), ", got ",
-                 t.defined() ? t.shape().str() : std::string("undefined"));
+    NANODE_CHECK(!t.defined() || (t.ndim() == 1 && t.size(0) == C && t.dtype() == x.dtype() &&
+                                  t.device() == x.device()),
+                 "batch_norm: ", what, " must be [", C, "] of ", x.dtype(), " on ", x.device(), " for input ",
+                 x.shape(), ", got ",
+                 t.defined() ? t.shape().str() + " of " + dtype_name(t.dtype()) + " on " + t.device().str()
+                             : std::string("undefined"));
   };
   check_c(running_mean, "running_mean");
   check_c(running_var, "running_var");

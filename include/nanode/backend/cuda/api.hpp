@@ -114,7 +114,31 @@ struct LincombTerms {
   /* first_block on), exactly as the CPU draws them. */                                                            \
   X(void, dropout_mask_f32,                                                                                        \
     (float* mask, int64_t n, uint64_t seed, uint64_t first_block, float p, float scale, int device),              \
-    (mask, n, seed, first_block, p, scale, device))
+    (mask, n, seed, first_block, p, scale, device))                                                                \
+  /* Max pooling: y and the argmax (flat index in the input plane, -1 for an empty window); backward. */          \
+  X(void, max_pool_forward_f32, (const float* x, float* y, int32_t* argmax, const WindowDesc& d, int device),      \
+    (x, y, argmax, d, device))                                                                                     \
+  X(void, max_pool_backward_f32, (const float* gy, const int32_t* argmax, float* gx, const WindowDesc& d,          \
+                                  int device),                                                                     \
+    (gy, argmax, gx, d, device))                                                                                   \
+  /* Average pooling over kh x kw windows, padding counted as zeros; backward. */                                  \
+  X(void, avg_pool_forward_f32, (const float* x, float* y, const WindowDesc& d, int device), (x, y, d, device))     \
+  X(void, avg_pool_backward_f32, (const float* gy, float* gx, const WindowDesc& d, int device), (gy, gx, d, device)) \
+  /* Batch norm over [N, C, S]: per-channel mean, biased variance and 1/sqrt(var + eps). */                        \
+  X(void, channel_moments_f32,                                                                                     \
+    (const float* x, int64_t N, int64_t C, int64_t S, float eps, float* mean, float* var, float* invstd,          \
+     int device),                                                                                                  \
+    (x, N, C, S, eps, mean, var, invstd, device))                                                                  \
+  /* y = (x - mean[c]) invstd[c] gamma[c] + beta[c] (gamma, beta may be null). */                                  \
+  X(void, channel_normalize_f32,                                                                                   \
+    (const float* x, float* y, int64_t N, int64_t C, int64_t S, const float* mean, const float* invstd,           \
+     const float* gamma, const float* beta, int device),                                                           \
+    (x, y, N, C, S, mean, invstd, gamma, beta, device))                                                            \
+  /* Training-mode batch-norm backward (see cpu::batch_norm_backward_train); outputs may be null. */              \
+  X(void, batch_norm_backward_f32,                                                                                 \
+    (const float* g, const float* x, int64_t N, int64_t C, int64_t S, const float* mean, const float* invstd,      \
+     const float* gamma, float* gx, float* dgamma, float* dbeta, int device),                                      \
+    (g, x, N, C, S, mean, invstd, gamma, gx, dgamma, dbeta, device))
 
 /// The table a backend registers (DeviceBackend::launchers points at one).
 struct Launchers {
