@@ -1,11 +1,14 @@
 // The runtime services of the emulated backend (nanode::cuda_emulated): one
-// emulated device whose memory is host memory, copies as memcpy, and a plain
-// host GEMM standing in for cuBLAS (cuBLAS and cuDNN are checked only on a real
-// device). Fresh device blocks are filled with 0xFF bytes (NaN as float), so a
+// emulated device whose memory is host memory, copies as memcpy, the column-major
+// BLAS definitions standing in for cuBLAS (reached through the same row-major
+// mapping as the real backend), and a direct convolution standing in for cuDNN.
+// cuBLAS and cuDNN themselves are checked only on a real device. Fresh device blocks are filled with 0xFF bytes (NaN as float), so a
 // kernel that reads memory nobody wrote shows up as NaN in the comparisons.
 #include <cstdlib>
 #include <cstring>
+#include <vector>
 
+#include "blas_mapping.cuh"
 #include "common.cuh"
 
 namespace nanode::NANODE_KERNEL_NS {
@@ -37,27 +40,109 @@ void copy_rows_device(void* dst, int64_t dst_pitch, const void* src, int64_t src
 }
 void synchronize(int) {}
 
+namespace {
+/// The column-major BLAS definitions cuBLAS implements, on the host: what the
+/// emulated build calls where the real one calls cuBLAS, through the same
+/// row-major mapping (blas_mapping.cuh).
+struct HostBlas {
+  void sgemm_strided_batched(blas::Op opa, blas::Op opb, int m, int n, int k, float alpha, const float* A, int lda,
+                             int64_t stride_a, const float* B, int ldb, int64_t stride_b, float beta, float* C, int ldc,
+                             int64_t stride_c, int batch) {
+    for (int q = 0; q < batch; ++q) {
+      const float* a = A + q * stride_a;
+      const float* b = B + q * stride_b;
+      float* c = C + q * stride_c;
+      for (int j = 0; j < n; ++j)
+        for (int i = 0; i < m; ++i) {
+          double acc = 0;
+          for (int p = 0; p < k; ++p) {
+            const float av = opa == blas::Op::N ? a[i + p * lda] : a[p + i * lda];
+            const float bv = opb == blas::Op::N ? b[p + j * ldb] : b[j + p * ldb];
+            acc += static_cast<double>(av) * bv;
+          }
+          const float prev = beta == 0.f ? 0.f : beta * c[i + j * ldc];  // beta = 0 ignores C, as cuBLAS does
+          c[i + j * ldc] = alpha * static_cast<float>(acc) + prev;
+        }
+    }
+  }
+  /// X op(A) = B for B m x n (overwritten), A n x n triangular in `fill` (only that
+  /// triangle is read), op(A) = A or A^T.
+  void strsm_right(blas::Fill fill, blas::Op opa, int m, int n, const float* A, int lda, float* B, int ldb) {
+    auto T = [&](int r, int c) {  // op(A)(r, c), read from A's stored triangle
+      const int ar = opa == blas::Op::N ? r : c, ac = opa == blas::Op::N ? c : r;
+      const bool stored = fill == blas::Fill::Upper ? ar <= ac : ar >= ac;
+      return stored ? A[ar + ac * lda] : 0.f;
+    };
+    const bool t_upper = (fill == blas::Fill::Upper) == (opa == blas::Op::N);
+    for (int i = 0; i < m; ++i) {
+      if (t_upper) {
+        for (int j = 0; j < n; ++j) {
+          double s = B[i + j * ldb];
+          for (int q = 0; q < j; ++q) s -= static_cast<double>(B[i + q * ldb]) * T(q, j);
+          B[i + j * ldb] = static_cast<float>(s / T(j, j));
+        }
+      } else {
+        for (int j = n - 1; j >= 0; --j) {
+          double s = B[i + j * ldb];
+          for (int q = j + 1; q < n; ++q) s -= static_cast<double>(B[i + q * ldb]) * T(q, j);
+          B[i + j * ldb] = static_cast<float>(s / T(j, j));
+        }
+      }
+    }
+  }
+};
+
+/// Direct convolution, the host stand-in for cuDNN (checked only on a device):
+/// y[n, o, oy, ox] = sum_{c, i, j} x[n, c, oy*sh - ph + i, ox*sw - pw + j] w[o, c, i, j].
+template <class Fn>
+void for_each_tap(const WindowDesc& d, Fn&& fn) {
+  for (int64_t n = 0; n < d.N; ++n)
+    for (int64_t o = 0; o < d.Co; ++o)
+      for (int64_t oy = 0; oy < d.Ho; ++oy)
+        for (int64_t ox = 0; ox < d.Wo; ++ox)
+          for (int64_t c = 0; c < d.C; ++c)
+            for (int64_t i = 0; i < d.kh; ++i) {
+              const int64_t iy = oy * d.sh - d.ph + i;
+              if (iy < 0 || iy >= d.H) continue;
+              for (int64_t j = 0; j < d.kw; ++j) {
+                const int64_t ix = ox * d.sw - d.pw + j;
+                if (ix < 0 || ix >= d.W) continue;
+                fn(((n * d.C + c) * d.H + iy) * d.W + ix, ((o * d.C + c) * d.kh + i) * d.kw + j,
+                   ((n * d.Co + o) * d.Ho + oy) * d.Wo + ox);
+              }
+            }
+}
+}  // namespace
+
 void gemm_f32(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, float alpha, const float* a, int64_t lda,
               int64_t stride_a, const float* b, int64_t ldb, int64_t stride_b, float beta, float* c, int64_t ldc,
               int64_t stride_c, int64_t batch, int) {
-  for (int64_t v : {m, n, k, lda, ldb, ldc, batch})
-    NANODE_CHECK(v <= 2147483647, "matmul: size ", v, " exceeds cuBLAS's int32 limit");
-  for (int64_t q = 0; q < batch; ++q) {
-    const float* A = a + q * stride_a;
-    const float* B = b + q * stride_b;
-    float* C = c + q * stride_c;
-    for (int64_t i = 0; i < m; ++i)
-      for (int64_t j = 0; j < n; ++j) {
-        double acc = 0;
-        for (int64_t p = 0; p < k; ++p) {
-          const float av = trans_a ? A[p * lda + i] : A[i * lda + p];
-          const float bv = trans_b ? B[j * ldb + p] : B[p * ldb + j];
-          acc += static_cast<double>(av) * bv;
-        }
-        const float prev = beta == 0.0f ? 0.0f : beta * C[i * ldc + j];  // beta = 0 ignores C (as cuBLAS does)
-        C[i * ldc + j] = alpha * static_cast<float>(acc) + prev;
-      }
-  }
+  if (m == 0 || n == 0 || batch == 0) return;
+  HostBlas blas;
+  blas::gemm_row_major(blas, trans_a, trans_b, m, n, k, alpha, a, lda, stride_a, b, ldb, stride_b, beta, c, ldc,
+                       stride_c, batch);
+}
+
+void trsm_f32(bool upper, bool transpose, int64_t n, int64_t m, const float* a, float* b, int) {
+  if (n == 0 || m == 0) return;
+  HostBlas blas;
+  blas::trsm_row_major(blas, upper, transpose, n, m, a, b);
+}
+
+void conv2d_forward_f32(const float* x, const float* w, float* y, const WindowDesc& d, int) {
+  std::vector<double> acc(static_cast<size_t>(d.N * d.Co * d.Ho * d.Wo), 0.0);
+  for_each_tap(d, [&](int64_t xi, int64_t wi, int64_t yi) { acc[static_cast<size_t>(yi)] += double(x[xi]) * w[wi]; });
+  for (size_t i = 0; i < acc.size(); ++i) y[i] = static_cast<float>(acc[i]);
+}
+void conv2d_backward_data_f32(const float* gy, const float* w, float* gx, const WindowDesc& d, int) {
+  std::vector<double> acc(static_cast<size_t>(d.N * d.C * d.H * d.W), 0.0);
+  for_each_tap(d, [&](int64_t xi, int64_t wi, int64_t yi) { acc[static_cast<size_t>(xi)] += double(gy[yi]) * w[wi]; });
+  for (size_t i = 0; i < acc.size(); ++i) gx[i] = static_cast<float>(acc[i]);
+}
+void conv2d_backward_filter_f32(const float* x, const float* gy, float* gw, const WindowDesc& d, int) {
+  std::vector<double> acc(static_cast<size_t>(d.Co * d.C * d.kh * d.kw), 0.0);
+  for_each_tap(d, [&](int64_t xi, int64_t wi, int64_t yi) { acc[static_cast<size_t>(wi)] += double(x[xi]) * gy[yi]; });
+  for (size_t i = 0; i < acc.size(); ++i) gw[i] = static_cast<float>(acc[i]);
 }
 
 }  // namespace nanode::NANODE_KERNEL_NS

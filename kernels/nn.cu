@@ -376,6 +376,10 @@ __global__ void batch_norm_backward_kernel(const float* g, const float* x, int64
   }
 }
 
+__global__ void add_channel_bias_kernel(float* y, const float* b, int64_t N, int64_t C, int64_t S) {
+  NANODE_GRID_STRIDE(k, N * C * S) y[k] += b[(k / S) % C];
+}
+
 }  // namespace
 
 // ---- launchers --------------------------------------------------------------------------
@@ -498,6 +502,12 @@ void batch_norm_backward_f32(const float* g, const float* x, int64_t N, int64_t 
   use_device(device);
   NANODE_LAUNCH(batch_norm_backward_kernel, static_cast<unsigned>(C), kThreads, device, g, x, N, C, S, mean, invstd,
                 gamma, gx, dgamma, dbeta);
+}
+
+void add_channel_bias_f32(float* y, const float* b, int64_t N, int64_t C, int64_t S, int device) {
+  if (N * C * S == 0) return;
+  use_device(device);
+  NANODE_LAUNCH(add_channel_bias_kernel, blocks_for(N * C * S), kThreads, device, y, b, N, C, S);
 }
 
 }  // namespace nanode::NANODE_KERNEL_NS

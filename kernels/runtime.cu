@@ -11,6 +11,7 @@
 #include <string>
 #include <vector>
 
+#include "blas_mapping.cuh"
 #include "common.cuh"
 #include "nanode/core/device.hpp"
 
@@ -179,23 +180,46 @@ cublasHandle_t handle(int device) {
 }
 }  // namespace
 
+namespace {
+/// The column-major BLAS calls of blas_mapping.cuh, made by cuBLAS on the device's stream.
+struct Cublas {
+  int device;
+  static cublasOperation_t op(blas::Op o) { return o == blas::Op::T ? CUBLAS_OP_T : CUBLAS_OP_N; }
+  void sgemm_strided_batched(blas::Op opa, blas::Op opb, int m, int n, int k, float alpha, const float* A, int lda,
+                             int64_t stride_a, const float* B, int ldb, int64_t stride_b, float beta, float* C, int ldc,
+                             int64_t stride_c, int batch) {
+    const cublasStatus_t s = cublasSgemmStridedBatched(handle(device), op(opa), op(opb), m, n, k, &alpha, A, lda,
+                                                       stride_a, B, ldb, stride_b, &beta, C, ldc, stride_c, batch);
+    if (s != CUBLAS_STATUS_SUCCESS) ::nanode::fail("matmul: cuBLAS SGEMM failed: ", cublas_status(s));
+  }
+  void strsm_right(blas::Fill fill, blas::Op opa, int m, int n, const float* A, int lda, float* B, int ldb) {
+    const float one = 1.f;
+    const cublasStatus_t s =
+        cublasStrsm(handle(device), CUBLAS_SIDE_RIGHT, fill == blas::Fill::Upper ? CUBLAS_FILL_MODE_UPPER
+                                                                                  : CUBLAS_FILL_MODE_LOWER,
+                    op(opa), CUBLAS_DIAG_NON_UNIT, m, n, &one, A, lda, B, ldb);
+    if (s != CUBLAS_STATUS_SUCCESS) ::nanode::fail("triangular_solve: cuBLAS STRSM failed: ", cublas_status(s));
+  }
+};
+}  // namespace
+
+// cuBLAS takes int sizes: larger ones are refused, never truncated (dispatch's
+// matmul checks before it allocates; blas::int32 guards direct callers).
 void gemm_f32(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, float alpha, const float* a, int64_t lda,
               int64_t stride_a, const float* b, int64_t ldb, int64_t stride_b, float beta, float* c, int64_t ldc,
               int64_t stride_c, int64_t batch, int device) {
   if (m == 0 || n == 0 || batch == 0) return;
-  // cuBLAS takes int sizes: larger ones are refused, never truncated (dispatch's
-  // matmul checks before it allocates; this guards direct callers).
-  for (int64_t v : {m, n, k, lda, ldb, ldc, batch})
-    if (v > 2147483647) ::nanode::fail("matmul: size ", v, " exceeds cuBLAS's int32 limit");
   use_device(device);
-  // Row-major C = op(A) op(B) is column-major C^T = op(B)^T op(A)^T: swap the operands.
-  const cublasOperation_t ob = trans_b ? CUBLAS_OP_T : CUBLAS_OP_N;
-  const cublasOperation_t oa = trans_a ? CUBLAS_OP_T : CUBLAS_OP_N;
-  const cublasStatus_t s = cublasSgemmStridedBatched(
-      handle(device), ob, oa, static_cast<int>(n), static_cast<int>(m), static_cast<int>(k), &alpha, b,
-      static_cast<int>(ldb), stride_b, a, static_cast<int>(lda), stride_a, &beta, c, static_cast<int>(ldc), stride_c,
-      static_cast<int>(batch));
-  if (s != CUBLAS_STATUS_SUCCESS) ::nanode::fail("matmul: cuBLAS SGEMM failed: ", cublas_status(s));
+  Cublas blas{device};
+  blas::gemm_row_major(blas, trans_a, trans_b, m, n, k, alpha, a, lda, stride_a, b, ldb, stride_b, beta, c, ldc,
+                       stride_c, batch);
+}
+
+void trsm_f32(bool upper, bool transpose, int64_t n, int64_t m, const float* a, float* b, int device) {
+  if (n == 0 || m == 0) return;
+  use_device(device);
+  Cublas blas{device};
+  blas::trsm_row_major(blas, upper, transpose, n, m, a, b);
 }
 
 }  // namespace nanode::NANODE_KERNEL_NS

@@ -25,7 +25,7 @@ namespace {
 
 /// Ops whose forward or backward has no CUDA kernel yet (they say "no CUDA kernel
 /// yet" on a CUDA tensor): the GPU half of the backend writes these.
-const std::set<std::string> kNoCudaYet{"conv2d", "conv_transpose2d", "triangular_solve"};
+const std::set<std::string> kNoCudaYet{};
 
 /// Ops that draw random numbers: the draws depend on the dtype (24 bits of a
 /// Philox word for float32, 53 bits of two for float64), so their reference is the

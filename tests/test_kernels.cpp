@@ -241,6 +241,22 @@ void run_cases(int64_t n, const Config& cfg) {
       }
     }
   }
+  // add_channel_bias_kernel, through a convolution with bias (the convolution itself
+  // is cuDNN on a device and a host stand-in here) and a transposed one
+  {
+    const int64_t side = std::max<int64_t>(3, static_cast<int64_t>(std::sqrt(static_cast<double>(n) / 3)) + 2);
+    const Tensor x = rnd({2, 3, side, side + 1}, 313), w = rnd({4, 3, 3, 3}, 314), bias = rnd({4}, 315);
+    const backend::Conv2dParams cp{2, 2, 1, 1};
+    const cpu::ConvGeom g = backend::conv2d_geom("conv2d", x.shape(), w.shape(), cp);
+    const std::string what = "conv2d with bias, side " + std::to_string(side) + ", " + at;
+    expect_close(backend::conv2d_forward(x.to(kDev), w.to(kDev), bias.to(kDev), g),
+                 backend::conv2d_forward(x, w, bias, g), 1e-5, what);
+    Tensor y = backend::conv2d_backward_input(rnd({2, 4, g.Ho, g.Wo}, 316), w, g);
+    Tensor yg = backend::conv2d_backward_input(rnd({2, 4, g.Ho, g.Wo}, 316).to(kDev), w.to(kDev), g);
+    backend::add_channel_bias_(y, rnd({3}, 317));
+    backend::add_channel_bias_(yg, rnd({3}, 317).to(kDev));
+    expect_close(yg, y, 1e-5, "transposed conv with bias, " + what);
+  }
   // dropout_mask_kernel: the same Philox draws as the CPU, so the same mask
   {
     Generator gc(1234 + static_cast<uint64_t>(n)), gg(1234 + static_cast<uint64_t>(n));

@@ -1,8 +1,8 @@
 #pragma once
 // Backend dispatch for the neural-network kernels: convolution, pooling,
-// normalisation, softmax. Like dispatch.hpp, the only place that looks at devices
-// for these ops. They run on the CPU today; on a CUDA tensor they throw an Error
-// that names the op (cuDNN paths arrive with the fused-kernel work).
+// normalisation, softmax, losses. Like dispatch.hpp, the only place that looks at
+// devices for these ops: the CPU kernels of backend/cpu/, or on CUDA tensors the
+// hand-written kernels of kernels/nn.cu and cuDNN's convolutions (kernels/dnn.cpp).
 #include <utility>
 
 #include "nanode/backend/cpu/conv.hpp"
@@ -13,11 +13,6 @@
 #include "nanode/backend/dispatch.hpp"
 
 namespace nanode::backend {
-
-inline void require_cpu(const char* op, const Tensor& t) {
-  NANODE_CHECK(t.device().is_cpu(), op, ": no CUDA kernel yet (tensor of shape ", t.shape(), " on ", t.device(),
-               "); move the tensors to the CPU");
-}
 
 struct Conv2dParams {
   int64_t stride_h = 1, stride_w = 1, pad_h = 0, pad_w = 0;
@@ -41,6 +36,14 @@ inline cpu::ConvGeom conv2d_geom(const char* op, const Shape& x, const Shape& w,
   return g;
 }
 
+/// The kernels' view of a geometry.
+inline WindowDesc window_desc(const cpu::ConvGeom& g) {
+  WindowDesc d;
+  d.N = g.N, d.C = g.C, d.H = g.H, d.W = g.W, d.Co = g.Co, d.Ho = g.Ho, d.Wo = g.Wo;
+  d.kh = g.kh, d.kw = g.kw, d.sh = g.sh, d.sw = g.sw, d.ph = g.ph, d.pw = g.pw;
+  return d;
+}
+
 inline Tensor conv_workspace(const cpu::ConvGeom& g, DType dt, bool weight_partials) {
   const int64_t workers = cpu::conv_workers(g.N);
   int64_t n = workers * g.col_rows() * g.col_cols();
@@ -51,11 +54,16 @@ inline Tensor conv_workspace(const cpu::ConvGeom& g, DType dt, bool weight_parti
 /// y = conv(x, w) + bias, for the geometry g (x: [N, g.C, g.H, g.W]). 3x3 stride-1
 /// convolutions use Winograd F(2x2, 3x3); the others im2col + GEMM.
 inline Tensor conv2d_forward(const Tensor& x, const Tensor& w, const Tensor& bias, const cpu::ConvGeom& g) {
-  require_cpu("conv2d", x);
   check_same("conv2d", x, w);
   if (bias.defined()) check_same("conv2d", x, bias);
   Tensor y = Tensor::empty(Shape{g.N, g.Co, g.Ho, g.Wo}, x.dtype(), x.device());
   if (y.numel() == 0) return y;
+  if (x.device().is_cuda()) {  // cuDNN (a direct host convolution in the emulated build)
+    cuda::conv2d_forward_f32(x.data<float>(), w.data<float>(), y.data<float>(), window_desc(g), x.device().index);
+    if (bias.defined())
+      cuda::add_channel_bias_f32(y.data<float>(), bias.data<float>(), g.N, g.Co, g.Ho * g.Wo, x.device().index);
+    return y;
+  }
   if (cpu::winograd::applicable(g)) {
     Tensor U = Tensor::empty(Shape{16, g.Co, g.C}, x.dtype());
     Tensor work = Tensor::empty(Shape{cpu::conv_workers(g.N) * cpu::winograd::workspace_per_group(g)}, x.dtype());
@@ -78,9 +86,14 @@ inline Tensor conv2d_forward(const Tensor& x, const Tensor& w, const Tensor& bia
 
 /// Gradient of conv2d with respect to its input (shape [N, g.C, g.H, g.W]).
 inline Tensor conv2d_backward_input(const Tensor& gy, const Tensor& w, const cpu::ConvGeom& g) {
-  require_cpu("conv2d_backward", gy);
+  check_same("conv2d_backward", gy, w);
   Tensor gx = Tensor::empty(Shape{g.N, g.C, g.H, g.W}, gy.dtype(), gy.device());
   if (gx.numel() == 0) return gx;
+  if (gy.device().is_cuda()) {
+    cuda::conv2d_backward_data_f32(gy.data<float>(), w.data<float>(), gx.data<float>(), window_desc(g),
+                                   gy.device().index);
+    return gx;
+  }
   Tensor work = conv_workspace(g, gy.dtype(), false);
   dispatch_float(gy.dtype(), "conv2d_backward", [&](auto tag) {
     using T = decltype(tag);
@@ -92,8 +105,14 @@ inline Tensor conv2d_backward_input(const Tensor& gy, const Tensor& w, const cpu
 /// Gradients of conv2d with respect to the weight ([g.Co, g.C, kh, kw]) and bias ([g.Co]).
 inline std::pair<Tensor, Tensor> conv2d_backward_weight(const Tensor& x, const Tensor& gy, const cpu::ConvGeom& g,
                                                         bool with_bias) {
-  require_cpu("conv2d_backward", x);
+  check_same("conv2d_backward", x, gy);
   Tensor gw = Tensor::empty(Shape{g.Co, g.C, g.kh, g.kw}, x.dtype(), x.device());
+  if (x.device().is_cuda()) {
+    if (gw.numel() > 0)
+      cuda::conv2d_backward_filter_f32(x.data<float>(), gy.data<float>(), gw.data<float>(), window_desc(g),
+                                       x.device().index);
+    return {gw, with_bias ? sum(gy, {0, 2, 3}, false) : Tensor()};
+  }
   Tensor gb = with_bias ? Tensor::empty(Shape{g.Co}, x.dtype(), x.device()) : Tensor();
   Tensor work = conv_workspace(g, x.dtype(), true);
   dispatch_float(x.dtype(), "conv2d_backward", [&](auto tag) {
@@ -112,11 +131,10 @@ struct ConvGrads {
 /// algorithm allows (Winograd shares the output-gradient transform).
 inline ConvGrads conv2d_backward(const Tensor& x, const Tensor& w, const Tensor& gy, const cpu::ConvGeom& g,
                                  bool need_input, bool need_weight, bool need_bias) {
-  require_cpu("conv2d_backward", gy);
   ConvGrads r;
   if (need_bias) r.bias = sum(gy, {0, 2, 3}, false);
   if (!need_input && !need_weight) return r;
-  if (cpu::winograd::applicable(g) && g.N > 0) {
+  if (cpu::winograd::applicable(g) && g.N > 0 && gy.device().is_cpu()) {
     Tensor U = Tensor::empty(Shape{16, g.Co, g.C}, x.dtype());
     Tensor dU = need_weight ? Tensor::empty(Shape{16, g.Co, g.C}, x.dtype()) : Tensor();
     if (need_input) r.input = Tensor::empty(Shape{g.N, g.C, g.H, g.W}, x.dtype());
@@ -138,8 +156,12 @@ inline ConvGrads conv2d_backward(const Tensor& x, const Tensor& w, const Tensor&
 
 /// Per-channel bias add on an [N, C, ...] tensor, in place.
 inline void add_channel_bias_(Tensor& y, const Tensor& bias) {
-  require_cpu("add_channel_bias", y);
+  check_same("add_channel_bias", y, bias);
   const int64_t N = y.size(0), C = y.size(1), S = y.numel() / std::max<int64_t>(1, N * C);
+  if (y.device().is_cuda()) {
+    cuda::add_channel_bias_f32(y.data<float>(), bias.data<float>(), N, C, S, y.device().index);
+    return;
+  }
   dispatch_float(y.dtype(), "add_channel_bias", [&](auto tag) {
     using T = decltype(tag);
     T* p = y.data<T>();
@@ -165,14 +187,6 @@ inline cpu::ConvGeom pool_geom(const char* op, const Shape& x, int64_t kh, int64
   g.Ho = (g.H + 2 * ph - kh) / sh + 1;
   g.Wo = (g.W + 2 * pw - kw) / sw + 1;
   return g;
-}
-
-/// The kernels' view of a geometry.
-inline WindowDesc window_desc(const cpu::ConvGeom& g) {
-  WindowDesc d;
-  d.N = g.N, d.C = g.C, d.H = g.H, d.W = g.W, d.Co = g.Co, d.Ho = g.Ho, d.Wo = g.Wo;
-  d.kh = g.kh, d.kw = g.kw, d.sh = g.sh, d.sw = g.sw, d.ph = g.ph, d.pw = g.pw;
-  return d;
 }
 
 inline std::pair<Tensor, Tensor> max_pool2d_forward(const Tensor& x, const cpu::ConvGeom& g) {

@@ -87,9 +87,13 @@ namespace detail {
 /// X = op(A)^{-1} B for triangular A [n, n] (only its upper or lower triangle is
 /// read) and B [n, m]; op(A) = A or A^T.
 inline Tensor triangular_solve_tensor(const Tensor& a, const Tensor& b, bool upper, bool trans) {
-  backend::require_cpu("triangular_solve", a);
+  backend::check_same("triangular_solve", a, b);
   Tensor x = b.clone();
   const int64_t n = a.size(0), m = b.size(1);
+  if (a.device().is_cuda()) {  // cuBLAS STRSM (its column-major definition on the host when emulated)
+    cuda::trsm_f32(upper, trans, n, m, a.data<float>(), x.data<float>(), a.device().index);
+    return x;
+  }
   backend::dispatch_float(a.dtype(), "triangular_solve", [&](auto tag) {
     using T = decltype(tag);
     using M = Eigen::Matrix<T, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
@@ -105,7 +109,7 @@ inline Tensor triangular_solve_tensor(const Tensor& a, const Tensor& b, bool upp
 }  // namespace detail
 
 /// Solves op(A) X = B for triangular A [n, n] and B [n, m], reading only A's upper
-/// (or lower) triangle; op(A) = A^T when `transpose`. CPU only.
+/// (or lower) triangle; op(A) = A^T when `transpose`.
 NANODE_REGISTER_OP(triangular_solve);
 inline Var triangular_solve(const Var& a, const Var& b, bool upper = true, bool transpose_a = false) {
   NANODE_CHECK(a.ndim() == 2 && a.size(0) == a.size(1), "triangular_solve: A must be square, got ", a.shape());

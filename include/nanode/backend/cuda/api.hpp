@@ -138,7 +138,22 @@ struct LincombTerms {
   X(void, batch_norm_backward_f32,                                                                                 \
     (const float* g, const float* x, int64_t N, int64_t C, int64_t S, const float* mean, const float* invstd,      \
      const float* gamma, float* gx, float* dgamma, float* dbeta, int device),                                      \
-    (g, x, N, C, S, mean, invstd, gamma, gx, dgamma, dbeta, device))
+    (g, x, N, C, S, mean, invstd, gamma, gx, dgamma, dbeta, device))                                               \
+  /* Convolution (cross-correlation) over NCHW by the geometry d: y [N, Co, Ho, Wo] = x [N, C, H, W] (*) w */      \
+  /* [Co, C, kh, kw], and its gradients. cuDNN on a device; host stand-ins in the emulated build. */              \
+  X(void, conv2d_forward_f32, (const float* x, const float* w, float* y, const WindowDesc& d, int device),         \
+    (x, w, y, d, device))                                                                                          \
+  X(void, conv2d_backward_data_f32, (const float* gy, const float* w, float* gx, const WindowDesc& d, int device),  \
+    (gy, w, gx, d, device))                                                                                        \
+  X(void, conv2d_backward_filter_f32, (const float* x, const float* gy, float* gw, const WindowDesc& d,           \
+                                       int device),                                                                \
+    (x, gy, gw, d, device))                                                                                        \
+  /* y[n, c, s] += b[c] over [N, C, S]. */                                                                         \
+  X(void, add_channel_bias_f32, (float* y, const float* b, int64_t N, int64_t C, int64_t S, int device),           \
+    (y, b, N, C, S, device))                                                                                       \
+  /* Solves op(A) X = B in place of b [n, m] (row-major) for triangular a [n, n]; cuBLAS on a device. */          \
+  X(void, trsm_f32, (bool upper, bool transpose, int64_t n, int64_t m, const float* a, float* b, int device),      \
+    (upper, transpose, n, m, a, b, device))
 
 /// The table a backend registers (DeviceBackend::launchers points at one).
 struct Launchers {
