@@ -54,6 +54,8 @@ int main(int argc, char** argv) {
   app.add_flag("--hflip", cfg.hflip, "random horizontal flips");
   app.add_option("--seed", cfg.seed, "random seed (initialisation, order, augmentation)");
   app.add_option("--threads", threads, "CPU threads")->check(CLI::PositiveNumber);
+  std::string device = "cpu";
+  app.add_option("--device", device, "where to train: cpu, cuda or cuda:<index>");
   app.add_option("--max-batches", cfg.max_batches, "batches per epoch at most (0: all)")->check(CLI::NonNegativeNumber);
   app.add_option("--limit-train", limit_train, "use the first N training images (0: all)")->check(CLI::NonNegativeNumber);
   app.add_option("--limit-test", limit_test, "use the first N test images (0: all)")->check(CLI::NonNegativeNumber);
@@ -73,6 +75,7 @@ int main(int argc, char** argv) {
 
   try {
     set_num_threads(threads);
+    cfg.device = Device::parse(device);
     cfg.model.method = solver;
     cfg.model.gradient = ode::parse_gradient(gradient);
     cfg.progress = !quiet;
@@ -89,12 +92,12 @@ int main(int argc, char** argv) {
                    std::to_string(train->size()) + "/" + std::to_string(test->size());
     models::Trainer trainer(cfg, train, test);
     std::printf("%s: %lld train / %lld test images of %lldx%lldx%lld; model %s (order %d, %lld parameters, "
-                "%lld steps/block, %s, %s gradients); %lld epochs of %lld batches\n",
+                "%lld steps/block, %s, %s gradients) on %s; %lld epochs of %lld batches\n",
                 dataset.c_str(), static_cast<long long>(train->size()), static_cast<long long>(test->size()),
                 static_cast<long long>(train->image_shape()[0]), static_cast<long long>(train->image_shape()[1]),
                 static_cast<long long>(train->image_shape()[2]), cfg.model.model.c_str(), trainer.model().order(),
                 static_cast<long long>(trainer.model().num_parameters()), static_cast<long long>(cfg.model.steps),
-                solver.c_str(), gradient.c_str(), static_cast<long long>(cfg.epochs),
+                solver.c_str(), gradient.c_str(), cfg.device.str().c_str(), static_cast<long long>(cfg.epochs),
                 static_cast<long long>(trainer.batches_per_epoch()));
     const ode::Options& so = trainer.model().ode_options();
     std::printf("gradients: %s\n", ode::gradient_summary(so.method, so.gradient, so.steps).c_str());

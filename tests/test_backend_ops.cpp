@@ -158,3 +158,59 @@ int main(int argc, char** argv) {
   return Catch::Session().run(argc, argv);
 }
 #endif
+
+#ifndef NANODE_TEST_DEVICE_MAIN
+#include "nanode/models/classifier.hpp"
+
+// Every model of the classifier trains on CUDA tensors: one step (forward, loss,
+// backward, Adam) of each of the 13 models on the emulated device, from the same
+// parameters, against the CPU. Gradients are compared against the scale of all of
+// the model's gradients: a bias right before a norm that removes per-channel
+// constants has a gradient that is rounding noise on both devices (and Adam turns
+// such noise into a full step, so parameters after the step are not compared).
+TEST_CASE("one training step of every classifier model on CUDA matches the CPU", "[backend-ops][classifier]") {
+  REQUIRE(cuda_device_count() > 0);
+  const Tensor images = rand64({3, 1, 8, 8}, 400).to(DType::Float32);
+  const Tensor labels = Tensor::from_vector<int32_t>({0, 2, 1}, {3});
+  for (const auto& name : models::classifier_model_names()) {
+    INFO("model " << name);
+    models::ClassifierOptions o;
+    o.model = name;
+    o.order = 2;
+    o.image_size = 8;
+    o.classes = 3;
+    o.widths = {4, 8};
+    o.steps = 2;
+    manual_seed(5);
+    auto cpu_model = std::make_shared<models::Classifier>(o);
+    auto gpu_model = nn::make<models::Classifier>(nn::ModuleOptions().device(Device::cuda(0)), o);
+    gpu_model->load_state_dict(cpu_model->state_dict());
+    auto step = [&](models::Classifier& m, Device d, std::vector<Tensor>& grads) {
+      optim::AdamOptions ao;
+      ao.lr = 1e-2;
+      optim::Adam adam(m.parameters(), ao);
+      Var loss = cross_entropy(m.forward(Var(images.to(d))), labels);
+      loss.backward();
+      for (auto& [n, p] : m.named_parameters()) grads.push_back(p.grad().to(Device::cpu()).to(DType::Float64));
+      adam.step();
+      return loss.item();
+    };
+    std::vector<Tensor> gc, gg;
+    const double lc = step(*cpu_model, Device::cpu(), gc), lg = step(*gpu_model, Device::cuda(0), gg);
+    CHECK(lg == Approx(lc).epsilon(1e-5));
+    double scale = 0;
+    for (const auto& g : gc)
+      for (double v : g.to_vector<double>()) scale = std::max(scale, std::abs(v));
+    const auto names = cpu_model->named_parameters();
+    REQUIRE(gg.size() == gc.size());
+    for (size_t i = 0; i < gc.size(); ++i) {
+      INFO("gradient of " << names[i].first);
+      CHECK(gpu_model->named_parameters()[i].second.device().is_cuda());
+      const auto a = gg[i].to_vector<double>(), b = gc[i].to_vector<double>();
+      double worst = 0;
+      for (size_t k = 0; k < a.size(); ++k) worst = std::max(worst, std::abs(a[k] - b[k]));
+      CHECK(worst <= 1e-4 * scale);
+    }
+  }
+}
+#endif

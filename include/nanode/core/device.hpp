@@ -55,6 +55,15 @@ struct Device {
   bool operator==(const Device& o) const { return type == o.type && index == o.index; }
   bool operator!=(const Device& o) const { return !(*this == o); }
   std::string str() const { return is_cpu() ? "cpu" : "cuda:" + std::to_string(index); }
+  /// "cpu", "cuda" (cuda:0) or "cuda:<index>"; anything else is an error naming it.
+  static Device parse(const std::string& s) {
+    if (s == "cpu") return cpu();
+    if (s == "cuda") return cuda(0);
+    if (s.compare(0, 5, "cuda:") == 0 && s.size() > 5 && s.size() <= 7 &&
+        s.find_first_not_of("0123456789", 5) == std::string::npos)
+      return cuda(std::stoi(s.substr(5)));
+    fail("unknown device '", s, "' (valid: cpu, cuda, cuda:<index>)");
+  }
 };
 
 inline std::ostream& operator<<(std::ostream& os, const Device& d) { return os << d.str(); }

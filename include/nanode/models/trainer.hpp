@@ -38,6 +38,7 @@ struct TrainConfig {
   bool resume = false;
   bool progress = true;  ///< the progress bar on stderr
   std::string data_tag;  ///< names the data (set, directory, limits) in the fingerprint
+  Device device = Device::cpu();  ///< where the model trains (batches are moved there)
 
   /// Everything that decides the results, for checking a checkpoint against.
   std::string fingerprint() const {
@@ -131,6 +132,10 @@ class Trainer {
     cfg_.model.in_channels = shape[0], cfg_.model.image_size = shape[1], cfg_.model.classes = train_->classes();
     manual_seed(cfg_.seed);
     model_ = std::make_shared<Classifier>(cfg_.model);
+    if (cfg_.device.is_cuda())
+      NANODE_CHECK(cuda_device_count() > cfg_.device.index, "train: ", cfg_.device, " requested, but this program has ",
+                   cuda_device_count(), " CUDA device(s) (backend: ", cuda_backend_name(), ")");
+    model_->to(cfg_.device);
     auto params = model_->parameters();
     if (cfg_.optimizer == "sgd") {
       optim::SGDOptions o;
@@ -199,7 +204,7 @@ class Trainer {
     double loss = 0;
     int64_t correct = 0, seen = 0;
     while (test_loader_->next(b)) {
-      Var logits = model_->forward(Var(b.images));
+      Var logits = model_->forward(Var(b.images.to(cfg_.device)));
       const int64_t n = b.labels.size(0);
       loss += cross_entropy(logits, b.labels).item() * static_cast<double>(n);
       correct += count_correct(logits.data(), b.labels);
@@ -227,8 +232,8 @@ class Trainer {
       opt_->zero_grad();
       const int64_t n = b.labels.size(0);
       {
-        PeakMemoryScope scope;
-        Var logits = model_->forward(Var(b.images));
+        PeakMemoryScope scope(cfg_.device);
+        Var logits = model_->forward(Var(b.images.to(cfg_.device)));
         Var loss = cross_entropy(logits, b.labels);
         const double lv = loss.item();
         NANODE_CHECK(std::isfinite(lv), "train: the loss became ", lv, " at epoch ", epoch + 1, ", batch ", k + 1,
@@ -329,7 +334,7 @@ class Trainer {
       const Tensor& t = f.at(name);
       NANODE_CHECK(t.shape() == v.shape() && t.dtype() == v.dtype(), checkpoint_path(), ": tensor '", name, "' is ",
                    dtype_name(t.dtype()), " ", t.shape(), ", the model needs ", dtype_name(v.dtype()), " ", v.shape());
-      v.mutable_data() = t.clone();
+      v.mutable_data() = t.to(v.device()).clone();
     };
     for (auto& [n, v] : model_->named_parameters()) load_into("model." + n, v);
     for (auto& [n, v] : model_->named_buffers()) load_into("buffer." + n, v);

@@ -84,7 +84,7 @@ class SGD : public Optimizer {
     t_ = steps;
     for (size_t i = 0; i < buf_.size(); ++i) {
       auto it = s.find(std::to_string(i) + ".momentum");
-      buf_[i] = it == s.end() ? Tensor() : it->second.clone();
+      buf_[i] = it == s.end() ? Tensor() : it->second.to(params_[i].device()).clone();
     }
   }
 
@@ -131,8 +131,8 @@ class Adam : public Optimizer {
     t_ = steps;
     for (size_t i = 0; i < m_.size(); ++i) {
       auto a = s.find(std::to_string(i) + ".exp_avg"), b = s.find(std::to_string(i) + ".exp_avg_sq");
-      m_[i] = a == s.end() ? Tensor() : a->second.clone();
-      v_[i] = b == s.end() ? Tensor() : b->second.clone();
+      m_[i] = a == s.end() ? Tensor() : a->second.to(params_[i].device()).clone();
+      v_[i] = b == s.end() ? Tensor() : b->second.to(params_[i].device()).clone();
     }
   }
 
