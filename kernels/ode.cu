@@ -5,6 +5,7 @@
 #include <vector>
 
 #include "common.cuh"
+#include "nanode/backend/basis_math.hpp"
 
 namespace nanode::NANODE_KERNEL_NS {
 
@@ -47,6 +48,35 @@ __global__ void outer_scale_kernel(const float* gw, Coeffs z, float* g, int64_t 
        i += static_cast<int64_t>(blockDim.x) * gridDim.x) {
     const float v = gw[i];
     for (int k = 0; k < z.n; ++k) g[k * n + i] = z.z[k] * v;
+  }
+}
+
+// The fused time-basis evaluation: each block evaluates z(t) once (thread 0, the
+// basis_math code the CPU's basis classes run) into shared memory, then every
+// thread combines W[i] = sum_k z_k A[k, i] in one pass over A (workload W4).
+__global__ void basis_eval_combine_kernel(const float* a, BasisSpec spec, double t, float* out, int64_t n) {
+  __shared__ double zd[BasisSpec::kMaxSpecTerms];
+  if (threadIdx.x == 0) basis::eval(spec, t, zd);
+  __syncthreads();
+  const int K = spec.K;
+  for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < n;
+       i += static_cast<int64_t>(blockDim.x) * gridDim.x) {
+    float acc = 0.f;
+    for (int k = 0; k < K; ++k) acc += static_cast<float>(zd[k]) * a[k * n + i];
+    out[i] = acc;
+  }
+}
+
+// Its backward: g[k, i] = z_k(t) gw[i], z evaluated the same way.
+__global__ void basis_eval_outer_kernel(const float* gw, BasisSpec spec, double t, float* g, int64_t n) {
+  __shared__ double zd[BasisSpec::kMaxSpecTerms];
+  if (threadIdx.x == 0) basis::eval(spec, t, zd);
+  __syncthreads();
+  const int K = spec.K;
+  for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < n;
+       i += static_cast<int64_t>(blockDim.x) * gridDim.x) {
+    const float v = gw[i];
+    for (int k = 0; k < K; ++k) g[k * n + i] = static_cast<float>(zd[k]) * v;
   }
 }
 
@@ -96,6 +126,20 @@ void outer_scale_f32(const float* gw, const float* z_host, int nk, float* g, int
   if (n == 0) return;
   use_device(device);
   NANODE_LAUNCH(outer_scale_kernel, blocks_for(n), kThreads, device, gw, make_coeffs(z_host, nk), g, n);
+}
+
+void basis_eval_combine_f32(const float* a, const BasisSpec& spec, double t, float* out, int64_t n, int device) {
+  if (n == 0) return;
+  if (spec.K > BasisSpec::kMaxSpecTerms) ::nanode::fail("basis_combine: internal error: ", spec.K, " terms in one launch");
+  use_device(device);
+  NANODE_LAUNCH(basis_eval_combine_kernel, blocks_for(n), kThreads, device, a, spec, t, out, n);
+}
+
+void basis_eval_outer_f32(const float* gw, const BasisSpec& spec, double t, float* g, int64_t n, int device) {
+  if (n == 0) return;
+  if (spec.K > BasisSpec::kMaxSpecTerms) ::nanode::fail("basis_combine: internal error: ", spec.K, " terms in one launch");
+  use_device(device);
+  NANODE_LAUNCH(basis_eval_outer_kernel, blocks_for(n), kThreads, device, gw, spec, t, g, n);
 }
 
 double scaled_sq_sum_f32(const float* err, const float* a, const float* b, int64_t n, double atol, double rtol,

@@ -266,6 +266,28 @@ void run_cases(int64_t n, const Config& cfg) {
     expect_close(mg, mc, 0, "dropout mask, " + at);
     CHECK(gc.state().offset == gg.state().offset);  // both consumed the same blocks
   }
+  // basis_eval_combine_kernel / basis_eval_outer_kernel: z(t) evaluated in the
+  // kernel for every basis, against the CPU's eval + combination
+  {
+    std::vector<tv::BasisPtr> bases{std::make_shared<tv::ConstantBasis>(),
+                                    std::make_shared<tv::BucketBasis>(4, 0.0, 1.0),
+                                    std::make_shared<tv::MonomialBasis>(5),
+                                    std::make_shared<tv::OrthoPolyBasis>(tv::OrthoPolyBasis::Kind::Chebyshev, 6),
+                                    std::make_shared<tv::OrthoPolyBasis>(tv::OrthoPolyBasis::Kind::Legendre, 6),
+                                    std::make_shared<tv::TrigBasis>(10),
+                                    std::make_shared<tv::RandomFourierBasis>(7, 1.5, 3)};
+    for (const auto& b : bases)
+      for (double t : {0.0, 0.37, 0.75, 1.0}) {
+        BasisSpec spec;
+        REQUIRE(b->spec(spec));
+        const Tensor a = rnd({b->size(), n}, 320), gw = rnd({n}, 321);
+        const std::string what = b->name() + " at t = " + std::to_string(t) + ", " + at;
+        expect_close(backend::basis_combine_at(a.to(kDev), spec, t), backend::basis_combine(a, b->eval(t)), 1e-5,
+                     "fused basis " + what);
+        expect_close(backend::basis_combine_at_backward(gw.to(kDev), spec, t),
+                     backend::basis_combine_backward(gw, b->eval(t)), 1e-6, "fused basis backward " + what);
+      }
+  }
   // scaled_sq_kernel
   {
     const double c = backend::scaled_rms(a, b, g, 1e-3, 1e-2), d = backend::scaled_rms(ga, gb, g.to(kDev), 1e-3, 1e-2);

@@ -12,6 +12,7 @@
 #include "nanode/backend/cpu/elementwise.hpp"
 #include "nanode/backend/cpu/linalg.hpp"
 #include "nanode/backend/cpu/reduce.hpp"
+#include "nanode/backend/basis_math.hpp"
 #include "nanode/backend/cuda/api.hpp"
 
 namespace nanode {
@@ -414,6 +415,38 @@ inline Tensor basis_combine_backward(const Tensor& g, const std::vector<double>&
                           ga.data<float>() + static_cast<int64_t>(k0) * n, n, g.device().index);
   return ga;
 }
+
+/// basis_combine with z = z(t) of `spec`: on CUDA one kernel evaluates z and
+/// combines (the fused W4 kernel); on the CPU z is evaluated here and combined as
+/// above. The same numbers either way (basis_math is the one definition of z).
+inline Tensor basis_combine_at(const Tensor& a, const BasisSpec& spec, double t) {
+  if (a.device().is_cuda() && a.dtype() == DType::Float32 && spec.K <= BasisSpec::kMaxSpecTerms) {
+    check_float("basis_combine", a);
+    NANODE_CHECK(a.ndim() >= 1 && a.size(0) == spec.K, "basis_combine: coefficients ", a.shape(), " do not have ",
+                 spec.K, " basis terms along axis 0");
+    std::vector<int64_t> dims = a.shape().vec();
+    dims.erase(dims.begin());
+    Tensor out = Tensor::empty(Shape(dims), a.dtype(), a.device());
+    cuda::basis_eval_combine_f32(a.data<float>(), spec, t, out.data<float>(), out.numel(), a.device().index);
+    return out;
+  }
+  std::vector<double> z(static_cast<size_t>(spec.K));
+  basis::eval(spec, t, z.data());
+  return basis_combine(a, z);
+}
+inline Tensor basis_combine_at_backward(const Tensor& g, const BasisSpec& spec, double t) {
+  if (g.device().is_cuda() && g.dtype() == DType::Float32 && spec.K <= BasisSpec::kMaxSpecTerms) {
+    std::vector<int64_t> dims = g.shape().vec();
+    dims.insert(dims.begin(), static_cast<int64_t>(spec.K));
+    Tensor ga = Tensor::empty(Shape(dims), g.dtype(), g.device());
+    cuda::basis_eval_outer_f32(g.data<float>(), spec, t, ga.data<float>(), g.numel(), g.device().index);
+    return ga;
+  }
+  std::vector<double> z(static_cast<size_t>(spec.K));
+  basis::eval(spec, t, z.data());
+  return basis_combine_backward(g, z);
+}
+
 
 /// RMS of err / (atol + rtol max(|a|, |b|)) over all elements: the adaptive
 /// solvers' error norm. Returns 0 for empty tensors.

@@ -3,6 +3,16 @@
 // launchers. Plain C++: included by nvcc translation units too.
 #include <cstdint>
 
+// Marks functions for both host and device code under nvcc (the host code it marks
+// is the same token for token either way).
+#ifndef NANODE_HD
+#if defined(__CUDACC__)
+#define NANODE_HD __host__ __device__
+#else
+#define NANODE_HD
+#endif
+#endif
+
 namespace nanode {
 
 // The ops' formulas (CPU and CUDA) are in backend/unary_ops.hpp, one struct each.
@@ -43,6 +53,19 @@ struct PermuteDesc {
 struct WindowDesc {
   int64_t N = 0, C = 0, H = 0, W = 0, Co = 0, Ho = 0, Wo = 0;
   int64_t kh = 1, kw = 1, sh = 1, sw = 1, ph = 0, pw = 0;
+};
+
+/// A time basis z(t) described for the kernels, which evaluate it themselves
+/// (backend/basis_math.hpp; timevarying/basis.hpp's classes evaluate through the
+/// same code). K terms; at most kMaxSpecTerms (a larger basis is evaluated on the host).
+struct BasisSpec {
+  static constexpr int kMaxSpecTerms = 256;
+  enum Kind : int { Constant, Bucket, Monomial, Chebyshev, Legendre, Trig, Random };
+  int kind = Constant;
+  int K = 1;       ///< number of terms
+  int d = 0;       ///< order (buckets, polynomial degree + 1, trig frequencies)
+  double t0 = 0, t1 = 1;
+  double zeta[kMaxSpecTerms] = {}, eta[kMaxSpecTerms] = {};  ///< random features only
 };
 
 }  // namespace nanode

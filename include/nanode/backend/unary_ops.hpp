@@ -15,15 +15,6 @@
 
 #include "nanode/backend/op_codes.hpp"
 
-// Marks the scalar formulas for both host and device code under nvcc. The host
-// code it marks is the same token for token either way.
-#ifndef NANODE_HD
-#if defined(__CUDACC__)
-#define NANODE_HD __host__ __device__
-#else
-#define NANODE_HD
-#endif
-#endif
 
 namespace nanode::unary {
 

@@ -2,6 +2,8 @@
 // Fused ops of the ODE machinery: the Runge-Kutta stage update
 // x + sum_j c_j k_j, and the time-basis combination W(t) = sum_k z_k(t) A_k.
 // Each is one pass over memory forward and backward (and one CUDA kernel).
+#include <memory>
+
 #include "nanode/autograd/var.hpp"
 
 namespace nanode {
@@ -40,6 +42,16 @@ inline Var basis_combine(const Var& coeffs, const std::vector<double>& z) {
   Tensor w = backend::basis_combine(coeffs.data(), z);
   return make_result("basis_combine", w, {coeffs},
                      [z](const Tensor& g, GradInputs& gi) { gi.set(0, backend::basis_combine_backward(g, z)); });
+}
+
+/// basis_combine with z = z(t) of a described basis (TimeBasis::spec): on CUDA one
+/// kernel evaluates z and combines, forward and backward; elsewhere it is
+/// basis_combine(coeffs, z(t)).
+inline Var basis_combine(const Var& coeffs, const BasisSpec& spec, double t) {
+  Tensor w = backend::basis_combine_at(coeffs.data(), spec, t);
+  auto sp = std::make_shared<BasisSpec>(spec);
+  return make_result("basis_combine", w, {coeffs},
+                     [sp, t](const Tensor& g, GradInputs& gi) { gi.set(0, backend::basis_combine_at_backward(g, *sp, t)); });
 }
 
 }  // namespace nanode

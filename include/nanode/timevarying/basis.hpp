@@ -5,6 +5,7 @@
 #include <string>
 #include <vector>
 
+#include "nanode/backend/basis_math.hpp"
 #include "nanode/core/error.hpp"
 #include "nanode/core/rng.hpp"
 
@@ -22,6 +23,13 @@ class TimeBasis {
     (void)t0, (void)t1, (void)out;
   }
   virtual std::string name() const = 0;
+  /// Describes the basis for kernels that evaluate z(t) themselves
+  /// (backend/basis_math.hpp); false when it cannot be described (or has more than
+  /// BasisSpec::kMaxSpecTerms terms), and then z is evaluated on the host.
+  virtual bool spec(BasisSpec& out) const {
+    (void)out;
+    return false;
+  }
   /// Mean of sum_k z_k(t)^2 over [t0, t1]: initialisers divide by its root so that
   /// W(t) starts at the scale of a plain layer's weight whatever the basis.
   double mean_square(double t0, double t1) const {
@@ -36,12 +44,29 @@ class TimeBasis {
 };
 using BasisPtr = std::shared_ptr<const TimeBasis>;
 
+namespace detail {
+/// z(t) of a basis without random draws, through basis_math (the kernels' code).
+inline std::vector<double> eval_kind(int kind, int K, int d, double t0, double t1, double t) {
+  BasisSpec s;
+  s.kind = kind, s.K = K, s.d = d, s.t0 = t0, s.t1 = t1;
+  std::vector<double> z(static_cast<size_t>(K));
+  basis::eval(s, t, z.data());
+  return z;
+}
+inline bool describe(BasisSpec& out, int kind, int K, int d, double t0, double t1) {
+  if (K > BasisSpec::kMaxSpecTerms) return false;
+  out.kind = kind, out.K = K, out.d = d, out.t0 = t0, out.t1 = t1;
+  return true;
+}
+}  // namespace detail
+
 /// z = [1]: weights shared over time (Auto / Con-ResNet).
 class ConstantBasis : public TimeBasis {
  public:
   int size() const override { return 1; }
   std::vector<double> eval(double) const override { return {1.0}; }
   std::string name() const override { return "constant"; }
+  bool spec(BasisSpec& out) const override { return detail::describe(out, BasisSpec::Constant, 1, 0, 0, 1); }
 };
 
 /// One-hot of the bucket floor(d (t - t0) / (t1 - t0)) (last bucket closed):
@@ -59,10 +84,9 @@ class BucketBasis : public TimeBasis {
     return k < 0 ? 0 : (k >= d_ ? d_ - 1 : k);
   }
   std::vector<double> eval(double t) const override {
-    std::vector<double> z(static_cast<size_t>(d_), 0.0);
-    z[static_cast<size_t>(bucket(t))] = 1.0;
-    return z;
+    return detail::eval_kind(BasisSpec::Bucket, d_, d_, t0_, t1_, t);
   }
+  bool spec(BasisSpec& out) const override { return detail::describe(out, BasisSpec::Bucket, d_, d_, t0_, t1_); }
   void collect_jump_times(double a, double b, std::vector<double>& out) const override {
     for (int k = 1; k < d_; ++k) {
       const double e = t0_ + (t1_ - t0_) * k / d_;
@@ -81,12 +105,8 @@ class MonomialBasis : public TimeBasis {
  public:
   explicit MonomialBasis(int d) : d_(d) { NANODE_CHECK(d >= 1, "MonomialBasis: order must be >= 1, got ", d); }
   int size() const override { return d_; }
-  std::vector<double> eval(double t) const override {
-    std::vector<double> z(static_cast<size_t>(d_));
-    double p = 1.0;
-    for (int n = 0; n < d_; ++n, p *= t) z[static_cast<size_t>(n)] = p;
-    return z;
-  }
+  std::vector<double> eval(double t) const override { return detail::eval_kind(BasisSpec::Monomial, d_, d_, 0, 1, t); }
+  bool spec(BasisSpec& out) const override { return detail::describe(out, BasisSpec::Monomial, d_, d_, 0, 1); }
   std::string name() const override { return "monomial-" + std::to_string(d_); }
 
  private:
@@ -103,23 +123,14 @@ class OrthoPolyBasis : public TimeBasis {
     NANODE_CHECK(t1 > t0, "polynomial basis: empty interval [", t0, ", ", t1, "]");
   }
   int size() const override { return d_; }
-  std::vector<double> eval(double t) const override {
-    const double u = 2.0 * (t - t0_) / (t1_ - t0_) - 1.0;
-    std::vector<double> z(static_cast<size_t>(d_));
-    z[0] = 1.0;
-    if (d_ > 1) z[1] = u;
-    for (int n = 1; n + 1 < d_; ++n) {
-      const size_t i = static_cast<size_t>(n);
-      z[i + 1] = kind_ == Kind::Chebyshev ? 2.0 * u * z[i] - z[i - 1]
-                                          : ((2.0 * n + 1.0) * u * z[i] - n * z[i - 1]) / (n + 1.0);
-    }
-    return z;
-  }
+  std::vector<double> eval(double t) const override { return detail::eval_kind(spec_kind(), d_, d_, t0_, t1_, t); }
+  bool spec(BasisSpec& out) const override { return detail::describe(out, spec_kind(), d_, d_, t0_, t1_); }
   std::string name() const override {
     return std::string(kind_ == Kind::Chebyshev ? "chebyshev-" : "legendre-") + std::to_string(d_);
   }
 
  private:
+  int spec_kind() const { return kind_ == Kind::Chebyshev ? BasisSpec::Chebyshev : BasisSpec::Legendre; }
   Kind kind_;
   int d_;
   double t0_, t1_;
@@ -131,15 +142,8 @@ class TrigBasis : public TimeBasis {
   explicit TrigBasis(int d) : d_(d) { NANODE_CHECK(d >= 0, "TrigBasis: order must be >= 0, got ", d); }
   int size() const override { return 2 * d_ + 1; }
   int order() const { return d_; }
-  std::vector<double> eval(double t) const override {
-    std::vector<double> z(static_cast<size_t>(2 * d_ + 1));
-    z[0] = 1.0;
-    for (int n = 1; n <= d_; ++n) {
-      z[static_cast<size_t>(2 * n - 1)] = std::cos(n * t);
-      z[static_cast<size_t>(2 * n)] = std::sin(n * t);
-    }
-    return z;
-  }
+  std::vector<double> eval(double t) const override { return detail::eval_kind(BasisSpec::Trig, 2 * d_ + 1, d_, 0, 1, t); }
+  bool spec(BasisSpec& out) const override { return detail::describe(out, BasisSpec::Trig, 2 * d_ + 1, d_, 0, 1); }
   std::string name() const override { return "trig-" + std::to_string(d_); }
 
  private:
@@ -170,8 +174,13 @@ class RandomFourierBasis : public TimeBasis {
   const std::vector<double>& phases() const { return eta_; }
   std::vector<double> eval(double t) const override {
     std::vector<double> z(static_cast<size_t>(d_));
-    for (size_t k = 0; k < z.size(); ++k) z[k] = std::cos(zeta_[k] * t + eta_[k]);
+    for (size_t k = 0; k < z.size(); ++k) z[k] = std::cos(zeta_[k] * t + eta_[k]);  // as basis_math's Random
     return z;
+  }
+  bool spec(BasisSpec& out) const override {
+    if (!detail::describe(out, BasisSpec::Random, d_, d_, 0, 1)) return false;
+    for (int k = 0; k < d_; ++k) out.zeta[k] = zeta_[static_cast<size_t>(k)], out.eta[k] = eta_[static_cast<size_t>(k)];
+    return true;
   }
   std::string name() const override { return "random-fourier-" + std::to_string(d_); }
 

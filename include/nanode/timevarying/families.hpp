@@ -140,7 +140,7 @@ class HouseholderLayer : public TimeLayer {
     bias_coeffs = register_parameter("bias_coeffs", Tensor::zeros({basis_->size(), n}));
   }
   Var forward(double t, const Var& x) const override {
-    return rot->forward(t, x) + basis_combine(bias_coeffs, basis_->eval(t));
+    return rot->forward(t, x) + combine_at(bias_coeffs, *basis_, t);
   }
   void collect_jump_times(double t0, double t1, std::vector<double>& out) const override {
     basis_->collect_jump_times(t0, t1, out);

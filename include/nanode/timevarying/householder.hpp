@@ -34,7 +34,7 @@ class HouseholderLinear : public TimeLayer {
 
   /// The reflection vectors at time t, normalised: rows of [k, n].
   Var unit_vectors(double t) const {
-    Var v = basis_ ? basis_combine(vectors, basis_->eval(t)) : vectors;
+    Var v = basis_ ? combine_at(vectors, *basis_, t) : vectors;
     return v / sqrt(sum(square(v), {1}, true));
   }
   /// y = x M(t)^T for x [B, n].

@@ -21,6 +21,14 @@ inline Tensor init_coeffs(const TimeBasis& basis, std::vector<int64_t> shape, in
 }
 }  // namespace detail
 
+/// W(t) = sum_k z_k(t) A_k for coefficients A [K, ...]: through the fused kernel on
+/// CUDA when the basis can be described to it, else from z(t) on the host.
+inline Var combine_at(const Var& coeffs, const TimeBasis& basis, double t) {
+  BasisSpec s;
+  if (coeffs.device().is_cuda() && basis.spec(s)) return basis_combine(coeffs, s, t);
+  return basis_combine(coeffs, basis.eval(t));
+}
+
 /// A layer evaluated at a time t: the building block of every dynamics family.
 class TimeLayer : public nn::Module {
  public:
@@ -39,12 +47,9 @@ class TimeLinear : public TimeLayer {
     if (bias) bias_coeffs = register_parameter("bias_coeffs", detail::init_coeffs(*basis_, {out}, in, t0, t1, gen));
   }
   /// W(t) [out, in].
-  Var weight(double t) const { return basis_combine(weight_coeffs, basis_->eval(t)); }
-  Var bias(double t) const { return bias_coeffs.defined() ? basis_combine(bias_coeffs, basis_->eval(t)) : Var(); }
-  Var forward(double t, const Var& x) const override {
-    const auto z = basis_->eval(t);
-    return linear(x, basis_combine(weight_coeffs, z), bias_coeffs.defined() ? basis_combine(bias_coeffs, z) : Var());
-  }
+  Var weight(double t) const { return combine_at(weight_coeffs, *basis_, t); }
+  Var bias(double t) const { return bias_coeffs.defined() ? combine_at(bias_coeffs, *basis_, t) : Var(); }
+  Var forward(double t, const Var& x) const override { return linear(x, weight(t), bias(t)); }
   void collect_jump_times(double t0, double t1, std::vector<double>& out) const override {
     basis_->collect_jump_times(t0, t1, out);
   }
@@ -69,9 +74,8 @@ class TimeConv2d : public TimeLayer {
     if (bias) bias_coeffs = register_parameter("bias_coeffs", detail::init_coeffs(*basis_, {out}, fan_in, t0, t1, gen));
   }
   Var forward(double t, const Var& x) const override {
-    const auto z = basis_->eval(t);
-    return conv2d(x, basis_combine(weight_coeffs, z), bias_coeffs.defined() ? basis_combine(bias_coeffs, z) : Var(),
-                  opt_);
+    return conv2d(x, combine_at(weight_coeffs, *basis_, t),
+                  bias_coeffs.defined() ? combine_at(bias_coeffs, *basis_, t) : Var(), opt_);
   }
   void collect_jump_times(double t0, double t1, std::vector<double>& out) const override {
     basis_->collect_jump_times(t0, t1, out);

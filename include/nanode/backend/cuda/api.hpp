@@ -60,6 +60,14 @@ struct LincombTerms {
   /* W = sum_k z_k A[k] for A [K, n] (the time-basis combination W(t)). */                                         \
   X(void, basis_combine_f32, (const float* a, const float* z_host, int nk, float* out, int64_t n, int device),     \
     (a, z_host, nk, out, n, device))                                                                               \
+  /* The fused basis evaluation: W = sum_k z_k(t) A[k] with z evaluated in the kernel from `spec` (W4), */         \
+  /* and its backward g[k, i] = z_k(t) gw[i]. spec.K <= BasisSpec::kMaxSpecTerms. */                               \
+  X(void, basis_eval_combine_f32,                                                                                  \
+    (const float* a, const BasisSpec& spec, double t, float* out, int64_t n, int device),                         \
+    (a, spec, t, out, n, device))                                                                                  \
+  X(void, basis_eval_outer_f32, (const float* gw, const BasisSpec& spec, double t, float* g, int64_t n,           \
+                                 int device),                                                                      \
+    (gw, spec, t, g, n, device))                                                                                   \
   /* g[k, i] = z_k * gw[i]. */                                                                                     \
   X(void, outer_scale_f32, (const float* gw, const float* z_host, int nk, float* g, int64_t n, int device),        \
     (gw, z_host, nk, g, n, device))                                                                                \
