@@ -17,6 +17,13 @@
 #include <cstdlib>
 
 #include "launchers.cuh"
+
+// Asks nvcc to unroll the next loop (no-op in the emulated, host-compiled build).
+#if defined(__CUDACC__)
+#define NANODE_UNROLL _Pragma("unroll")
+#else
+#define NANODE_UNROLL
+#endif
 #include "nanode/core/error.hpp"
 
 namespace nanode::NANODE_KERNEL_NS::detail {

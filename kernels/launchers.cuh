@@ -14,6 +14,8 @@
 
 namespace nanode::NANODE_KERNEL_NS {
 
+using cuda::kHouseholderMaxN;
+using cuda::kHouseholderRows;
 using cuda::kMaxBasisTerms;
 using cuda::kMaxLincombTerms;
 using cuda::LincombTerms;

@@ -80,6 +80,136 @@ __global__ void basis_eval_outer_kernel(const float* gw, BasisSpec spec, double 
   }
 }
 
+// ---- The sequential Householder chain (workload W5) --------------------------------
+// One warp per row of x (kHouseholderRows rows per block), the row in registers
+// (kHhPer values per lane); the reflection vectors pass through shared memory a
+// chunk at a time, read once per block. Per reflection: one warp reduction of
+// (y.v, v.v) and an axpy, no block barrier. CPU twin: cpu::householder_chain.
+constexpr int kHhPer = kHouseholderMaxN / 32;
+constexpr int kHhChunk = 16;
+
+__device__ inline float warp_sum(float v) {
+  for (int m = 16; m > 0; m >>= 1) v += __shfl_xor_sync(0xffffffffu, v, m);
+  return v;
+}
+
+__global__ void householder_chain_kernel(const float* x, const float* v, float* y, int64_t B, int n, int k) {
+  __shared__ float vs[kHhChunk][kHouseholderMaxN];
+  const int warp = static_cast<int>(threadIdx.x) / 32, lane = static_cast<int>(threadIdx.x) % 32;
+  const int64_t row = static_cast<int64_t>(blockIdx.x) * kHouseholderRows + warp;
+  const bool live = row < B;
+  float yr[kHhPer];
+NANODE_UNROLL
+  for (int j = 0; j < kHhPer; ++j) {
+    const int c = lane + 32 * j;
+    yr[j] = live && c < n ? x[row * n + c] : 0.f;
+  }
+  for (int base = k - 1; base >= 0; base -= kHhChunk) {  // reflections base, base - 1, ...
+    const int cnt = base + 1 < kHhChunk ? base + 1 : kHhChunk;
+    __syncthreads();  // the previous chunk is no longer read
+    for (int e = static_cast<int>(threadIdx.x); e < cnt * n; e += static_cast<int>(blockDim.x))
+      vs[e / n][e % n] = v[static_cast<int64_t>(base - e / n) * n + e % n];
+    __syncthreads();
+    for (int r = 0; r < cnt; ++r) {
+      float d = 0.f, s = 0.f;
+NANODE_UNROLL
+      for (int j = 0; j < kHhPer; ++j) {
+        const int c = lane + 32 * j;
+        if (c < n) {
+          const float vv = vs[r][c];
+          d += yr[j] * vv;
+          s += vv * vv;
+        }
+      }
+      d = warp_sum(d);
+      s = warp_sum(s);
+      const float f = 2.f * d / s;
+NANODE_UNROLL
+      for (int j = 0; j < kHhPer; ++j) {
+        const int c = lane + 32 * j;
+        if (c < n) yr[j] -= f * vs[r][c];
+      }
+    }
+  }
+  if (!live) return;
+NANODE_UNROLL
+  for (int j = 0; j < kHhPer; ++j) {
+    const int c = lane + 32 * j;
+    if (c < n) y[row * n + c] = yr[j];
+  }
+}
+
+// Its backward, from the output: each reflection's input is recovered by applying
+// it again (an involution), so nothing is stored. The warps' dL/dv contributions
+// meet in shared memory and are summed in warp order into this block's partial
+// (deterministic; the caller sums the blocks' partials).
+constexpr int kHhChunkBack = 8;
+
+__global__ void householder_chain_backward_kernel(const float* y, const float* g, const float* v, float* gx,
+                                                  float* gv_partial, int64_t B, int n, int k) {
+  __shared__ float vs[kHhChunkBack][kHouseholderMaxN];
+  __shared__ float contrib[kHouseholderRows][kHouseholderMaxN];
+  const int warp = static_cast<int>(threadIdx.x) / 32, lane = static_cast<int>(threadIdx.x) % 32;
+  const int64_t row = static_cast<int64_t>(blockIdx.x) * kHouseholderRows + warp;
+  const bool live = row < B;
+  float a[kHhPer], gg[kHhPer];
+NANODE_UNROLL
+  for (int j = 0; j < kHhPer; ++j) {
+    const int c = lane + 32 * j;
+    a[j] = live && c < n ? y[row * n + c] : 0.f;
+    gg[j] = live && c < n ? g[row * n + c] : 0.f;
+  }
+  float* part = gv_partial + static_cast<int64_t>(blockIdx.x) * k * n;
+  for (int base = 0; base < k; base += kHhChunkBack) {  // reflections base, base + 1, ...
+    const int cnt = k - base < kHhChunkBack ? k - base : kHhChunkBack;
+    __syncthreads();
+    for (int e = static_cast<int>(threadIdx.x); e < cnt * n; e += static_cast<int>(blockDim.x))
+      vs[e / n][e % n] = v[static_cast<int64_t>(base + e / n) * n + e % n];
+    __syncthreads();
+    for (int r = 0; r < cnt; ++r) {
+      float yv = 0.f, qv = 0.f, s = 0.f;
+NANODE_UNROLL
+      for (int j = 0; j < kHhPer; ++j) {
+        const int c = lane + 32 * j;
+        if (c < n) {
+          const float vv = vs[r][c];
+          yv += a[j] * vv;
+          qv += gg[j] * vv;
+          s += vv * vv;
+        }
+      }
+      yv = warp_sum(yv);
+      qv = warp_sum(qv);
+      s = warp_sum(s);
+      const float f = 2.f * yv / s, p = -yv;
+      const float cg = -2.f / s * p, ca = -2.f / s * qv, cv = 4.f * p * qv / (s * s), fg = 2.f * qv / s;
+NANODE_UNROLL
+      for (int j = 0; j < kHhPer; ++j) {
+        const int c = lane + 32 * j;
+        if (c < n) {
+          const float vv = vs[r][c];
+          a[j] -= f * vv;
+          contrib[warp][c] = live ? cg * gg[j] + ca * a[j] + cv * vv : 0.f;
+          gg[j] -= fg * vv;
+        }
+      }
+      __syncthreads();
+      for (int c = static_cast<int>(threadIdx.x); c < n; c += static_cast<int>(blockDim.x)) {
+        float sum = 0.f;
+        for (int w = 0; w < kHouseholderRows; ++w) sum += contrib[w][c];
+        part[static_cast<int64_t>(base + r) * n + c] = sum;
+      }
+      __syncthreads();  // contrib is rewritten by the next reflection
+    }
+  }
+  if (!live) return;
+NANODE_UNROLL
+  for (int j = 0; j < kHhPer; ++j) {
+    const int c = lane + 32 * j;
+    if (c < n) gx[row * n + c] = gg[j];
+  }
+}
+
 __global__ void scaled_sq_kernel(const float* err, const float* a, const float* b, int64_t n, double atol, double rtol,
                                  double* partial) {
   __shared__ double s[kThreads];
@@ -140,6 +270,26 @@ void basis_eval_outer_f32(const float* gw, const BasisSpec& spec, double t, floa
   if (spec.K > BasisSpec::kMaxSpecTerms) ::nanode::fail("basis_combine: internal error: ", spec.K, " terms in one launch");
   use_device(device);
   NANODE_LAUNCH(basis_eval_outer_kernel, blocks_for(n), kThreads, device, gw, spec, t, g, n);
+}
+
+void householder_chain_f32(const float* x, const float* v, float* y, int64_t B, int n, int k, int device) {
+  if (B == 0) return;
+  if (n < 1 || n > kHouseholderMaxN || k < 1)
+    ::nanode::fail("householder_chain: internal error: n = ", n, ", k = ", k, " (1 <= n <= ", kHouseholderMaxN, ")");
+  use_device(device);
+  const auto blocks = static_cast<unsigned>((B + kHouseholderRows - 1) / kHouseholderRows);
+  NANODE_LAUNCH(householder_chain_kernel, blocks, 32 * kHouseholderRows, device, x, v, y, B, n, k);
+}
+
+void householder_chain_backward_f32(const float* y, const float* g, const float* v, float* gx, float* gv_partial,
+                                    int64_t B, int n, int k, int device) {
+  if (B == 0) return;
+  if (n < 1 || n > kHouseholderMaxN || k < 1)
+    ::nanode::fail("householder_chain: internal error: n = ", n, ", k = ", k, " (1 <= n <= ", kHouseholderMaxN, ")");
+  use_device(device);
+  const auto blocks = static_cast<unsigned>((B + kHouseholderRows - 1) / kHouseholderRows);
+  NANODE_LAUNCH(householder_chain_backward_kernel, blocks, 32 * kHouseholderRows, device, y, g, v, gx, gv_partial, B,
+                n, k);
 }
 
 double scaled_sq_sum_f32(const float* err, const float* a, const float* b, int64_t n, double atol, double rtol,

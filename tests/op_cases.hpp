@@ -166,6 +166,16 @@ inline std::map<std::string, std::vector<Case>> op_cases() {
                   {"no x", {rand64({5}, 108), rand64({5}, 109)}, [](auto& v) { return lincomb(Var(), {v[0], v[1]}, {2.0, 3.0}); }}};
   c["basis_combine"] = {{"trig basis at t = 0.3", {rand64({5, 3, 2}, 110)},
                          [](auto& v) { return basis_combine(v[0], tv::TrigBasis(2).eval(0.3)); }}};
+  c["householder_chain"] = {
+      {"three reflections", {rand64({5, 4}, 115), rand64({3, 4}, 116)},
+       [](auto& v) { return householder_chain(v[0], v[1]); }},
+      {"more rows than a block, more vectors than a chunk", {rand64({11, 40}, 117), rand64({20, 40}, 118)},
+       [](auto& v) { return householder_chain(v[0], v[1]); }}};
+  c["basis_combine"].push_back({"fused evaluation, Legendre basis at t = 0.6", {rand64({4, 3, 2}, 119)}, [](auto& v) {
+    BasisSpec spec;
+    tv::OrthoPolyBasis(tv::OrthoPolyBasis::Kind::Legendre, 4).spec(spec);
+    return basis_combine(v[0], spec, 0.6);
+  }});
   c["triangular_solve"] = {
       {"upper", {rand64({3, 3}, 111, 0.5, 1.5), rand64({3, 2}, 112)},
        [](auto& v) { return triangular_solve(v[0], v[1], true, false); }},

@@ -288,6 +288,21 @@ void run_cases(int64_t n, const Config& cfg) {
                      backend::basis_combine_backward(gw, b->eval(t)), 1e-6, "fused basis backward " + what);
       }
   }
+  // householder_chain_kernel / householder_chain_backward_kernel: partial blocks
+  // of rows, chunks of vectors, row lengths below, across and at the warp and
+  // kernel limits; gv's per-block partials summed by dispatch
+  if (n == 257)
+    for (auto [B, len, k] : {std::tuple<int64_t, int64_t, int64_t>{19, 70, 37}, {9, 512, 3}, {3, 2, 2}, {8, 32, 16}}) {
+      const Tensor x = rnd({B, len}, 330), v = rnd({k, len}, 331), gy = rnd({B, len}, 332);
+      const std::string what = "householder B = " + std::to_string(B) + ", n = " + std::to_string(len) +
+                               ", k = " + std::to_string(k) + ", " + at;
+      const Tensor y = backend::householder_chain(x, v), yd = backend::householder_chain(x.to(kDev), v.to(kDev));
+      expect_close(yd, y, 2e-5, what);
+      const auto want = backend::householder_chain_backward(y, gy, v);
+      const auto got = backend::householder_chain_backward(yd, gy.to(kDev), v.to(kDev));
+      expect_close(got.first, want.first, 2e-5, "gx, " + what);
+      expect_close(got.second, want.second, 5e-5, "gv, " + what);
+    }
   // scaled_sq_kernel
   {
     const double c = backend::scaled_rms(a, b, g, 1e-3, 1e-2), d = backend::scaled_rms(ga, gb, g.to(kDev), 1e-3, 1e-2);

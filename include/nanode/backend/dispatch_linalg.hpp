@@ -2,6 +2,7 @@
 // Backend dispatch for batched matmul and permute: cuBLAS and a CUDA permute
 // kernel on the GPU, Eigen GEMM and strided copies on the CPU. Part of the one
 // place that picks a backend (dispatch.hpp includes it).
+#include "nanode/backend/cpu/householder.hpp"
 #include "nanode/backend/dispatch.hpp"
 
 namespace nanode::backend {
@@ -146,6 +147,58 @@ inline Tensor concat(const std::vector<Tensor>& xs, int axis) {
     at += len;
   }
   return out;
+}
+
+// ---- the sequential Householder chain ----------------------------------------------
+
+/// Whether householder_chain runs as one pass (the CPU loop or the CUDA kernel) for
+/// rows of length n on this device; otherwise callers compose it from other ops.
+inline bool householder_chain_fused(const Device& d, int64_t n) {
+  return d.is_cpu() || n <= cuda::kHouseholderMaxN;
+}
+
+/// y = x H(v_{k-1}) ... H(v_0), H(v) = I - 2 v v^T / |v|^2, for x [B, n], v [k, n].
+inline Tensor householder_chain(const Tensor& x, const Tensor& v) {
+  check_same("householder_chain", x, v);
+  check_float("householder_chain", x);
+  NANODE_CHECK(x.ndim() == 2 && v.ndim() == 2 && x.size(1) == v.size(1) && v.size(0) >= 1,
+               "householder_chain: need x [B, n] and vectors [k, n] with k >= 1, got ", x.shape(), " and ", v.shape());
+  NANODE_CHECK(householder_chain_fused(x.device(), x.size(1)), "householder_chain: rows of length ", x.size(1),
+               " on ", x.device(), " exceed the kernel's ", cuda::kHouseholderMaxN);
+  Tensor y = Tensor::empty(x.shape(), x.dtype(), x.device());
+  const int64_t B = x.size(0), n = x.size(1), k = v.size(0);
+  if (x.device().is_cpu()) {
+    dispatch_float(x.dtype(), "householder_chain", [&](auto tag) {
+      using T = decltype(tag);
+      cpu::householder_chain<T>(x.data<T>(), v.data<T>(), y.data<T>(), B, n, k);
+    });
+    return y;
+  }
+  NANODE_CHECK(k <= 2147483647, "householder_chain: ", k, " reflections exceed the kernel's int32 limit");
+  cuda::householder_chain_f32(x.data<float>(), v.data<float>(), y.data<float>(), B, static_cast<int>(n),
+                              static_cast<int>(k), x.device().index);
+  return y;
+}
+
+/// The backward of householder_chain from its output y and dL/dy = g: {dL/dx, dL/dv}.
+inline std::pair<Tensor, Tensor> householder_chain_backward(const Tensor& y, const Tensor& g, const Tensor& v) {
+  const int64_t B = y.size(0), n = y.size(1), k = v.size(0);
+  Tensor gx = Tensor::empty(y.shape(), y.dtype(), y.device());
+  if (y.device().is_cpu()) {
+    Tensor gv = Tensor::empty(v.shape(), v.dtype(), v.device());
+    dispatch_float(y.dtype(), "householder_chain", [&](auto tag) {
+      using T = decltype(tag);
+      cpu::householder_chain_backward<T>(y.data<T>(), g.data<T>(), v.data<T>(), gx.data<T>(), gv.data<T>(), B, n, k);
+    });
+    return {gx, gv};
+  }
+  const int64_t blocks = (B + cuda::kHouseholderRows - 1) / cuda::kHouseholderRows;
+  Tensor partial = Tensor::empty(Shape({std::max<int64_t>(blocks, 1), k, n}), y.dtype(), y.device());
+  if (B == 0) return {gx, Tensor::zeros(v.shape(), v.dtype(), v.device())};
+  cuda::householder_chain_backward_f32(y.data<float>(), g.data<float>(), v.data<float>(), gx.data<float>(),
+                                       partial.data<float>(), B, static_cast<int>(n), static_cast<int>(k),
+                                       y.device().index);
+  return {gx, sum(partial, {0}, false)};
 }
 
 }  // namespace nanode::backend

@@ -40,16 +40,9 @@ class HouseholderLinear : public TimeLayer {
   /// y = x M(t)^T for x [B, n].
   Var forward(double t, const Var& x) const override {
     NANODE_CHECK(x.ndim() == 2 && x.size(1) == n_, "HouseholderLinear: input must be [B, ", n_, "], got ", x.shape());
+    if (mode_ == HouseholderMode::Sequential)  // x M^T = x H_k ... H_1 (each H symmetric): one fused pass
+      return householder_chain(x, basis_ ? combine_at(vectors, *basis_, t) : vectors);
     const Var u = unit_vectors(t);
-    if (mode_ == HouseholderMode::Sequential) {
-      // x M^T = x H_k ... H_1 (each H symmetric).
-      Var y = x;
-      for (int64_t i = k_ - 1; i >= 0; --i) {
-        const Var ui = slice(u, 0, i, i + 1);  // [1, n]
-        y = y - 2.0 * matmul(matmul(y, transpose(ui)), ui);
-      }
-      return y;
-    }
     // x M^T = x - ((x U) S^{-T}) U^T, with (P S^{-T}) = (S^{-1} P^T)^T.
     const Var S = Var(cast(half_eye_, u)) + mul(matmul(u, transpose(u)), Var(cast(upper_, u)));
     const Var P = matmul(x, transpose(u));                        // [B, k]

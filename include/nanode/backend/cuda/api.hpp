@@ -21,6 +21,10 @@ namespace nanode::cuda {
 constexpr int kMaxBasisTerms = 256;
 /// Up to kMaxLincombTerms device pointers (null = absent) and their coefficients.
 constexpr int kMaxLincombTerms = 64;
+/// The sequential Householder chain kernels: rows per block (one warp each) and
+/// the largest row length they take (dispatch composes other ops beyond it).
+constexpr int kHouseholderRows = 8;
+constexpr int kHouseholderMaxN = 512;
 struct LincombTerms {
   int n = 0;
   const float* k[kMaxLincombTerms] = {};
@@ -68,6 +72,14 @@ struct LincombTerms {
   X(void, basis_eval_outer_f32, (const float* gw, const BasisSpec& spec, double t, float* g, int64_t n,           \
                                  int device),                                                                      \
     (gw, spec, t, g, n, device))                                                                                   \
+  /* Householder chain y = x H(v_{k-1}) ... H(v_0) for x [B, n], v [k, n], n <= kHouseholderMaxN, and its */     \
+  /* backward: gx [B, n] and per-block partials of gv [ceil(B / kHouseholderRows), k, n] (summed by the caller). */ \
+  X(void, householder_chain_f32, (const float* x, const float* v, float* y, int64_t B, int n, int k, int device),  \
+    (x, v, y, B, n, k, device))                                                                                    \
+  X(void, householder_chain_backward_f32,                                                                          \
+    (const float* y, const float* g, const float* v, float* gx, float* gv_partial, int64_t B, int n, int k,        \
+     int device),                                                                                                  \
+    (y, g, v, gx, gv_partial, B, n, k, device))                                                                    \
   /* g[k, i] = z_k * gw[i]. */                                                                                     \
   X(void, outer_scale_f32, (const float* gw, const float* z_host, int nk, float* g, int64_t n, int device),        \
     (gw, z_host, nk, g, n, device))                                                                                \
