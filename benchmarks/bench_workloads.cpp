@@ -84,19 +84,23 @@ int main(int argc, char** argv) {
     std::printf("%-4s %-44s %12s %12s %8s %8s\n", "", "workload", "nanode ms", "LibTorch ms", "ratio", "target");
     for (const auto& w : only) {
       const bool one = w == "w1";
-      if (!one && cuda) {
-        std::printf("%-4s %-44s %12s  (conv2d has no CUDA backend yet)\n", "W2", "conv T-NANODE", "-");
-        continue;
-      }
       const double ours = one ? nanode_w1_ms(reps, dev) : nanode_w2_ms(reps, dev);
       const char* name = one ? "dense T-NANODE 256x128, d=10, L=100" : "conv T-NANODE 32x32x28x28, d=4, L=10";
-      const char* target = cuda ? "-" : one ? "<=0.25" : "<=1.20";
+      // Targets: on a GPU W1 at least 10x faster than PyTorch eager (issue 10); on
+      // the CPU the ratios of DESIGN.md.
+      const char* target = cuda ? (one ? "<=0.10" : "-") : one ? "<=0.25" : "<=1.20";
+      const double limit = cuda ? (one ? 0.10 : 0) : one ? 0.25 : 1.20;
+      const char* tag = one ? "W1" : "W2";
       if (peer) {
         const double theirs = one ? bench::torch_w1_ms(reps, cuda) : bench::torch_w2_ms(reps, cuda);
-        std::printf("%-4s %-44s %12.2f %12.2f %8.3f %8s\n", one ? "W1" : "W2", name, ours, theirs, ours / theirs,
-                    target);
+        std::printf("%-4s %-44s %12.2f %12.2f %8.3f %8s\n", tag, name, ours, theirs, ours / theirs, target);
+        std::printf("summary: %s | %s %s, nanode / LibTorch time | %.2f / %.2f ms = %.3f | %s | %s\n", dev.str().c_str(),
+                    tag, name, ours, theirs, ours / theirs, target,
+                    limit == 0 ? "-" : ours / theirs <= limit ? "met" : "NOT MET");
       } else {
-        std::printf("%-4s %-44s %12.2f %12s %8s %8s\n", one ? "W1" : "W2", name, ours, "-", "-", target);
+        std::printf("%-4s %-44s %12.2f %12s %8s %8s\n", tag, name, ours, "-", "-", target);
+        std::printf("summary: %s | %s %s, nanode time | %.2f ms (no peer) | %s | -\n", dev.str().c_str(), tag, name,
+                    ours, target);
       }
       std::fflush(stdout);
     }

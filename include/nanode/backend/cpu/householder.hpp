@@ -5,6 +5,9 @@
 // one pass per row with no intermediate tensors. The backward recovers each
 // reflection's input from its output (H is an involution), so it needs no stored
 // states: constant memory, like the chain of an orthogonal (reversible) map.
+#include <Eigen/Dense>
+
+#include <algorithm>
 #include <cstdint>
 #include <vector>
 
@@ -14,22 +17,21 @@ namespace nanode::cpu {
 
 template <class T>
 void householder_chain(const T* x, const T* v, T* y, int64_t B, int64_t n, int64_t k) {
-  std::vector<T> ss(static_cast<size_t>(k));
-  for (int64_t i = 0; i < k; ++i) {
-    T s = 0;
-    for (int64_t c = 0; c < n; ++c) s += v[i * n + c] * v[i * n + c];
-    ss[static_cast<size_t>(i)] = s;
-  }
-  parallel_for(B, 16, [&](int64_t b0, int64_t b1) {
-    for (int64_t b = b0; b < b1; ++b) {
-      T* yr = y + b * n;
-      for (int64_t c = 0; c < n; ++c) yr[c] = x[b * n + c];
+  using Rows = Eigen::Matrix<T, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
+  using Vec = Eigen::Matrix<T, Eigen::Dynamic, 1>;
+  const Eigen::Map<const Rows> V(v, k, n);
+  const Vec ss = V.rowwise().squaredNorm();
+  // Blocks of rows: per reflection a matrix-vector product and a rank-1 update,
+  // vectorised by Eigen, the block staying in cache.
+  parallel_for((B + 15) / 16, 1, [&](int64_t q0, int64_t q1) {
+    Vec d;
+    for (int64_t q = q0; q < q1; ++q) {
+      const int64_t b0 = q * 16, nb = std::min<int64_t>(16, B - b0);
+      Eigen::Map<Rows> Y(y + b0 * n, nb, n);
+      Y = Eigen::Map<const Rows>(x + b0 * n, nb, n);
       for (int64_t i = k - 1; i >= 0; --i) {
-        const T* vi = v + i * n;
-        T d = 0;
-        for (int64_t c = 0; c < n; ++c) d += yr[c] * vi[c];
-        const T f = T(2) * d / ss[static_cast<size_t>(i)];
-        for (int64_t c = 0; c < n; ++c) yr[c] -= f * vi[c];
+        d.noalias() = Y * V.row(i).transpose();
+        Y.noalias() -= (T(2) / ss(i)) * d * V.row(i);
       }
     }
   });
@@ -40,54 +42,37 @@ void householder_chain(const T* x, const T* v, T* y, int64_t B, int64_t n, int64
 ///   dL/da = g - (2q/s) v,  dL/dv = -(2/s)(p g + q a) + (4 p q / s^2) v.
 template <class T>
 void householder_chain_backward(const T* y, const T* g, const T* v, T* gx, T* gv, int64_t B, int64_t n, int64_t k) {
-  std::vector<T> ss(static_cast<size_t>(k));
-  for (int64_t i = 0; i < k; ++i) {
-    T s = 0;
-    for (int64_t c = 0; c < n; ++c) s += v[i * n + c] * v[i * n + c];
-    ss[static_cast<size_t>(i)] = s;
-  }
-  // One partial dL/dv per chunk of rows, summed in chunk order (deterministic).
-  const int64_t chunk = 32, nchunks = (B + chunk - 1) / chunk;
-  std::vector<T> partial(static_cast<size_t>(nchunks * k * n), T(0));
-  parallel_for(nchunks, 1, [&](int64_t q0, int64_t q1) {
-    std::vector<T> a(static_cast<size_t>(n)), gg(static_cast<size_t>(n));
+  using Rows = Eigen::Matrix<T, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
+  using Vec = Eigen::Matrix<T, Eigen::Dynamic, 1>;
+  const Eigen::Map<const Rows> V(v, k, n);
+  const Vec ss = V.rowwise().squaredNorm();
+  // One partial dL/dv per block of rows, summed in block order (deterministic).
+  const int64_t rows = 32, nblocks = (B + rows - 1) / rows;
+  std::vector<Rows> partial(static_cast<size_t>(nblocks));
+  parallel_for(nblocks, 1, [&](int64_t q0, int64_t q1) {
+    Vec yv, qv;
     for (int64_t q = q0; q < q1; ++q) {
-      T* pv = partial.data() + q * k * n;
-      for (int64_t b = q * chunk; b < (q + 1) * chunk && b < B; ++b) {
-        for (int64_t c = 0; c < n; ++c) {
-          a[static_cast<size_t>(c)] = y[b * n + c];
-          gg[static_cast<size_t>(c)] = g[b * n + c];
-        }
-        for (int64_t i = 0; i < k; ++i) {  // the last reflection applied comes first
-          const T* vi = v + i * n;
-          const T s = ss[static_cast<size_t>(i)];
-          T yv = 0, qv = 0;
-          for (int64_t c = 0; c < n; ++c) {
-            yv += a[static_cast<size_t>(c)] * vi[c];
-            qv += gg[static_cast<size_t>(c)] * vi[c];
-          }
-          // The reflection's input is H(v) applied to its output; its v-component
-          // is p = -yv.
-          const T f = T(2) * yv / s, p = -yv;
-          for (int64_t c = 0; c < n; ++c) a[static_cast<size_t>(c)] -= f * vi[c];
-          const T cg = -T(2) / s * p, ca = -T(2) / s * qv, cv = T(4) * p * qv / (s * s);
-          const T fg = T(2) * qv / s;
-          T* pvi = pv + i * n;
-          for (int64_t c = 0; c < n; ++c) {
-            const size_t cc = static_cast<size_t>(c);
-            pvi[c] += cg * gg[cc] + ca * a[cc] + cv * vi[c];
-            gg[cc] -= fg * vi[c];
-          }
-        }
-        for (int64_t c = 0; c < n; ++c) gx[b * n + c] = gg[static_cast<size_t>(c)];
+      const int64_t b0 = q * rows, nb = std::min<int64_t>(rows, B - b0);
+      Rows A = Eigen::Map<const Rows>(y + b0 * n, nb, n);  // becomes each reflection's input
+      Eigen::Map<Rows> G(gx + b0 * n, nb, n);               // dL/d(current state)
+      G = Eigen::Map<const Rows>(g + b0 * n, nb, n);
+      Rows& P = partial[static_cast<size_t>(q)];
+      P.setZero(k, n);
+      for (int64_t i = 0; i < k; ++i) {  // the last reflection applied comes first
+        const T s = ss(i);
+        yv.noalias() = A * V.row(i).transpose();
+        qv.noalias() = G * V.row(i).transpose();
+        // The input is H(v) applied to the output; its v-components are p = -yv.
+        A.noalias() -= (T(2) / s) * yv * V.row(i);
+        P.row(i).noalias() += (T(2) / s) * (yv.transpose() * G) - (T(2) / s) * (qv.transpose() * A);
+        P.row(i) += (-T(4) * yv.dot(qv) / (s * s)) * V.row(i);
+        G.noalias() -= (T(2) / s) * qv * V.row(i);
       }
     }
   });
-  for (int64_t e = 0; e < k * n; ++e) {
-    T s = 0;
-    for (int64_t q = 0; q < nchunks; ++q) s += partial[static_cast<size_t>(q * k * n + e)];
-    gv[e] = s;
-  }
+  Eigen::Map<Rows> GV(gv, k, n);
+  GV.setZero();
+  for (const Rows& P : partial) GV += P;
 }
 
 }  // namespace nanode::cpu
