@@ -6,6 +6,7 @@
 
 #include "common.cuh"
 #include "nanode/backend/basis_math.hpp"
+#include "nanode/backend/unary_ops.hpp"
 
 namespace nanode::NANODE_KERNEL_NS {
 
@@ -24,6 +25,27 @@ __global__ void lincomb_kernel(const float* x, LincombTerms t, float* out, int64
     float acc = 0.f;
     for (int j = 0; j < t.n; ++j)
       if (t.k[j]) acc += t.c[j] * t.k[j][i];
+    out[i] = x ? acc + x[i] : acc;
+  }
+}
+
+// The stage fused with the dynamics' last bias and activation: the activation
+// value k is written once (later stages read it) and the next stage's input is
+// formed from it while it is in a register. The terms are summed in the order of
+// lincomb_kernel with k last, then x added, so the numbers equal the unfused
+// bias add, activation and lincomb.
+template <class Act>
+__global__ void bias_act_lincomb_kernel(const float* pre, const float* bias, int64_t cols, const float* x,
+                                        LincombTerms t, float c_new, float* k, float* out, int64_t n) {
+  for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < n;
+       i += static_cast<int64_t>(blockDim.x) * gridDim.x) {
+    const float z = bias ? pre[i] + bias[i % cols] : pre[i];
+    const float kv = Act::f(z, 0.f, 0.f);
+    k[i] = kv;
+    float acc = 0.f;
+    for (int j = 0; j < t.n; ++j)
+      if (t.k[j]) acc += t.c[j] * t.k[j][i];
+    acc += c_new * kv;
     out[i] = x ? acc + x[i] : acc;
   }
 }
@@ -256,6 +278,24 @@ void outer_scale_f32(const float* gw, const float* z_host, int nk, float* g, int
   if (n == 0) return;
   use_device(device);
   NANODE_LAUNCH(outer_scale_kernel, blocks_for(n), kThreads, device, gw, make_coeffs(z_host, nk), g, n);
+}
+
+void bias_act_lincomb_f32(const float* pre, const float* bias, int64_t cols, UnaryOp act, const float* x,
+                          const LincombTerms& terms, float c_new, float* k, float* out, int64_t n, int device) {
+  if (n == 0) return;
+  use_device(device);
+  switch (act) {
+    case UnaryOp::Tanh:
+      NANODE_LAUNCH(bias_act_lincomb_kernel<unary::Tanh>, blocks_for(n), kThreads, device, pre, bias, cols, x,
+                    terms, c_new, k, out, n);
+      return;
+    case UnaryOp::Sigmoid:
+      NANODE_LAUNCH(bias_act_lincomb_kernel<unary::Sigmoid>, blocks_for(n), kThreads, device, pre, bias, cols, x,
+                    terms, c_new, k, out, n);
+      return;
+    default:
+      ::nanode::fail("bias_act_lincomb: internal error: activation ", static_cast<int>(act), " is not fused");
+  }
 }
 
 void basis_eval_combine_f32(const float* a, const BasisSpec& spec, double t, float* out, int64_t n, int device) {

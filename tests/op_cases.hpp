@@ -166,6 +166,17 @@ inline std::map<std::string, std::vector<Case>> op_cases() {
                   {"no x", {rand64({5}, 108), rand64({5}, 109)}, [](auto& v) { return lincomb(Var(), {v[0], v[1]}, {2.0, 3.0}); }}};
   c["basis_combine"] = {{"trig basis at t = 0.3", {rand64({5, 3, 2}, 110)},
                          [](auto& v) { return basis_combine(v[0], tv::TrigBasis(2).eval(0.3)); }}};
+  c["bias_activation"] = {
+      {"tanh with a bias along the last axis", {rand64({3, 4}, 120), rand64({4}, 121)},
+       [](auto& v) { return bias_activation(v[0], v[1], UnaryOp::Tanh); }},
+      {"sigmoid without a bias", {rand64({2, 3, 2}, 122)},
+       [](auto& v) { return bias_activation(v[0], Var(), UnaryOp::Sigmoid); }},
+      {"fused with a stage combination (the stage's output)",
+       {rand64({3, 4}, 123), rand64({4}, 124), rand64({3, 4}, 125), rand64({3, 4}, 126)},
+       [](auto& v) {
+         auto kx = bias_activation_lincomb(v[0], v[1], UnaryOp::Tanh, v[2], {v[3]}, {0.5}, -1.5);
+         return kx.second + 2.0 * kx.first;
+       }}};
   c["householder_chain"] = {
       {"three reflections", {rand64({5, 4}, 115), rand64({3, 4}, 116)},
        [](auto& v) { return householder_chain(v[0], v[1]); }},

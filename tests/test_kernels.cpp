@@ -288,6 +288,25 @@ void run_cases(int64_t n, const Config& cfg) {
                      backend::basis_combine_backward(gw, b->eval(t)), 1e-6, "fused basis backward " + what);
       }
   }
+  // bias_act_lincomb_kernel: the RK stage fused with the last bias and activation
+  {
+    const int64_t cols = n % 7 + 1, rows = (n + cols - 1) / cols;
+    const Tensor pre = rnd({rows, cols}, 340), bias = rnd({cols}, 341), x = rnd({rows, cols}, 342),
+                 k1 = rnd({rows, cols}, 343), k2 = rnd({rows, cols}, 344);
+    for (UnaryOp act : {UnaryOp::Tanh, UnaryOp::Sigmoid})
+      for (bool with_bias : {true, false})
+        for (bool with_x : {true, false}) {
+          const std::string what = std::string("bias_act_lincomb ") + (act == UnaryOp::Tanh ? "tanh" : "sigmoid") +
+                                   (with_bias ? ", bias" : "") + (with_x ? ", x" : "") + ", " + at;
+          const auto want = backend::bias_act_lincomb(pre, with_bias ? bias : Tensor(), act, with_x ? x : Tensor(),
+                                                      {k1, Tensor(), k2}, {0.25, 3.0, -0.5}, 0.75);
+          const auto got = backend::bias_act_lincomb(pre.to(kDev), with_bias ? bias.to(kDev) : Tensor(), act,
+                                                     with_x ? x.to(kDev) : Tensor(), {k1.to(kDev), Tensor(), k2.to(kDev)},
+                                                     {0.25, 3.0, -0.5}, 0.75);
+          expect_close(got.first, want.first, 1e-6, "k, " + what);
+          expect_close(got.second, want.second, 1e-6, "out, " + what);
+        }
+  }
   // householder_chain_kernel / householder_chain_backward_kernel: partial blocks
   // of rows, chunks of vectors, row lengths below, across and at the warp and
   // kernel limits; gv's per-block partials summed by dispatch

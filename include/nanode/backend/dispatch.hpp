@@ -6,6 +6,7 @@
 #include <algorithm>
 #include <cstring>
 #include <sstream>
+#include <utility>
 #include <vector>
 
 #include "nanode/core/tensor.hpp"
@@ -447,6 +448,53 @@ inline Tensor basis_combine_at_backward(const Tensor& g, const BasisSpec& spec, 
   return basis_combine_backward(g, z);
 }
 
+
+/// The RK stage fused with the dynamics' last bias and activation:
+/// k = act(pre + bias) (bias [C] along pre's last axis, or undefined; act Tanh or
+/// Sigmoid) and out = x + sum_j cs[j] ks[j] + c_new k. Returns {k, out}. On CUDA one
+/// kernel; on the CPU the bias add, activation and lincomb (its twin: the same
+/// numbers as the unfused ops).
+inline std::pair<Tensor, Tensor> bias_act_lincomb(const Tensor& pre, const Tensor& bias, UnaryOp act, const Tensor& x,
+                                                  const std::vector<Tensor>& ks, const std::vector<double>& cs,
+                                                  double c_new) {
+  NANODE_CHECK(act == UnaryOp::Tanh || act == UnaryOp::Sigmoid, "bias_act_lincomb: only tanh and sigmoid are fused");
+  NANODE_CHECK(ks.size() == cs.size(), "bias_act_lincomb: ", ks.size(), " terms but ", cs.size(), " coefficients");
+  check_float("bias_act_lincomb", pre);
+  if (bias.defined()) {
+    check_same("bias_act_lincomb", pre, bias);
+    NANODE_CHECK(pre.ndim() >= 1 && bias.ndim() == 1 && bias.size(0) == pre.size(-1), "bias_act_lincomb: bias ",
+                 bias.shape(), " does not match the last axis of ", pre.shape());
+  }
+  if (x.defined()) {
+    check_same("bias_act_lincomb", pre, x);
+    NANODE_CHECK(x.shape() == pre.shape(), "bias_act_lincomb: shapes differ (", pre.shape(), " and ", x.shape(), ")");
+  }
+  for (const auto& k : ks)
+    if (k.defined()) {
+      check_same("bias_act_lincomb", pre, k);
+      NANODE_CHECK(k.shape() == pre.shape(), "bias_act_lincomb: shapes differ (", pre.shape(), " and ", k.shape(), ")");
+    }
+  if (pre.device().is_cuda() && ks.size() < static_cast<size_t>(cuda::kMaxLincombTerms)) {
+    Tensor k = empty_like(pre), out = empty_like(pre);
+    cuda::LincombTerms terms;
+    for (const auto& kj : ks) {
+      terms.k[terms.n] = kj.defined() && cs[static_cast<size_t>(terms.n)] != 0.0 ? kj.data<float>() : nullptr;
+      terms.c[terms.n] = static_cast<float>(cs[static_cast<size_t>(terms.n)]);
+      ++terms.n;
+    }
+    cuda::bias_act_lincomb_f32(pre.data<float>(), bias.defined() ? bias.data<float>() : nullptr,
+                               bias.defined() ? bias.numel() : 1, act, x.defined() ? x.data<float>() : nullptr, terms,
+                               static_cast<float>(c_new), k.data<float>(), out.data<float>(), pre.numel(),
+                               pre.device().index);
+    return {k, out};
+  }
+  Tensor k = unary(act, bias.defined() ? binary(BinaryOp::Add, pre, bias) : pre);
+  std::vector<Tensor> all(ks);
+  std::vector<double> call(cs);
+  all.push_back(k);
+  call.push_back(c_new);
+  return {k, lincomb(x, all, call)};
+}
 
 /// RMS of err / (atol + rtol max(|a|, |b|)) over all elements: the adaptive
 /// solvers' error norm. Returns 0 for empty tensors.

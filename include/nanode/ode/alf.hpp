@@ -63,7 +63,7 @@ inline std::vector<Var> odeint_alf(Dynamics& f, const Var& x0, const std::vector
                                    const std::vector<double>& jumps, const Options& o, std::shared_ptr<Stats> stats) {
   auto plan = std::make_shared<Plan>(fixed_plan(t, jumps, o));
   if (o.gradient == Gradient::Direct) {
-    VarSystem sys{f, *stats, &stats->evals};
+    VarSystem sys{f, *stats, &stats->evals, nullptr, o.fuse_stages};
     return alf_forward(sys, *plan, x0, *stats);
   }
 
@@ -74,7 +74,7 @@ inline std::vector<Var> odeint_alf(Dynamics& f, const Var& x0, const std::vector
   std::vector<Var> outs, vs;
   {
     NoGradGuard ng;
-    VarSystem sys{f, *stats, &stats->evals, captured.get()};
+    VarSystem sys{f, *stats, &stats->evals, captured.get(), o.fuse_stages};
     outs = alf_forward(sys, *plan, x0, *stats, &vs);
   }
   std::vector<Tensor> out_t, v_t;

@@ -80,7 +80,8 @@ inline std::vector<Var> odeint_checkpoint(Dynamics& f, const Tableau& tb, const 
   const Tableau* tbp = &tb;
   Dynamics* fp = &f;
   return stacked_result("odeint_checkpoint", out_t, x0, captured->vars,
-                        [fp, tbp, plan, ckpt, captured, xshape, stats](const Tensor& G, GradInputs& gi) {
+                        [fp, tbp, plan, ckpt, captured, xshape, stats, fuse = o.fuse_stages](const Tensor& G,
+                                                                                     GradInputs& gi) {
     const size_t E = plan->grid.size() - 1;
     const size_t P = captured->vars.size();
     auto grad_at = [&](size_t idx) {
@@ -92,7 +93,7 @@ inline std::vector<Var> odeint_checkpoint(Dynamics& f, const Tableau& tb, const 
     Tensor a = grad_at(E);
     std::vector<nanode::detail::GradSlot> gp(P);  // summed over segments, in place after the first
     EnableGradGuard eg;
-    VarSystem sys{*fp, *stats, &stats->backward_evals};
+    VarSystem sys{*fp, *stats, &stats->backward_evals, nullptr, fuse};
     for (size_t s = ckpt->size(); s-- > 0;) {
       const size_t c = (*ckpt)[s].first, e = s + 1 < ckpt->size() ? (*ckpt)[s + 1].first : E;
       if (c == E) continue;  // a checkpoint on the last point: nothing to recompute

@@ -26,6 +26,15 @@ namespace nanode::ode {
 class Dynamics : public nn::Module {
  public:
   virtual Var forward(double t, const Var& x) = 0;
+  /// Dynamics that end in a bias and an activation may say so: when this returns
+  /// true, forward_preactivation(t, x, bias, act) returns pre with
+  /// forward(t, x) == act(pre + bias), and the solvers fuse that bias and
+  /// activation with the Runge-Kutta stage that follows (one pass; one kernel on
+  /// CUDA). act is tanh or sigmoid; bias is [C] along the last axis, or undefined.
+  virtual bool has_preactivation() const { return false; }
+  virtual Var forward_preactivation(double /*t*/, const Var& /*x*/, Var& /*bias*/, UnaryOp& /*act*/) {
+    fail("Dynamics::forward_preactivation: this dynamics does not split off its last bias and activation");
+  }
 };
 
 /// How gradients flow through a solve.
@@ -109,6 +118,9 @@ struct Options {
   double first_step = 0.0;  ///< adaptive: 0 picks one automatically
   Gradient gradient = Gradient::Direct;
   int64_t checkpoint_every = 0;  ///< checkpoint mode: steps per segment (0: ceil(sqrt(L)))
+  /// Fuse the dynamics' last bias and activation with the stage combination that
+  /// follows (Dynamics::has_preactivation); false evaluates them apart (same graph).
+  bool fuse_stages = true;
 };
 
 /// Counters of the last solve, for reports and tests.
@@ -138,35 +150,49 @@ typename Sys::State rk_step(Sys& sys, const Tableau& tb, double t, double t_next
   const double h = t_next - t;
   const int s = tb.stages();
   std::vector<S> k(static_cast<size_t>(s));
-  k[0] = (k_first && Sys::defined(*k_first)) ? *k_first : sys.eval(stage_time(t, t_next, tb.c[0]), x);
-  S xn;
+  // Each stage value k[i] is evaluated together with the combination that follows
+  // it (the next stage's input, or the solution), so that a system may fuse the
+  // end of the dynamics with it (VarSystem::eval_comb).
+  S xn, xin = x;
   bool have_xn = false;
-  for (int i = 1; i < s; ++i) {
+  for (int i = 0; i < s; ++i) {
+    const bool last = i + 1 == s;
+    const bool need_next = !last || !have_xn;
     std::vector<const S*> ks;
     std::vector<double> cs;
-    for (int j = 0; j < i; ++j) {
-      const double a = tb.a[static_cast<size_t>(i)][static_cast<size_t>(j)];
-      if (a != 0.0) {
-        ks.push_back(&k[static_cast<size_t>(j)]);
-        cs.push_back(h * a);
+    double c_new = 0.0;
+    if (need_next)
+      for (int j = 0; j <= i; ++j) {
+        const double a = last ? tb.b[static_cast<size_t>(j)] : tb.a[static_cast<size_t>(i + 1)][static_cast<size_t>(j)];
+        if (j == i) c_new = h * a;
+        else if (a != 0.0) {
+          ks.push_back(&k[static_cast<size_t>(j)]);
+          cs.push_back(h * a);
+        }
+      }
+    const double ti = stage_time(t, t_next, tb.c[static_cast<size_t>(i)]);
+    const bool reuse = i == 0 && k_first && Sys::defined(*k_first);
+    S next;
+    if (reuse || !need_next || c_new == 0.0) {
+      k[static_cast<size_t>(i)] = reuse ? *k_first : sys.eval(ti, xin);
+      if (!need_next) break;
+      if (c_new != 0.0) {
+        ks.push_back(&k[static_cast<size_t>(i)]);
+        cs.push_back(c_new);
+      }
+      next = ks.empty() ? x : sys.comb(&x, ks, cs);
+    } else {
+      next = sys.eval_comb(ti, xin, k[static_cast<size_t>(i)], &x, ks, cs, c_new);
+    }
+    if (last) {
+      xn = next;
+    } else {
+      xin = next;
+      if (tb.fsal && i + 1 == s - 1) {
+        xn = next;  // FSAL: the last stage is evaluated at the solution
+        have_xn = true;
       }
     }
-    S xi = sys.comb(&x, ks, cs);
-    if (tb.fsal && i == s - 1) {
-      xn = xi;  // FSAL: the last stage is evaluated at the solution
-      have_xn = true;
-    }
-    k[static_cast<size_t>(i)] = sys.eval(stage_time(t, t_next, tb.c[static_cast<size_t>(i)]), xi);
-  }
-  if (!have_xn) {
-    std::vector<const S*> ks;
-    std::vector<double> cs;
-    for (int j = 0; j < s; ++j)
-      if (tb.b[static_cast<size_t>(j)] != 0.0) {
-        ks.push_back(&k[static_cast<size_t>(j)]);
-        cs.push_back(h * tb.b[static_cast<size_t>(j)]);
-      }
-    xn = sys.comb(&x, ks, cs);
   }
   if (err && tb.adaptive()) {
     std::vector<const S*> ks;
@@ -321,6 +347,7 @@ struct VarSystem {
   Stats& stats;
   int64_t* evals;
   Captured* discover = nullptr;
+  bool fuse = true;  ///< Options::fuse_stages
   Var eval(double t, const Var& x) {
     ++*evals;
     if (discover) {
@@ -337,6 +364,34 @@ struct VarSystem {
     NANODE_CHECK(d.defined() && d.shape() == x.shape(), "odeint: dynamics returned shape ",
                  d.defined() ? d.shape().str() : std::string("undefined"), " for a state of shape ", x.shape());
     return d;
+  }
+  /// k_out = f(t, xin) and returns x + sum_j cs[j] ks[j] + c_new k_out: with
+  /// fusion on and dynamics that split off their last bias and activation, the
+  /// two meet in one pass (bias_activation_lincomb); the graph is the same.
+  Var eval_comb(double t, const Var& xin, Var& k_out, const Var* x, const std::vector<const Var*>& ks,
+                const std::vector<double>& cs, double c_new) {
+    if (fuse && !discover && f.has_preactivation()) {
+      ++*evals;
+      Var bias;
+      UnaryOp act = UnaryOp::Tanh;
+      Var pre = check_shape(f.forward_preactivation(t, xin, bias, act), xin);
+      std::vector<Var> kv;
+      std::vector<double> cv;
+      for (size_t j = 0; j < ks.size(); ++j)
+        if (cs[j] != 0.0) {
+          kv.push_back(*ks[j]);
+          cv.push_back(cs[j]);
+        }
+      auto [k, out] = bias_activation_lincomb(pre, bias, act, x ? *x : Var(), kv, cv, c_new);
+      k_out = k;
+      return out;
+    }
+    k_out = eval(t, xin);
+    std::vector<const Var*> all(ks);
+    std::vector<double> call(cs);
+    all.push_back(&k_out);
+    call.push_back(c_new);
+    return comb(x, all, call);
   }
   Var comb(const Var* x, const std::vector<const Var*>& ks, const std::vector<double>& cs) {
     std::vector<Var> kv;
@@ -381,6 +436,15 @@ struct AdjointSystem {
       for (size_t i = 0; i < g.size(); ++i) d[1 + i] = std::move(g[i]);
     }
     return d;
+  }
+  State eval_comb(double t, const State& xin, State& k_out, const State* x, const std::vector<const State*>& ks,
+                  const std::vector<double>& cs, double c_new) {
+    k_out = eval(t, xin);
+    std::vector<const State*> all(ks);
+    std::vector<double> call(cs);
+    all.push_back(&k_out);
+    call.push_back(c_new);
+    return comb(x, all, call);
   }
   State comb(const State* x, const std::vector<const State*>& ks, const std::vector<double>& cs) {
     const size_t n = x ? x->size() : ks.front()->size();
@@ -489,7 +553,7 @@ template <class OnGrid>
 std::vector<Var> solve_forward(Dynamics& f, const Tableau& tb, const Var& x0, const std::vector<double>& t,
                                const std::vector<double>& jumps, const Options& o, Stats& stats, Plan& plan,
                                OnGrid&& on_grid, Captured* discover = nullptr) {
-  VarSystem sys{f, stats, &stats.evals, discover};
+  VarSystem sys{f, stats, &stats.evals, discover, o.fuse_stages};
   std::vector<Var> outs;
   Var x = x0;
   if (fixed_steps(o)) {

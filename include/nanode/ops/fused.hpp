@@ -4,6 +4,7 @@
 // sequential Householder chain.
 // Each is one pass over memory forward and backward (and one CUDA kernel).
 #include <memory>
+#include <utility>
 
 #include "nanode/autograd/var.hpp"
 #include "nanode/ops/elementwise.hpp"
@@ -13,15 +14,9 @@
 
 namespace nanode {
 
-/// x + sum_j c[j] * k[j]. x may be undefined (then just the sum).
-NANODE_REGISTER_OP(lincomb);
-inline Var lincomb(const Var& x, const std::vector<Var>& ks, const std::vector<double>& cs) {
-  NANODE_CHECK(ks.size() == cs.size(), "lincomb: ", ks.size(), " terms but ", cs.size(), " coefficients");
-  NANODE_CHECK(x.defined() || !ks.empty(), "lincomb: nothing to combine");
-  std::vector<Tensor> kt;
-  kt.reserve(ks.size());
-  for (const auto& k : ks) kt.push_back(k.defined() ? k.data() : Tensor());
-  Tensor out = backend::lincomb(x.defined() ? x.data() : Tensor(), kt, cs);
+namespace detail {
+/// The autograd node of out = x + sum_j c[j] k[j], already computed.
+inline Var lincomb_node(const Tensor& out, const Var& x, const std::vector<Var>& ks, const std::vector<double>& cs) {
   std::vector<Var> inputs;
   std::vector<double> scale;  // coefficient of each recorded input
   inputs.reserve(ks.size() + 1);
@@ -38,6 +33,72 @@ inline Var lincomb(const Var& x, const std::vector<Var>& ks, const std::vector<d
     for (size_t i = 0; i < scale.size(); ++i)
       if (gi.need(i)) gi.set(i, scale[i] == 1.0 ? g : backend::unary(UnaryOp::Affine, g, scale[i]));
   });
+}
+
+/// The autograd node of k = act(pre + bias), already computed (act reads its output).
+inline Var bias_activation_node(const Tensor& k, const Var& pre, const Var& bias, UnaryOp act) {
+  const bool has_bias = bias.defined();
+  return make_result("bias_activation", k, defined_vars({pre, bias}), [k, act, has_bias](const Tensor& g,
+                                                                                        GradInputs& gi) {
+    Tensor gz = backend::unary_backward(act, g, Tensor(), k);
+    if (gi.need(0)) gi.set(0, gz);
+    if (has_bias && gi.need(1)) {
+      std::vector<int> axes;
+      for (int a = 0; a + 1 < gz.ndim(); ++a) axes.push_back(a);
+      gi.set(1, axes.empty() ? gz : backend::sum(gz, axes, false));
+    }
+  });
+}
+
+inline void check_bias_activation(const Var& pre, const Var& bias, UnaryOp act) {
+  NANODE_CHECK(act == UnaryOp::Tanh || act == UnaryOp::Sigmoid, "bias_activation: the activation must be tanh or "
+               "sigmoid");
+  NANODE_CHECK(!bias.defined() || (pre.ndim() >= 1 && bias.ndim() == 1 && bias.size(0) == pre.size(-1)),
+               "bias_activation: bias ", bias.shape(), " does not match the last axis of ", pre.shape());
+}
+}  // namespace detail
+
+/// x + sum_j c[j] * k[j]. x may be undefined (then just the sum).
+NANODE_REGISTER_OP(lincomb);
+inline Var lincomb(const Var& x, const std::vector<Var>& ks, const std::vector<double>& cs) {
+  NANODE_CHECK(ks.size() == cs.size(), "lincomb: ", ks.size(), " terms but ", cs.size(), " coefficients");
+  NANODE_CHECK(x.defined() || !ks.empty(), "lincomb: nothing to combine");
+  std::vector<Tensor> kt;
+  kt.reserve(ks.size());
+  for (const auto& k : ks) kt.push_back(k.defined() ? k.data() : Tensor());
+  Tensor out = backend::lincomb(x.defined() ? x.data() : Tensor(), kt, cs);
+  return detail::lincomb_node(out, x, ks, cs);
+}
+
+/// act(pre + bias) for bias [C] along pre's last axis (or undefined) and act tanh or
+/// sigmoid: the end of a dynamics' last layer.
+NANODE_REGISTER_OP(bias_activation);
+inline Var bias_activation(const Var& pre, const Var& bias, UnaryOp act) {
+  detail::check_bias_activation(pre, bias, act);
+  Tensor k = backend::unary(act, bias.defined() ? backend::binary(BinaryOp::Add, pre.data(), bias.data()) : pre.data());
+  return detail::bias_activation_node(k, pre, bias, act);
+}
+
+/// The RK stage fused with the dynamics' last bias and activation:
+/// k = act(pre + bias) and out = x + sum_j cs[j] ks[j] + c_new k, in one pass (one
+/// CUDA kernel). The graph it records is that of bias_activation followed by
+/// lincomb, so gradients are those of the unfused ops. Returns {k, out}.
+inline std::pair<Var, Var> bias_activation_lincomb(const Var& pre, const Var& bias, UnaryOp act, const Var& x,
+                                                   const std::vector<Var>& ks, const std::vector<double>& cs,
+                                                   double c_new) {
+  detail::check_bias_activation(pre, bias, act);
+  NANODE_CHECK(ks.size() == cs.size(), "lincomb: ", ks.size(), " terms but ", cs.size(), " coefficients");
+  std::vector<Tensor> kt;
+  kt.reserve(ks.size());
+  for (const auto& k : ks) kt.push_back(k.defined() ? k.data() : Tensor());
+  auto [kd, out] = backend::bias_act_lincomb(pre.data(), bias.defined() ? bias.data() : Tensor(), act,
+                                             x.defined() ? x.data() : Tensor(), kt, cs, c_new);
+  Var k = detail::bias_activation_node(kd, pre, bias, act);
+  std::vector<Var> all(ks);
+  std::vector<double> call(cs);
+  all.push_back(k);
+  call.push_back(c_new);
+  return {k, detail::lincomb_node(out, x, all, call)};
 }
 
 /// W = sum_k z[k] * A[k] for coefficients A [K, ...] and basis values z (the time

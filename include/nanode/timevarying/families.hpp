@@ -245,6 +245,20 @@ class MLPDynamics : public ode::Dynamics {
     return h;
   }
   const std::vector<std::shared_ptr<TimeLayer>>& layers() const { return layers_; }
+  /// With a final tanh after a time-varying linear layer, the solvers fuse that
+  /// layer's bias and the tanh with the RK stage (Dynamics::has_preactivation).
+  bool has_preactivation() const override {
+    return final_tanh_ && std::dynamic_pointer_cast<TimeLinear>(layers_.back()) != nullptr;
+  }
+  Var forward_preactivation(double t, const Var& x, Var& bias, UnaryOp& act) override {
+    NANODE_CHECK(has_preactivation(), "MLPDynamics::forward_preactivation: needs a final tanh after a TimeLinear");
+    Var h = x;
+    for (size_t i = 0; i + 1 < layers_.size(); ++i) h = tanh(layers_[i]->forward(t, h));
+    const auto& last = static_cast<const TimeLinear&>(*layers_.back());
+    bias = last.bias(t);
+    act = UnaryOp::Tanh;
+    return linear(h, last.weight(t), Var());
+  }
 
  private:
   std::vector<std::shared_ptr<TimeLayer>> layers_;

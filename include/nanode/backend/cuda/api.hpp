@@ -72,6 +72,12 @@ struct LincombTerms {
   X(void, basis_eval_outer_f32, (const float* gw, const BasisSpec& spec, double t, float* g, int64_t n,           \
                                  int device),                                                                      \
     (gw, spec, t, g, n, device))                                                                                   \
+  /* The RK stage fused with the dynamics' last bias and activation: k = act(pre + bias[i % cols]) (bias may */   \
+  /* be null; act Tanh or Sigmoid), out = (sum_j c_j k_j + c_new k) + x (x may be null), one pass. */              \
+  X(void, bias_act_lincomb_f32,                                                                                    \
+    (const float* pre, const float* bias, int64_t cols, UnaryOp act, const float* x, const LincombTerms& terms,    \
+     float c_new, float* k, float* out, int64_t n, int device),                                                    \
+    (pre, bias, cols, act, x, terms, c_new, k, out, n, device))                                                    \
   /* Householder chain y = x H(v_{k-1}) ... H(v_0) for x [B, n], v [k, n], n <= kHouseholderMaxN, and its */     \
   /* backward: gx [B, n] and per-block partials of gv [ceil(B / kHouseholderRows), k, n] (summed by the caller). */ \
   X(void, householder_chain_f32, (const float* x, const float* v, float* y, int64_t B, int n, int k, int device),  \
