@@ -19,6 +19,7 @@ using cuda::kHouseholderRows;
 using cuda::kMaxBasisTerms;
 using cuda::kMaxLincombTerms;
 using cuda::LincombTerms;
+using cuda::MultiLincomb;
 
 int device_count();
 void* malloc_device(size_t bytes, int device);

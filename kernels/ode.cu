@@ -50,6 +50,23 @@ __global__ void bias_act_lincomb_kernel(const float* pre, const float* bias, int
   }
 }
 
+// Every component of the adjoint's augmented state combined in one launch: block
+// row blockIdx.y is component c; terms summed in order, then x, as lincomb_kernel.
+__global__ void multi_lincomb_kernel(MultiLincomb m) {
+  const int c = static_cast<int>(blockIdx.y);
+  const int64_t n = m.n[c];
+  const float* x = m.x[c];
+  float* out = m.out[c];
+  const float sign = m.sign[c];
+  for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < n;
+       i += static_cast<int64_t>(blockDim.x) * gridDim.x) {
+    float acc = 0.f;
+    for (int j = 0; j < m.terms; ++j)
+      if (m.k[c][j]) acc += sign * m.c[j] * m.k[c][j][i];
+    out[i] = x ? acc + x[i] : acc;
+  }
+}
+
 struct Coeffs {
   int n;
   float z[kMaxBasisTerms];
@@ -278,6 +295,16 @@ void outer_scale_f32(const float* gw, const float* z_host, int nk, float* g, int
   if (n == 0) return;
   use_device(device);
   NANODE_LAUNCH(outer_scale_kernel, blocks_for(n), kThreads, device, gw, make_coeffs(z_host, nk), g, n);
+}
+
+void multi_lincomb_f32(const MultiLincomb& m, int device) {
+  if (m.components < 1 || m.components > cuda::kMaxMultiComponents || m.terms > cuda::kMaxMultiTerms)
+    ::nanode::fail("multi_lincomb: internal error: ", m.components, " components, ", m.terms, " terms");
+  int64_t most = 0;
+  for (int c = 0; c < m.components; ++c) most = m.n[c] > most ? m.n[c] : most;
+  if (most == 0) return;
+  use_device(device);
+  NANODE_LAUNCH(multi_lincomb_kernel, dim3(blocks_for(most), static_cast<unsigned>(m.components)), kThreads, device, m);
 }
 
 void bias_act_lincomb_f32(const float* pre, const float* bias, int64_t cols, UnaryOp act, const float* x,

@@ -288,6 +288,27 @@ void run_cases(int64_t n, const Config& cfg) {
                      backend::basis_combine_backward(gw, b->eval(t)), 1e-6, "fused basis backward " + what);
       }
   }
+  // multi_lincomb_kernel: components of different sizes, absent terms and x,
+  // more components than one launch takes
+  if (n == 255 || n == 1000) {
+    const size_t C = 19;
+    std::vector<Tensor> xs(C), xd(C), like(C), liked(C);
+    std::vector<std::vector<Tensor>> ks(3, std::vector<Tensor>(C)), kd(3, std::vector<Tensor>(C));
+    std::vector<double> sign(C);
+    for (size_t c = 0; c < C; ++c) {
+      const int64_t len = c == 3 ? 0 : (n * static_cast<int64_t>(c + 1)) % 611 + 1;
+      sign[c] = c == 0 ? 1.0 : -1.0;
+      if (c % 4 != 1) xs[c] = rnd({len}, 350 + c), xd[c] = xs[c].to(kDev);
+      for (size_t j = 0; j < 3; ++j)
+        if ((c + j) % 5 != 2) ks[j][c] = rnd({len}, 400 + 10 * c + j), kd[j][c] = ks[j][c].to(kDev);
+      like[c] = Tensor::zeros({len});
+      liked[c] = like[c].to(kDev);
+    }
+    const std::vector<double> cs{0.5, 0.0, -1.25};
+    const auto want = backend::multi_lincomb(xs, ks, cs, sign, like);
+    const auto got = backend::multi_lincomb(xd, kd, cs, sign, liked);
+    for (size_t c = 0; c < C; ++c) expect_close(got[c], want[c], 1e-6, "multi_lincomb component " + std::to_string(c) + ", " + at);
+  }
   // bias_act_lincomb_kernel: the RK stage fused with the last bias and activation
   {
     const int64_t cols = n % 7 + 1, rows = (n + cols - 1) / cols;

@@ -449,6 +449,67 @@ inline Tensor basis_combine_at_backward(const Tensor& g, const BasisSpec& spec, 
 }
 
 
+/// Several lincombs with one coefficient list: out[c] = x[c] + sum_j sign[c] cs[j]
+/// ks[j][c], each as lincomb(x[c], {ks[j][c]}, {sign[c] cs[j]}, like[c]) (same
+/// rules, same numbers). On CUDA up to cuda::kMaxMultiComponents components go in
+/// one launch (the adjoint's augmented state); on the CPU one lincomb each.
+inline std::vector<Tensor> multi_lincomb(const std::vector<Tensor>& x, const std::vector<std::vector<Tensor>>& ks,
+                                         const std::vector<double>& cs, const std::vector<double>& sign,
+                                         const std::vector<Tensor>& like) {
+  const size_t C = x.size();
+  NANODE_CHECK(sign.size() == C && like.size() == C && ks.size() == cs.size(), "multi_lincomb: ", C, " components, ",
+               sign.size(), " signs, ", like.size(), " shapes; ", ks.size(), " terms, ", cs.size(), " coefficients");
+  for (const auto& kj : ks) NANODE_CHECK(kj.size() == C, "multi_lincomb: a term has ", kj.size(), " of ", C, " components");
+  std::vector<Tensor> out(C);
+  std::vector<bool> done(C, false);
+  // The components one launch can take: on CUDA, float32, each with a defined tensor.
+  std::vector<size_t> fused;
+  if (ks.size() <= static_cast<size_t>(cuda::kMaxMultiTerms))
+    for (size_t c = 0; c < C; ++c) {
+      const Tensor* ref = x[c].defined() ? &x[c] : nullptr;
+      for (const auto& kj : ks)
+        if (!ref && kj[c].defined()) ref = &kj[c];
+      if (!ref || !ref->device().is_cuda() || ref->dtype() != DType::Float32) continue;
+      bool ok = true;
+      for (const auto& kj : ks)
+        ok = ok && (!kj[c].defined() || (kj[c].device() == ref->device() && kj[c].dtype() == DType::Float32 &&
+                                         kj[c].shape() == ref->shape()));
+      ok = ok && (!x[c].defined() || x[c].shape() == ref->shape());
+      if (ok && (fused.empty() || out[fused.front()].device() == ref->device())) {
+        out[c] = empty_like(*ref);
+        fused.push_back(c);
+      }
+    }
+  for (size_t f0 = 0; f0 < fused.size(); f0 += cuda::kMaxMultiComponents) {
+    cuda::MultiLincomb m;
+    m.terms = static_cast<int>(ks.size());
+    for (size_t j = 0; j < ks.size(); ++j) m.c[j] = static_cast<float>(cs[j]);
+    for (size_t i = f0; i < fused.size() && m.components < cuda::kMaxMultiComponents; ++i, ++m.components) {
+      const size_t c = fused[i];
+      const int mc = m.components;
+      m.sign[mc] = static_cast<float>(sign[c]);
+      m.n[mc] = out[c].numel();
+      m.x[mc] = x[c].defined() ? x[c].data<float>() : nullptr;
+      m.out[mc] = out[c].data<float>();
+      for (size_t j = 0; j < ks.size(); ++j)
+        m.k[mc][j] = ks[j][c].defined() && cs[j] != 0.0 ? ks[j][c].data<float>() : nullptr;
+      done[c] = true;
+    }
+    cuda::multi_lincomb_f32(m, out[fused[f0]].device().index);
+  }
+  for (size_t c = 0; c < C; ++c) {
+    if (done[c]) continue;
+    std::vector<Tensor> kt;
+    std::vector<double> cv;
+    for (size_t j = 0; j < ks.size(); ++j) {
+      kt.push_back(ks[j][c]);
+      cv.push_back(sign[c] * cs[j]);
+    }
+    out[c] = lincomb(x[c], kt, cv, like[c]);
+  }
+  return out;
+}
+
 /// The RK stage fused with the dynamics' last bias and activation:
 /// k = act(pre + bias) (bias [C] along pre's last axis, or undefined; act Tanh or
 /// Sigmoid) and out = x + sum_j cs[j] ks[j] + c_new k. Returns {k, out}. On CUDA one

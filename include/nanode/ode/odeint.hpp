@@ -447,20 +447,22 @@ struct AdjointSystem {
     return comb(x, all, call);
   }
   State comb(const State* x, const std::vector<const State*>& ks, const std::vector<double>& cs) {
+    // Every component in one pass (one launch on CUDA): x with +cs, the
+    // vector-Jacobian products with -cs.
     const size_t n = x ? x->size() : ks.front()->size();
-    State out(n);
+    std::vector<Tensor> xs(n), like(n);
+    std::vector<double> sign(n);
+    std::vector<std::vector<Tensor>> kt(ks.size(), std::vector<Tensor>(n));
     for (size_t c = 0; c < n; ++c) {
-      std::vector<Tensor> kt;
-      std::vector<double> cv;
-      Tensor like = c >= 2 ? captured.vars[c - 2].data() : (x ? (*x)[0] : Tensor());
+      if (x) xs[c] = (*x)[c];
+      like[c] = c >= 2 ? captured.vars[c - 2].data() : (x ? (*x)[0] : Tensor());
+      sign[c] = c == 0 ? 1.0 : -1.0;
       for (size_t j = 0; j < ks.size(); ++j) {
-        kt.push_back((*ks[j])[c]);
-        cv.push_back(c == 0 ? cs[j] : -cs[j]);
-        if (!like.defined() && kt.back().defined()) like = kt.back();
+        kt[j][c] = (*ks[j])[c];
+        if (!like[c].defined() && kt[j][c].defined()) like[c] = kt[j][c];
       }
-      out[c] = backend::lincomb(x ? (*x)[c] : Tensor(), kt, cv, like);
     }
-    return out;
+    return backend::multi_lincomb(xs, kt, cs, sign, like);
   }
   /// Error norm over x and a (the parameter gradients are quadratures of them).
   double norm(const State& v, const State& a, const State& b, double atol, double rtol) {

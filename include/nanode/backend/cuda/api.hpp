@@ -31,6 +31,20 @@ struct LincombTerms {
   float c[kMaxLincombTerms] = {};
 };
 
+/// Several lincombs of one coefficient list in one launch (the adjoint's augmented
+/// state [x, a, g_1..g_P]): component c is out[c] = x[c] + sum_j sign[c] c[j] k[c][j].
+constexpr int kMaxMultiComponents = 16;
+constexpr int kMaxMultiTerms = 13;
+struct MultiLincomb {
+  int components = 0, terms = 0;
+  float c[kMaxMultiTerms] = {};
+  float sign[kMaxMultiComponents] = {};
+  int64_t n[kMaxMultiComponents] = {};
+  const float* x[kMaxMultiComponents] = {};
+  float* out[kMaxMultiComponents] = {};
+  const float* k[kMaxMultiComponents][kMaxMultiTerms] = {};
+};
+
 // X(return type, name, (parameters), (arguments)): every launcher a backend provides.
 #define NANODE_CUDA_LAUNCHERS(X)                                                                                   \
   /* A one-line description of the device (name, compute capability, memory). */                                  \
@@ -72,6 +86,7 @@ struct LincombTerms {
   X(void, basis_eval_outer_f32, (const float* gw, const BasisSpec& spec, double t, float* g, int64_t n,           \
                                  int device),                                                                      \
     (gw, spec, t, g, n, device))                                                                                   \
+  X(void, multi_lincomb_f32, (const MultiLincomb& m, int device), (m, device))                                     \
   /* The RK stage fused with the dynamics' last bias and activation: k = act(pre + bias[i % cols]) (bias may */   \
   /* be null; act Tanh or Sigmoid), out = (sum_j c_j k_j + c_new k) + x (x may be null), one pass. */              \
   X(void, bias_act_lincomb_f32,                                                                                    \
