@@ -17,28 +17,35 @@ using namespace nanode;
 namespace {
 
 /// Median ms of one training step: L Euler steps on [0, 1], loss = mean(x^2), backward.
-double step_ms(ode::Dynamics& f, const Tensor& x0, int64_t steps, int reps) {
+/// Device calls (kernel launches, library calls, copies) of the last step on CUDA.
+int64_t g_last_calls = 0;
+
+double step_ms(ode::Dynamics& f, const Tensor& x0, int64_t steps, int reps, bool fuse = true) {
   ode::Options o;
   o.method = "euler";
   o.steps = steps;
+  o.fuse_stages = fuse;
+  const bool cuda = x0.device().is_cuda();
   return bench::median_ms(
       [&] {
+        const int64_t before = cuda ? cuda::device_calls(0) : 0;
         f.zero_grad();
         Var loss = mean(square(ode::odeint_final(f, Var(x0), 0.0, 1.0, o)));
         loss.backward();
         synchronize(x0.device());
+        if (cuda) g_last_calls = cuda::device_calls(0) - before;
       },
       reps);
 }
 
-double nanode_w1_ms(int reps, Device dev) {
+double nanode_w1_ms(int reps, Device dev, bool fuse = true) {
   manual_seed(0);
   tv::FamilyOptions fo;
   fo.order = bench::W1::order;
   tv::MLPDynamics f("trig", {bench::W1::n, bench::W1::n}, fo, /*final_tanh=*/true);
   f.to(dev);
   const Tensor x0 = Tensor::uniform({bench::W1::batch, bench::W1::n}, -1, 1).to(dev);
-  return step_ms(f, x0, bench::W1::steps, reps);
+  return step_ms(f, x0, bench::W1::steps, reps, fuse);
 }
 
 double nanode_w2_ms(int reps, Device dev) {
@@ -101,6 +108,18 @@ int main(int argc, char** argv) {
         std::printf("%-4s %-44s %12.2f %12s %8s %8s\n", tag, name, ours, "-", "-", target);
         std::printf("summary: %s | %s %s, nanode time | %.2f ms (no peer) | %s | -\n", dev.str().c_str(), tag, name,
                     ours, target);
+      }
+      if (cuda) {
+        const int64_t fused_calls = g_last_calls;
+        std::printf("     device calls per step (launches, library calls, copies): %lld", static_cast<long long>(fused_calls));
+        if (one) {
+          const double unfused_ms = nanode_w1_ms(reps, dev, /*fuse=*/false);
+          std::printf("; without the fused RK stage: %lld calls, %.2f ms", static_cast<long long>(g_last_calls),
+                      unfused_ms);
+          std::printf("\nsummary: %s | W1 device calls per step, fused stage (unfused) | %lld (%lld) | - | -",
+                      dev.str().c_str(), static_cast<long long>(fused_calls), static_cast<long long>(g_last_calls));
+        }
+        std::printf("\n");
       }
       std::fflush(stdout);
     }

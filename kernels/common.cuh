@@ -72,6 +72,7 @@ inline unsigned blocks_for(int64_t n) {
 /// Launches `kernel` on a grid of `grid` blocks of `block` threads with `args`.
 template <class... Params, class... Args>
 void launch(const char* name, void (*kernel)(Params...), dim3 grid, dim3 block, int device, Args... args) {
+  count_device_call();
 #ifdef NANODE_CUDA_EMULATION
   (void)device;
   ::nanode::emu::run_grid(name, grid, block, [&] { kernel(args...); });

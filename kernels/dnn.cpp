@@ -156,6 +156,7 @@ Choice choose(const WindowDesc& d, int device, int which, Get&& get) {
 }  // namespace
 
 void conv2d_forward_f32(const float* x, const float* w, float* y, const WindowDesc& d, int device) {
+  count_device_call();
   cudnnHandle_t h = handle(device);
   Descs ds(d);
   const Choice c = choose<cudnnConvolutionFwdAlgoPerf_t>(d, device, 0, [&](auto* p, int n, int* count) {
@@ -169,6 +170,7 @@ void conv2d_forward_f32(const float* x, const float* w, float* y, const WindowDe
 }
 
 void conv2d_backward_data_f32(const float* gy, const float* w, float* gx, const WindowDesc& d, int device) {
+  count_device_call();
   cudnnHandle_t h = handle(device);
   Descs ds(d);
   const Choice c = choose<cudnnConvolutionBwdDataAlgoPerf_t>(d, device, 1, [&](auto* p, int n, int* count) {
@@ -184,6 +186,7 @@ void conv2d_backward_data_f32(const float* gy, const float* w, float* gx, const 
 }
 
 void conv2d_backward_filter_f32(const float* x, const float* gy, float* gw, const WindowDesc& d, int device) {
+  count_device_call();
   cudnnHandle_t h = handle(device);
   Descs ds(d);
   const Choice c = choose<cudnnConvolutionBwdFilterAlgoPerf_t>(d, device, 2, [&](auto* p, int n, int* count) {

@@ -4,6 +4,7 @@
 // mapping as the real backend), and a direct convolution standing in for cuDNN.
 // cuBLAS and cuDNN themselves are checked only on a real device. Fresh device blocks are filled with 0xFF bytes (NaN as float), so a
 // kernel that reads memory nobody wrote shows up as NaN in the comparisons.
+#include <atomic>
 #include <cstdlib>
 #include <cstring>
 #include <vector>
@@ -14,6 +15,12 @@
 namespace nanode::NANODE_KERNEL_NS {
 
 cudaStream_t detail::stream(int) { return nullptr; }
+
+namespace {
+std::atomic<int64_t> g_device_calls{0};
+}
+void count_device_call() { g_device_calls.fetch_add(1, std::memory_order_relaxed); }
+int64_t device_calls(int) { return g_device_calls.load(std::memory_order_relaxed); }
 
 int device_count() { return 1; }
 const char* device_name(int) { return "emulated CUDA device (kernels run on the CPU)"; }
@@ -29,11 +36,18 @@ void* malloc_device(size_t bytes, int device) {
 void free_device(void* ptr, size_t, int) { std::free(ptr); }
 void empty_cache(int) {}
 
-void copy_host_to_device(void* dst, const void* src, size_t bytes, int) { std::memcpy(dst, src, bytes); }
+void copy_host_to_device(void* dst, const void* src, size_t bytes, int) {
+  count_device_call();
+  std::memcpy(dst, src, bytes);
+}
 void copy_device_to_host(void* dst, const void* src, size_t bytes, int) { std::memcpy(dst, src, bytes); }
-void copy_device_to_device(void* dst, const void* src, size_t bytes, int) { std::memmove(dst, src, bytes); }
+void copy_device_to_device(void* dst, const void* src, size_t bytes, int) {
+  count_device_call();
+  std::memmove(dst, src, bytes);
+}
 void copy_rows_device(void* dst, int64_t dst_pitch, const void* src, int64_t src_pitch, int64_t width, int64_t rows,
                       int) {
+  count_device_call();
   for (int64_t r = 0; r < rows; ++r)
     std::memcpy(static_cast<char*>(dst) + r * dst_pitch, static_cast<const char*>(src) + r * src_pitch,
                 static_cast<size_t>(width));
@@ -119,6 +133,7 @@ void gemm_f32(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, float
               int64_t stride_c, int64_t batch, int) {
   if (m == 0 || n == 0 || batch == 0) return;
   HostBlas blas;
+  count_device_call();
   blas::gemm_row_major(blas, trans_a, trans_b, m, n, k, alpha, a, lda, stride_a, b, ldb, stride_b, beta, c, ldc,
                        stride_c, batch);
 }
@@ -126,20 +141,24 @@ void gemm_f32(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, float
 void trsm_f32(bool upper, bool transpose, int64_t n, int64_t m, const float* a, float* b, int) {
   if (n == 0 || m == 0) return;
   HostBlas blas;
+  count_device_call();
   blas::trsm_row_major(blas, upper, transpose, n, m, a, b);
 }
 
 void conv2d_forward_f32(const float* x, const float* w, float* y, const WindowDesc& d, int) {
+  count_device_call();
   std::vector<double> acc(static_cast<size_t>(d.N * d.Co * d.Ho * d.Wo), 0.0);
   for_each_tap(d, [&](int64_t xi, int64_t wi, int64_t yi) { acc[static_cast<size_t>(yi)] += double(x[xi]) * w[wi]; });
   for (size_t i = 0; i < acc.size(); ++i) y[i] = static_cast<float>(acc[i]);
 }
 void conv2d_backward_data_f32(const float* gy, const float* w, float* gx, const WindowDesc& d, int) {
+  count_device_call();
   std::vector<double> acc(static_cast<size_t>(d.N * d.C * d.H * d.W), 0.0);
   for_each_tap(d, [&](int64_t xi, int64_t wi, int64_t yi) { acc[static_cast<size_t>(xi)] += double(gy[yi]) * w[wi]; });
   for (size_t i = 0; i < acc.size(); ++i) gx[i] = static_cast<float>(acc[i]);
 }
 void conv2d_backward_filter_f32(const float* x, const float* gy, float* gw, const WindowDesc& d, int) {
+  count_device_call();
   std::vector<double> acc(static_cast<size_t>(d.Co * d.C * d.kh * d.kw), 0.0);
   for_each_tap(d, [&](int64_t xi, int64_t wi, int64_t yi) { acc[static_cast<size_t>(wi)] += double(x[xi]) * gy[yi]; });
   for (size_t i = 0; i < acc.size(); ++i) gw[i] = static_cast<float>(acc[i]);

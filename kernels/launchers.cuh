@@ -22,6 +22,10 @@ using cuda::LincombTerms;
 using cuda::MultiLincomb;
 
 int device_count();
+/// Work items issued to the device stream: kernel launches, library calls (cuBLAS,
+/// cuDNN) and device copies (one counter per backend, all devices). device_calls
+/// reads it.
+void count_device_call();
 void* malloc_device(size_t bytes, int device);
 void free_device(void* ptr, size_t bytes, int device);
 void empty_cache(int device);

@@ -5,6 +5,7 @@
 // op cannot start before the last user of the block has finished).
 #include <cublas_v2.h>
 
+#include <atomic>
 #include <cstdio>
 #include <map>
 #include <mutex>
@@ -19,6 +20,12 @@ namespace nanode::NANODE_KERNEL_NS {
 
 using detail::check;
 using detail::use_device;
+
+namespace {
+std::atomic<int64_t> g_device_calls{0};
+}
+void count_device_call() { g_device_calls.fetch_add(1, std::memory_order_relaxed); }
+int64_t device_calls(int) { return g_device_calls.load(std::memory_order_relaxed); }
 
 int device_count() {
   int n = 0;
@@ -124,6 +131,7 @@ void empty_cache(int device) {
 
 void copy_host_to_device(void* dst, const void* src, size_t bytes, int device) {
   use_device(device);
+  count_device_call();
   // From pageable host memory: returns once the source may be reused.
   check(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyHostToDevice, detail::stream(device)), "copy host->device");
   check(cudaStreamSynchronize(detail::stream(device)), "copy host->device");
@@ -135,11 +143,13 @@ void copy_device_to_host(void* dst, const void* src, size_t bytes, int device) {
 }
 void copy_device_to_device(void* dst, const void* src, size_t bytes, int device) {
   use_device(device);
+  count_device_call();
   check(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDeviceToDevice, detail::stream(device)), "copy device->device");
 }
 void copy_rows_device(void* dst, int64_t dst_pitch, const void* src, int64_t src_pitch, int64_t width, int64_t rows,
                       int device) {
   use_device(device);
+  count_device_call();
   check(cudaMemcpy2DAsync(dst, static_cast<size_t>(dst_pitch), src, static_cast<size_t>(src_pitch),
                           static_cast<size_t>(width), static_cast<size_t>(rows), cudaMemcpyDeviceToDevice,
                           detail::stream(device)),
@@ -211,6 +221,7 @@ void gemm_f32(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, float
   if (m == 0 || n == 0 || batch == 0) return;
   use_device(device);
   Cublas blas{device};
+  count_device_call();
   blas::gemm_row_major(blas, trans_a, trans_b, m, n, k, alpha, a, lda, stride_a, b, ldb, stride_b, beta, c, ldc,
                        stride_c, batch);
 }
@@ -219,6 +230,7 @@ void trsm_f32(bool upper, bool transpose, int64_t n, int64_t m, const float* a, 
   if (n == 0 || m == 0) return;
   use_device(device);
   Cublas blas{device};
+  count_device_call();
   blas::trsm_row_major(blas, upper, transpose, n, m, a, b);
 }
 

@@ -57,6 +57,8 @@ struct MultiLincomb {
     (void* dst, int64_t dst_pitch, const void* src, int64_t src_pitch, int64_t width, int64_t rows, int device),  \
     (dst, dst_pitch, src, src_pitch, width, rows, device))                                                         \
   X(void, synchronize, (int device), (device))                                                                     \
+  /* Kernel launches, library calls and device copies issued so far (all devices): the launch count. */            \
+  X(int64_t, device_calls, (int device), (device))                                                                 \
   X(void, fill_f32, (float* out, int64_t n, float value, int device), (out, n, value, device))                     \
   X(void, fill_i32, (int32_t* out, int64_t n, int32_t value, int device), (out, n, value, device))                 \
   /* out[i] = a[ia] op b[ib] over a collapsed broadcast layout (see BroadcastDesc). */                             \
