@@ -38,17 +38,41 @@ double step_ms(ode::Dynamics& f, const Tensor& x0, int64_t steps, int reps, bool
       reps);
 }
 
-double nanode_w1_ms(int reps, Device dev, bool fuse = true) {
+/// The same step captured in a CUDA graph and replayed (one launch per step):
+/// median ms of replays; g_last_calls gets the calls the capture recorded.
+double graph_step_ms(ode::Dynamics& f, const Tensor& x0, int64_t steps, int reps) {
+  ode::Options o;
+  o.method = "euler";
+  o.steps = steps;
+  const auto step = [&] {
+    f.zero_grad();
+    Var loss = mean(square(ode::odeint_final(f, Var(x0), 0.0, 1.0, o)));
+    loss.backward();
+  };
+  step();  // warm-up: algorithms chosen, gradients allocated
+  synchronize(x0.device());
+  CudaGraph g;
+  g.capture(x0.device(), step);
+  g_last_calls = g.calls();
+  return bench::median_ms(
+      [&] {
+        g.replay();
+        synchronize(x0.device());
+      },
+      reps);
+}
+
+double nanode_w1_ms(int reps, Device dev, bool fuse = true, bool graph = false) {
   manual_seed(0);
   tv::FamilyOptions fo;
   fo.order = bench::W1::order;
   tv::MLPDynamics f("trig", {bench::W1::n, bench::W1::n}, fo, /*final_tanh=*/true);
   f.to(dev);
   const Tensor x0 = Tensor::uniform({bench::W1::batch, bench::W1::n}, -1, 1).to(dev);
-  return step_ms(f, x0, bench::W1::steps, reps, fuse);
+  return graph ? graph_step_ms(f, x0, bench::W1::steps, reps) : step_ms(f, x0, bench::W1::steps, reps, fuse);
 }
 
-double nanode_w2_ms(int reps, Device dev) {
+double nanode_w2_ms(int reps, Device dev, bool graph = false) {
   manual_seed(0);
   tv::FamilyOptions fo;
   fo.order = bench::W2::order;
@@ -57,7 +81,7 @@ double nanode_w2_ms(int reps, Device dev) {
   f.to(dev);
   const Tensor x0 =
       Tensor::uniform({bench::W2::batch, bench::W2::channels, bench::W2::size, bench::W2::size}, -1, 1).to(dev);
-  return step_ms(f, x0, bench::W2::steps, reps);
+  return graph ? graph_step_ms(f, x0, bench::W2::steps, reps) : step_ms(f, x0, bench::W2::steps, reps);
 }
 
 }  // namespace
@@ -98,8 +122,9 @@ int main(int argc, char** argv) {
       const char* target = cuda ? (one ? "<=0.10" : "-") : one ? "<=0.25" : "<=1.20";
       const double limit = cuda ? (one ? 0.10 : 0) : one ? 0.25 : 1.20;
       const char* tag = one ? "W1" : "W2";
+      double theirs = 0;
       if (peer) {
-        const double theirs = one ? bench::torch_w1_ms(reps, cuda) : bench::torch_w2_ms(reps, cuda);
+        theirs = one ? bench::torch_w1_ms(reps, cuda) : bench::torch_w2_ms(reps, cuda);
         std::printf("%-4s %-44s %12.2f %12.2f %8.3f %8s\n", tag, name, ours, theirs, ours / theirs, target);
         std::printf("summary: %s | %s %s, nanode / LibTorch time | %.2f / %.2f ms = %.3f | %s | %s\n", dev.str().c_str(),
                     tag, name, ours, theirs, ours / theirs, target,
@@ -111,6 +136,22 @@ int main(int argc, char** argv) {
       }
       if (cuda) {
         const int64_t fused_calls = g_last_calls;
+        // The step captured in a CUDA graph: one launch per step instead of many.
+        try {
+          const double graph_ms = one ? nanode_w1_ms(reps, dev, true, true) : nanode_w2_ms(reps, dev, true);
+          std::printf("     CUDA graph: %.3f ms per step (%lld calls captured, 1 launch per replay)", graph_ms,
+                      static_cast<long long>(g_last_calls));
+          if (peer) {
+            std::printf(", %.3f x LibTorch's eager time\nsummary: %s | %s %s with a CUDA graph, nanode / LibTorch eager "
+                        "time | %.3f / %.2f ms = %.3f | %s | %s",
+                        graph_ms / theirs, dev.str().c_str(), tag, name, graph_ms, theirs, graph_ms / theirs, target,
+                        limit == 0 ? "-" : graph_ms / theirs <= limit ? "met" : "NOT MET");
+          }
+          std::printf("\nsummary: %s | %s launches per step, eager / CUDA graph | %lld / 1 | - | -\n", dev.str().c_str(),
+                      tag, static_cast<long long>(fused_calls));
+        } catch (const std::exception& e) {
+          std::printf("     CUDA graph capture failed: %s\n", e.what());
+        }
         std::printf("     device calls per step (launches, library calls, copies): %lld", static_cast<long long>(fused_calls));
         if (one) {
           const double unfused_ms = nanode_w1_ms(reps, dev, /*fuse=*/false);

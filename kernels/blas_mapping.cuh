@@ -30,6 +30,19 @@ void gemm_row_major(Blas& blas, bool trans_a, bool trans_b, int64_t m, int64_t n
                              c, int32(ldc, what), stride_c, int32(batch, what));
 }
 
+/// Row-major y [m, n] = x [m, k] w [n, k]^T + bias [n] (a linear layer with its
+/// bias): column-major y^T = w_col^T x_col + bias along the rows of y^T, which is
+/// the layout of cuBLASLt's bias epilogue: sgemm_bias(T, N, n, m, k, w, k, x, k,
+/// bias, y, n), C = op(A) op(B) + bias[row]. Returns false when the BLAS has no
+/// algorithm for it (the caller then adds the bias itself).
+template <class Blas>
+bool linear_bias_row_major(Blas& blas, int64_t m, int64_t n, int64_t k, const float* x, const float* w,
+                           const float* bias, float* y) {
+  const char* what = "linear";
+  return blas.sgemm_bias(Op::T, Op::N, int32(n, what), int32(m, what), int32(k, what), w, int32(k, what), x,
+                         int32(k, what), bias, y, int32(n, what));
+}
+
 /// Row-major op(A) X = B, X overwriting B [n, m], A [n, n] triangular (upper or
 /// lower): column-major X^T op(A)^T = B^T. Column-major, the stored A is A^T (the
 /// other triangle), so: side right, fill flipped, op(A)^T = A_col when not

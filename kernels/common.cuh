@@ -43,6 +43,8 @@ inline void use_device(int device) {
 /// one per device, so work on a device runs in the order it was issued, and the
 /// caching allocator may hand a freed block to the next op at once.
 cudaStream_t stream(int device);
+/// Whether `device`'s stream is being captured into a CUDA graph.
+bool capturing(int device);
 
 /// NANODE_CUDA_SYNC=1: wait after every launch and report an asynchronous fault
 /// at the launch that caused it, naming the kernel (slow; for debugging).
@@ -75,11 +77,12 @@ void launch(const char* name, void (*kernel)(Params...), dim3 grid, dim3 block, 
   count_device_call();
 #ifdef NANODE_CUDA_EMULATION
   (void)device;
-  ::nanode::emu::run_grid(name, grid, block, [&] { kernel(args...); });
+  // Arguments by value: a recorded launch (graph capture) runs after this returns.
+  ::nanode::emu::run_or_record([=] { ::nanode::emu::run_grid(name, grid, block, [&] { kernel(args...); }); });
 #else
   kernel<<<grid, block, 0, stream(device)>>>(args...);
   check(cudaGetLastError(), name);
-  if (sync_debug()) check(cudaStreamSynchronize(stream(device)), name);
+  if (sync_debug() && !capturing(device)) check(cudaStreamSynchronize(stream(device)), name);
 #endif
 }
 

@@ -11,6 +11,7 @@
 
 #include "blas_mapping.cuh"
 #include "common.cuh"
+#include "graph_pool.hpp"
 
 namespace nanode::NANODE_KERNEL_NS {
 
@@ -25,34 +26,92 @@ int64_t device_calls(int) { return g_device_calls.load(std::memory_order_relaxed
 int device_count() { return 1; }
 const char* device_name(int) { return "emulated CUDA device (kernels run on the CPU)"; }
 
+namespace {
+size_t emu_size(size_t bytes) { return bytes ? (bytes + 63) / 64 * 64 : 64; }
+}  // namespace
+
 void* malloc_device(size_t bytes, int device) {
   NANODE_CHECK(device == 0, "emulated CUDA backend: there is one device (cuda:0), not cuda:", device);
-  const size_t size = (bytes + 63) / 64 * 64;
-  void* p = std::aligned_alloc(64, size ? size : 64);
+  const size_t size = emu_size(bytes);
+  if (void* p = detail::graph_pool().take(size, device)) return p;
+  void* p = std::aligned_alloc(64, size);
   NANODE_CHECK(p != nullptr, "emulated CUDA backend: out of host memory allocating ", bytes, " bytes");
-  std::memset(p, 0xFF, size ? size : 64);
+  std::memset(p, 0xFF, size);  // NaN-poisoned: reading memory no kernel wrote shows
+  detail::graph_pool().note_alloc(p, size, device);
   return p;
 }
-void free_device(void* ptr, size_t, int) { std::free(ptr); }
+void free_device(void* ptr, size_t bytes, int device) {
+  if (!ptr || detail::graph_pool().keep(ptr, emu_size(bytes), device)) return;
+  std::free(ptr);
+}
 void empty_cache(int) {}
 
+// ---- CUDA graphs: the recorded work, replayed in order ------------------------------
+
+namespace {
+struct EmuGraph {
+  std::vector<std::function<void()>> work;
+  detail::GraphBlocks* blocks = nullptr;
+  int64_t calls = 0;
+};
+int64_t g_calls_at_begin = 0;
+}  // namespace
+
+bool detail::capturing(int) { return emu::recording().on; }
+bool graph_capturing(int) { return emu::recording().on; }
+
+void graph_begin(int device) {
+  NANODE_CHECK(device == 0, "emulated CUDA backend: there is one device (cuda:0), not cuda:", device);
+  detail::graph_pool().begin(device);
+  emu::recording().on = true;
+  emu::recording().work.clear();
+  g_calls_at_begin = g_device_calls.load();
+}
+void* graph_end(int) {
+  auto* g = new EmuGraph();
+  g->work = std::move(emu::recording().work);
+  emu::recording().work.clear();
+  emu::recording().on = false;
+  g->blocks = detail::graph_pool().end();
+  g->calls = g_device_calls.load() - g_calls_at_begin;
+  return g;
+}
+void graph_replay(void* graph, int) {
+  emu::refuse_while_recording("replaying a graph");
+  count_device_call();  // one launch
+  for (auto& w : static_cast<EmuGraph*>(graph)->work) w();
+}
+int64_t graph_calls(void* graph) { return static_cast<EmuGraph*>(graph)->calls; }
+void graph_destroy(void* graph, int) {
+  auto* g = static_cast<EmuGraph*>(graph);
+  if (g->blocks)
+    for (const auto& [p, bytes] : detail::graph_pool().release(g->blocks)) std::free(p);
+  delete g;
+}
+
 void copy_host_to_device(void* dst, const void* src, size_t bytes, int) {
+  emu::refuse_while_recording("a copy from the host");
   count_device_call();
   std::memcpy(dst, src, bytes);
 }
-void copy_device_to_host(void* dst, const void* src, size_t bytes, int) { std::memcpy(dst, src, bytes); }
+void copy_device_to_host(void* dst, const void* src, size_t bytes, int) {
+  emu::refuse_while_recording("a copy to the host");
+  std::memcpy(dst, src, bytes);
+}
 void copy_device_to_device(void* dst, const void* src, size_t bytes, int) {
   count_device_call();
-  std::memmove(dst, src, bytes);
+  emu::run_or_record([=] { std::memmove(dst, src, bytes); });
 }
 void copy_rows_device(void* dst, int64_t dst_pitch, const void* src, int64_t src_pitch, int64_t width, int64_t rows,
                       int) {
   count_device_call();
-  for (int64_t r = 0; r < rows; ++r)
-    std::memcpy(static_cast<char*>(dst) + r * dst_pitch, static_cast<const char*>(src) + r * src_pitch,
-                static_cast<size_t>(width));
+  emu::run_or_record([=] {
+    for (int64_t r = 0; r < rows; ++r)
+      std::memcpy(static_cast<char*>(dst) + r * dst_pitch, static_cast<const char*>(src) + r * src_pitch,
+                  static_cast<size_t>(width));
+  });
 }
-void synchronize(int) {}
+void synchronize(int) { emu::refuse_while_recording("synchronize()"); }
 
 namespace {
 /// The column-major BLAS definitions cuBLAS implements, on the host: what the
@@ -78,6 +137,14 @@ struct HostBlas {
           c[i + j * ldc] = alpha * static_cast<float>(acc) + prev;
         }
     }
+  }
+  /// C = op(A) op(B) + bias[row] (cuBLASLt's bias epilogue), column-major.
+  bool sgemm_bias(blas::Op opa, blas::Op opb, int m, int n, int k, const float* A, int lda, const float* B, int ldb,
+                  const float* bias, float* C, int ldc) {
+    sgemm_strided_batched(opa, opb, m, n, k, 1.f, A, lda, 0, B, ldb, 0, 0.f, C, ldc, 0, 1);
+    for (int j = 0; j < n; ++j)
+      for (int i = 0; i < m; ++i) C[i + j * ldc] += bias[i];
+    return true;
   }
   /// X op(A) = B for B m x n (overwritten), A n x n triangular in `fill` (only that
   /// triangle is read), op(A) = A or A^T.
@@ -132,36 +199,57 @@ void gemm_f32(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, float
               int64_t stride_a, const float* b, int64_t ldb, int64_t stride_b, float beta, float* c, int64_t ldc,
               int64_t stride_c, int64_t batch, int) {
   if (m == 0 || n == 0 || batch == 0) return;
-  HostBlas blas;
   count_device_call();
-  blas::gemm_row_major(blas, trans_a, trans_b, m, n, k, alpha, a, lda, stride_a, b, ldb, stride_b, beta, c, ldc,
-                       stride_c, batch);
+  emu::run_or_record([=] {
+    HostBlas blas;
+    blas::gemm_row_major(blas, trans_a, trans_b, m, n, k, alpha, a, lda, stride_a, b, ldb, stride_b, beta, c, ldc,
+                         stride_c, batch);
+  });
+}
+
+bool linear_bias_f32(const float* x, const float* w, const float* bias, float* y, int64_t m, int64_t n, int64_t k,
+                     int) {
+  if (m == 0 || n == 0) return true;
+  count_device_call();
+  emu::run_or_record([=] {
+    HostBlas blas;
+    blas::linear_bias_row_major(blas, m, n, k, x, w, bias, y);
+  });
+  return true;
 }
 
 void trsm_f32(bool upper, bool transpose, int64_t n, int64_t m, const float* a, float* b, int) {
   if (n == 0 || m == 0) return;
-  HostBlas blas;
   count_device_call();
-  blas::trsm_row_major(blas, upper, transpose, n, m, a, b);
+  emu::run_or_record([=] {
+    HostBlas blas;
+    blas::trsm_row_major(blas, upper, transpose, n, m, a, b);
+  });
 }
 
 void conv2d_forward_f32(const float* x, const float* w, float* y, const WindowDesc& d, int) {
   count_device_call();
-  std::vector<double> acc(static_cast<size_t>(d.N * d.Co * d.Ho * d.Wo), 0.0);
-  for_each_tap(d, [&](int64_t xi, int64_t wi, int64_t yi) { acc[static_cast<size_t>(yi)] += double(x[xi]) * w[wi]; });
-  for (size_t i = 0; i < acc.size(); ++i) y[i] = static_cast<float>(acc[i]);
+  emu::run_or_record([=] {
+    std::vector<double> acc(static_cast<size_t>(d.N * d.Co * d.Ho * d.Wo), 0.0);
+    for_each_tap(d, [&](int64_t xi, int64_t wi, int64_t yi) { acc[static_cast<size_t>(yi)] += double(x[xi]) * w[wi]; });
+    for (size_t i = 0; i < acc.size(); ++i) y[i] = static_cast<float>(acc[i]);
+  });
 }
 void conv2d_backward_data_f32(const float* gy, const float* w, float* gx, const WindowDesc& d, int) {
   count_device_call();
-  std::vector<double> acc(static_cast<size_t>(d.N * d.C * d.H * d.W), 0.0);
-  for_each_tap(d, [&](int64_t xi, int64_t wi, int64_t yi) { acc[static_cast<size_t>(xi)] += double(gy[yi]) * w[wi]; });
-  for (size_t i = 0; i < acc.size(); ++i) gx[i] = static_cast<float>(acc[i]);
+  emu::run_or_record([=] {
+    std::vector<double> acc(static_cast<size_t>(d.N * d.C * d.H * d.W), 0.0);
+    for_each_tap(d, [&](int64_t xi, int64_t wi, int64_t yi) { acc[static_cast<size_t>(xi)] += double(gy[yi]) * w[wi]; });
+    for (size_t i = 0; i < acc.size(); ++i) gx[i] = static_cast<float>(acc[i]);
+  });
 }
 void conv2d_backward_filter_f32(const float* x, const float* gy, float* gw, const WindowDesc& d, int) {
   count_device_call();
-  std::vector<double> acc(static_cast<size_t>(d.Co * d.C * d.kh * d.kw), 0.0);
-  for_each_tap(d, [&](int64_t xi, int64_t wi, int64_t yi) { acc[static_cast<size_t>(wi)] += double(x[xi]) * gy[yi]; });
-  for (size_t i = 0; i < acc.size(); ++i) gw[i] = static_cast<float>(acc[i]);
+  emu::run_or_record([=] {
+    std::vector<double> acc(static_cast<size_t>(d.Co * d.C * d.kh * d.kw), 0.0);
+    for_each_tap(d, [&](int64_t xi, int64_t wi, int64_t yi) { acc[static_cast<size_t>(wi)] += double(x[xi]) * gy[yi]; });
+    for (size_t i = 0; i < acc.size(); ++i) gw[i] = static_cast<float>(acc[i]);
+  });
 }
 
 }  // namespace nanode::NANODE_KERNEL_NS

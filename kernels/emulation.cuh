@@ -205,6 +205,28 @@ inline void run_grid(const char* kernel, dim3 grid, dim3 block, const std::funct
   detail::current_block() = nullptr;
 }
 
+/// The emulated stream capture: while recording, device work is kept (in issue
+/// order) instead of run; a replay runs it again. Synchronising, or copying to or
+/// from the host, while recording is an error, as in a real capture.
+struct Recording {
+  bool on = false;
+  std::vector<std::function<void()>> work;
+};
+inline Recording& recording() {
+  static Recording r;
+  return r;
+}
+/// Runs `work` now, or records it while a capture is on.
+inline void run_or_record(std::function<void()> work) {
+  if (recording().on) recording().work.push_back(std::move(work));
+  else work();
+}
+inline void refuse_while_recording(const char* what) {
+  NANODE_CHECK(!recording().on, "CUDA graph capture: ", what, " is not allowed inside a capture (it would wait for "
+               "work that has not run); keep host reads, host copies, adaptive steps and synchronisation out of the "
+               "captured code");
+}
+
 }  // namespace nanode::emu
 
 // ---- the built-ins, as kernels read them -------------------------------------------
@@ -288,7 +310,14 @@ inline cudaError_t cudaMemcpy(void* dst, const void* src, size_t bytes, cudaMemc
   return cudaSuccess;
 }
 inline cudaError_t cudaMemcpyAsync(void* dst, const void* src, size_t bytes, cudaMemcpyKind kind, cudaStream_t) {
+  ::nanode::emu::refuse_while_recording("a copy issued from kernel code");
   return cudaMemcpy(dst, src, bytes, kind);
 }
-inline cudaError_t cudaStreamSynchronize(cudaStream_t) { return cudaSuccess; }
-inline cudaError_t cudaDeviceSynchronize() { return cudaSuccess; }
+inline cudaError_t cudaStreamSynchronize(cudaStream_t) {
+  ::nanode::emu::refuse_while_recording("synchronising the stream");
+  return cudaSuccess;
+}
+inline cudaError_t cudaDeviceSynchronize() {
+  ::nanode::emu::refuse_while_recording("synchronising the device");
+  return cudaSuccess;
+}

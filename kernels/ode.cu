@@ -93,10 +93,14 @@ __global__ void outer_scale_kernel(const float* gw, Coeffs z, float* g, int64_t 
 // The fused time-basis evaluation: each block evaluates z(t) once (thread 0, the
 // basis_math code the CPU's basis classes run) into shared memory, then every
 // thread combines W[i] = sum_k z_k A[k, i] in one pass over A (workload W4).
-__global__ void basis_eval_combine_kernel(const float* a, BasisSpec spec, double t, float* out, int64_t n) {
-  __shared__ double zd[BasisSpec::kMaxSpecTerms];
+__device__ inline void basis_to_shared(const BasisSpec& spec, double t, double* zd) {
   if (threadIdx.x == 0) basis::eval(spec, t, zd);
   __syncthreads();
+}
+
+__global__ void basis_eval_combine_kernel(const float* a, BasisSpec spec, double t, float* out, int64_t n) {
+  __shared__ double zd[BasisSpec::kMaxSpecTerms];
+  basis_to_shared(spec, t, zd);
   const int K = spec.K;
   for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < n;
        i += static_cast<int64_t>(blockDim.x) * gridDim.x) {
@@ -109,8 +113,7 @@ __global__ void basis_eval_combine_kernel(const float* a, BasisSpec spec, double
 // Its backward: g[k, i] = z_k(t) gw[i], z evaluated the same way.
 __global__ void basis_eval_outer_kernel(const float* gw, BasisSpec spec, double t, float* g, int64_t n) {
   __shared__ double zd[BasisSpec::kMaxSpecTerms];
-  if (threadIdx.x == 0) basis::eval(spec, t, zd);
-  __syncthreads();
+  basis_to_shared(spec, t, zd);
   const int K = spec.K;
   for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < n;
        i += static_cast<int64_t>(blockDim.x) * gridDim.x) {
@@ -362,6 +365,9 @@ void householder_chain_backward_f32(const float* y, const float* g, const float*
 double scaled_sq_sum_f32(const float* err, const float* a, const float* b, int64_t n, double atol, double rtol,
                          int device) {
   if (n == 0) return 0.0;
+  if (detail::capturing(device))
+    ::nanode::fail("CUDA graph capture: the adaptive error norm reads a value on the host, which a capture cannot "
+                   "(capture fixed-step solves only)");
   use_device(device);
   const unsigned blocks = blocks_for(n) < 1024 ? blocks_for(n) : 1024;
   // Scratch from the caching allocator (a few KiB; not a tensor, so not counted).

@@ -177,6 +177,14 @@ inline std::map<std::string, std::vector<Case>> op_cases() {
          auto kx = bias_activation_lincomb(v[0], v[1], UnaryOp::Tanh, v[2], {v[3]}, {0.5}, -1.5);
          return kx.second + 2.0 * kx.first;
        }}};
+  c["upsample_nearest2d"] = {{"scale 2", {rand64({2, 3, 2, 3}, 127)}, [](auto& v) { return upsample_nearest2d(v[0], 2); }},
+                              {"scale 3, one channel", {rand64({1, 1, 2, 2}, 128)},
+                               [](auto& v) { return upsample_nearest2d(v[0], 3); }}};
+  c["gaussian_kl"] = {{"", {rand64({3, 4}, 129), rand64({3, 4}, 130, -1, 1), rand64({3, 4}, 131), rand64({3, 4}, 132, -1, 1)},
+                       [](auto& v) { return gaussian_kl(v[0], v[1], v[2], v[3]); }}};
+  c["binary_cross_entropy_with_logits"] = {
+      {"targets in [0, 1]", {rand64({4, 5}, 133, -6, 6), rand64({4, 5}, 134, 0, 1)},
+       [](auto& v) { return binary_cross_entropy_with_logits(v[0], v[1]); }}};
   c["householder_chain"] = {
       {"three reflections", {rand64({5, 4}, 115), rand64({3, 4}, 116)},
        [](auto& v) { return householder_chain(v[0], v[1]); }},

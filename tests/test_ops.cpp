@@ -183,3 +183,25 @@ TEST_CASE("Winograd 3x3 convolution equals im2col, forward and backward", "[ops]
     }
   }
 }
+
+TEST_CASE("the video model's ops: nearest upsampling, Gaussian KL and BCE with logits, against hand-computed values",
+          "[ops][video]") {
+  const Var x(Tensor::from_vector<double>({1, 2, 3, 4}, {1, 1, 2, 2}));
+  const auto up = upsample_nearest2d(x, 2).data();
+  CHECK(up.shape() == Shape({1, 1, 4, 4}));
+  CHECK(up.to_vector<double>() == std::vector<double>{1, 1, 2, 2, 1, 1, 2, 2, 3, 3, 4, 4, 3, 3, 4, 4});
+  CHECK_THROWS_WITH(upsample_nearest2d(Var(Tensor::zeros({2, 2})), 2), Catch::Matchers::Contains("[N, C, H, W]"));
+  // KL(N(1, 1) || N(0, 1)) = 1/2; KL(N(0, e) || N(0, 1)) = (e - 1 - 1) / 2; equal Gaussians: 0.
+  const auto t = [](std::vector<double> v) { return Var(Tensor::from_vector<double>(v, {static_cast<int64_t>(v.size())})); };
+  const auto kl = gaussian_kl(t({1, 0, 0.3}), t({0, 1, -0.2}), t({0, 0, 0.3}), t({0, 0, -0.2})).data().to_vector<double>();
+  CHECK(kl[0] == Approx(0.5));
+  CHECK(kl[1] == Approx((std::exp(1.0) - 2.0) / 2.0));
+  CHECK(kl[2] == Approx(0.0).margin(1e-15));
+  // BCE: z = 0 -> log 2 for either target; z = 40, y = 1 -> e^-40, i.e. 0 at double's resolution next to
+  // z (no overflow, no log(0)); z = -3, y = 0.25 -> softplus(-3) + 0.75.
+  CHECK(binary_cross_entropy_with_logits(t({0, 0}), t({1, 0})).data().item() == Approx(std::log(2.0)));
+  CHECK(binary_cross_entropy_with_logits(t({40}), t({1})).data().item() == Approx(0.0).margin(1e-15));
+  CHECK(binary_cross_entropy_with_logits(t({-3}), t({0.25})).data().item() ==
+        Approx(std::log1p(std::exp(-3.0)) + 0.75));
+  CHECK(binary_cross_entropy_with_logits(t({-800}), t({0})).data().item() == 0.0);
+}

@@ -2,6 +2,7 @@
 // nanode: tensors, reverse-mode autodiff and non-autonomous neural ODEs.
 // Include this one header to get everything.
 #include "nanode/tensor.hpp"
+#include "nanode/backend/cuda_graph.hpp"
 #include "nanode/autograd/var.hpp"
 #include "nanode/ops/elementwise.hpp"
 #include "nanode/ops/linalg.hpp"

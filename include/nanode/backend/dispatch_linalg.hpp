@@ -54,6 +54,26 @@ inline Tensor matmul(const Tensor& a, const Tensor& b, bool ta = false, bool tb 
   return c;
 }
 
+/// y = x w^T + bias for x [m, k], w [n, k], bias [n]: on CUDA one cuBLASLt call
+/// with the bias epilogue (when cuBLASLt has an algorithm for the shapes),
+/// elsewhere the product and a broadcast add.
+inline Tensor linear_bias(const Tensor& x, const Tensor& w, const Tensor& bias) {
+  if (x.device().is_cuda() && x.dtype() == DType::Float32 && x.ndim() == 2 && w.ndim() == 2 && bias.ndim() == 1 &&
+      x.size(1) == w.size(1) && bias.size(0) == w.size(0)) {
+    check_same("linear", x, w);
+    check_same("linear", x, bias);
+    const int64_t m = x.size(0), n = w.size(0), k = x.size(1);
+    for (int64_t v : {m, n, k})
+      NANODE_CHECK(v <= 2147483647, "linear: ", x.shape(), " x ", w.shape(), "^T on ", x.device(), ": size ", v,
+                   " exceeds cuBLAS's int32 limit");
+    Tensor y = Tensor::empty(Shape({m, n}), x.dtype(), x.device());
+    if (cuda::linear_bias_f32(x.data<float>(), w.data<float>(), bias.data<float>(), y.data<float>(), m, n, k,
+                              x.device().index))
+      return y;
+  }
+  return binary(BinaryOp::Add, matmul(x, w, false, true), bias);
+}
+
 /// out[i] = x[sum_k i_k * d.in_stride[k]] (strided gather: permutes and broadcasts).
 inline void gather(const Tensor& x, Tensor& out, const PermuteDesc& d) {
   if (out.numel() == 0) return;

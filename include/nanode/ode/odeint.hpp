@@ -377,11 +377,7 @@ struct VarSystem {
       Var pre = check_shape(f.forward_preactivation(t, xin, bias, act), xin);
       std::vector<Var> kv;
       std::vector<double> cv;
-      for (size_t j = 0; j < ks.size(); ++j)
-        if (cs[j] != 0.0) {
-          kv.push_back(*ks[j]);
-          cv.push_back(cs[j]);
-        }
+      nonzero_terms(ks, cs, kv, cv);
       auto [k, out] = bias_activation_lincomb(pre, bias, act, x ? *x : Var(), kv, cv, c_new);
       k_out = k;
       return out;
@@ -393,14 +389,19 @@ struct VarSystem {
     call.push_back(c_new);
     return comb(x, all, call);
   }
-  Var comb(const Var* x, const std::vector<const Var*>& ks, const std::vector<double>& cs) {
-    std::vector<Var> kv;
-    std::vector<double> cv;
+  /// The terms of a combination whose coefficients are not zero.
+  static void nonzero_terms(const std::vector<const Var*>& ks, const std::vector<double>& cs, std::vector<Var>& kv,
+                            std::vector<double>& cv) {
     for (size_t j = 0; j < ks.size(); ++j)
       if (cs[j] != 0.0) {
         kv.push_back(*ks[j]);
         cv.push_back(cs[j]);
       }
+  }
+  Var comb(const Var* x, const std::vector<const Var*>& ks, const std::vector<double>& cs) {
+    std::vector<Var> kv;
+    std::vector<double> cv;
+    nonzero_terms(ks, cs, kv, cv);
     if (kv.empty()) return x ? *x : Var(backend::unary(UnaryOp::Affine, ks[0]->data(), 0.0));
     return lincomb(x ? *x : Var(), kv, cv);
   }
@@ -541,6 +542,9 @@ inline void validate(const Var& x0, const std::vector<double>& t, const Options&
   NANODE_CHECK(o.max_steps > 0, "odeint: max_steps must be positive");
   NANODE_CHECK(o.gradient == Gradient::Direct || x0.ndim() <= 4, "odeint: ", gradient_name(o.gradient),
                " mode stacks outputs along a new axis, so states may have at most 4 axes (got ", x0.shape(), ")");
+  // Inside a CUDA graph capture there are no values to read yet (a NaN in a
+  // replayed input shows in the outputs instead).
+  if (x0.device().is_cuda() && cuda::graph_capturing(x0.device().index)) return;
   const double total = backend::sum_all(x0.data()).item<double>();
   NANODE_CHECK(std::isfinite(total), "odeint: the initial state x0 contains NaN or infinite values");
 }

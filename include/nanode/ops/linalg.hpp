@@ -44,8 +44,9 @@ inline Var linear(const Var& x, const Var& weight, const Var& bias = Var()) {
                  " does not match weight ", weight.shape());
   const Tensor tx = x.data(), tw = weight.data();
   const int64_t in = tw.size(1), out_f = tw.size(0);
-  Tensor y2 = backend::matmul(tx.reshape({-1, in}), tw, false, true);
-  if (has_bias) y2 = backend::binary(BinaryOp::Add, y2, bias.data());
+  // With a bias on CUDA: one cuBLASLt call (bias epilogue) instead of a GEMM and an add.
+  const Tensor y2 = has_bias ? backend::linear_bias(tx.reshape({-1, in}), tw, bias.data())
+                             : backend::matmul(tx.reshape({-1, in}), tw, false, true);
   std::vector<int64_t> out_dims = tx.shape().vec();
   out_dims.back() = out_f;
   Tensor y = y2.reshape(out_dims);

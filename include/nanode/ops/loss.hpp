@@ -65,4 +65,25 @@ inline Var dropout(const Var& x, double p, bool training, Generator& gen = defau
                      [mask](const Tensor& g, GradInputs& gi) { gi.set(0, backend::binary(BinaryOp::Mul, g, mask)); });
 }
 
+/// KL(q || p) of diagonal Gaussians q = N(mu_q, exp(logvar_q)), p = N(mu_p,
+/// exp(logvar_p)), elementwise (same shape as the inputs; sum over the latent axes
+/// and average over the batch as the model needs, as SVG's KL term does).
+NANODE_REGISTER_OP(gaussian_kl);
+inline Var gaussian_kl(const Var& mu_q, const Var& logvar_q, const Var& mu_p, const Var& logvar_p) {
+  NANODE_CHECK(mu_q.shape() == logvar_q.shape() && mu_p.shape() == logvar_p.shape(), "gaussian_kl: each mean must have "
+               "its log-variance's shape, got ", mu_q.shape(), " / ", logvar_q.shape(), " and ", mu_p.shape(), " / ",
+               logvar_p.shape());
+  return 0.5 * (logvar_p - logvar_q + (exp(logvar_q) + square(mu_q - mu_p)) * exp(-logvar_p) - 1.0);
+}
+
+/// mean(softplus(z) - y z): binary cross-entropy of targets y in [0, 1] against
+/// logits z, without forming sigmoid(z) (stable for large |z|). The reconstruction
+/// loss of binary frames.
+NANODE_REGISTER_OP(binary_cross_entropy_with_logits);
+inline Var binary_cross_entropy_with_logits(const Var& logits, const Var& targets) {
+  NANODE_CHECK(logits.shape() == targets.shape(), "binary_cross_entropy_with_logits: logits ", logits.shape(),
+               " and targets ", targets.shape(), " differ in shape");
+  return mean(softplus(logits) - targets * logits);
+}
+
 }  // namespace nanode

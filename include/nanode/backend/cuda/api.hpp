@@ -58,6 +58,14 @@ struct MultiLincomb {
     (dst, dst_pitch, src, src_pitch, width, rows, device))                                                         \
   X(void, synchronize, (int device), (device))                                                                     \
   /* Kernel launches, library calls and device copies issued so far (all devices): the launch count. */            \
+  /* CUDA graphs (CudaGraph): capture the device's stream, end it (the handle), replay, destroy; graph_calls */      \
+  /* is the number of device calls the capture recorded. */                                                        \
+  X(void, graph_begin, (int device), (device))                                                                     \
+  X(bool, graph_capturing, (int device), (device))                                                                 \
+  X(void*, graph_end, (int device), (device))                                                                      \
+  X(void, graph_replay, (void* graph, int device), (graph, device))                                                \
+  X(int64_t, graph_calls, (void* graph), (graph))                                                                  \
+  X(void, graph_destroy, (void* graph, int device), (graph, device))                                               \
   X(int64_t, device_calls, (int device), (device))                                                                 \
   X(void, fill_f32, (float* out, int64_t n, float value, int device), (out, n, value, device))                     \
   X(void, fill_i32, (int32_t* out, int64_t n, int32_t value, int device), (out, n, value, device))                 \
@@ -103,6 +111,11 @@ struct MultiLincomb {
     (const float* y, const float* g, const float* v, float* gx, float* gv_partial, int64_t B, int n, int k,        \
      int device),                                                                                                  \
     (y, g, v, gx, gv_partial, B, n, k, device))                                                                    \
+  /* y [m, n] = x [m, k] w [n, k]^T + bias [n] in one cuBLASLt call (bias epilogue); false: no algorithm, */     \
+  /* nothing written (the caller adds the bias itself). */                                                         \
+  X(bool, linear_bias_f32,                                                                                         \
+    (const float* x, const float* w, const float* bias, float* y, int64_t m, int64_t n, int64_t k, int device),    \
+    (x, w, bias, y, m, n, k, device))                                                                              \
   /* g[k, i] = z_k * gw[i]. */                                                                                     \
   X(void, outer_scale_f32, (const float* gw, const float* z_host, int nk, float* g, int64_t n, int device),        \
     (gw, z_host, nk, g, n, device))                                                                                \
