@@ -1,8 +1,11 @@
 // Modules, layers and optimisers.
 #include <catch2/catch.hpp>
 
+#include <atomic>
 #include <cmath>
+#include <thread>
 
+#include "nanode/models/classifier.hpp"
 #include "nanode/nanode.hpp"
 
 using namespace nanode;
@@ -97,4 +100,77 @@ TEST_CASE("a small network fits a linear target", "[nn]") {
   CHECK(first > 1.0);
   CHECK(last < 1e-4);
   CHECK(fc.bias.data().at({0}) == Approx(0.5).margin(0.01));
+}
+
+TEST_CASE("the thread pool runs every task once, nests inline, passes exceptions on and follows the affinity mask",
+          "[nn][threads]") {
+  const int cpus = cpu::available_cpus();
+  REQUIRE(cpus >= 1);
+  set_num_threads(1000);
+  CHECK(get_num_threads() == cpus);  // never more threads than CPUs the process may use
+  set_num_threads(2);
+  CHECK(get_num_threads() == std::min(2, cpus));
+  std::vector<std::atomic<int>> hits(1000);
+  cpu::parallel_tasks(1000, [&](int64_t i) { hits[static_cast<size_t>(i)].fetch_add(1); });
+  for (auto& h : hits) REQUIRE(h.load() == 1);
+  // Nested: each outer chunk runs an inner parallel_for (inline, in order).
+  std::vector<std::atomic<int>> cells(64 * 100);
+  cpu::parallel_for(64, 1, [&](int64_t b, int64_t e) {
+    for (int64_t o = b; o < e; ++o)
+      cpu::parallel_for(100, 10, [&](int64_t ib, int64_t ie) {
+        for (int64_t i = ib; i < ie; ++i) cells[static_cast<size_t>(o * 100 + i)].fetch_add(1);
+      });
+  });
+  for (auto& c : cells) REQUIRE(c.load() == 1);
+  // A task's exception reaches the caller; the pool works afterwards.
+  CHECK_THROWS_WITH(cpu::parallel_tasks(100,
+                                        [](int64_t i) {
+                                          if (i == 37) fail("task ", i, " failed");
+                                        }),
+                    Contains("task 37 failed"));
+  std::atomic<int64_t> sum{0};
+  cpu::parallel_tasks(100, [&](int64_t i) { sum += i; });
+  CHECK(sum.load() == 4950);
+  // Two threads calling at once: one gets the pool, the other runs inline.
+  std::atomic<int64_t> total{0};
+  auto caller = [&] {
+    for (int r = 0; r < 200; ++r) cpu::parallel_tasks(16, [&](int64_t i) { total += i; });
+  };
+  std::thread other(caller);
+  caller();
+  other.join();
+  CHECK(total.load() == 2 * 200 * 120);
+}
+
+TEST_CASE("results are bit-identical with 1 and 2 threads: GEMMs split in slabs and a classifier training step",
+          "[nn][threads]") {
+  if (cpu::available_cpus() < 2) WARN("only one CPU available: 1 and 2 threads are the same here");
+  auto run = [](int threads) {
+    set_num_threads(threads);
+    std::vector<std::vector<float>> out;
+    // A product large enough for gemm() to split it (several slabs).
+    Generator g(5);
+    Tensor a = Tensor::uniform({300, 150}, -1, 1, g), b = Tensor::uniform({150, 260}, -1, 1, g);
+    REQUIRE(cpu::gemm_split(300, 260, 150).blocks > 1);
+    out.push_back(matmul(Var(a), Var(b)).data().to_vector<float>());
+    // One training step of the default classifier (Winograd and im2col convolutions,
+    // batch and group norm, pooling, cross-entropy) on 16 images.
+    manual_seed(3);
+    models::Classifier model(models::ClassifierOptions{});
+    Tensor x = Tensor::uniform({16, 1, 28, 28}, 0, 1);
+    std::vector<int32_t> lv(16);
+    for (size_t i = 0; i < lv.size(); ++i) lv[i] = static_cast<int32_t>(i % 10);
+    Var loss = cross_entropy(model.forward(Var(x)), Tensor::from_vector(lv, {16}));
+    loss.backward();
+    out.push_back(loss.data().to_vector<float>());
+    for (auto& p : model.parameters()) out.push_back(p.grad().to_vector<float>());
+    return out;
+  };
+  const auto one = run(1), two = run(2);
+  set_num_threads(cpu::default_threads());
+  REQUIRE(one.size() == two.size());
+  for (size_t i = 0; i < one.size(); ++i) {
+    INFO("result " << i);
+    CHECK(one[i] == two[i]);
+  }
 }

@@ -157,7 +157,10 @@ TEST_CASE("Winograd 3x3 convolution equals im2col, forward and backward", "[ops]
     Shape x;
     int64_t co, pad;
   };
-  for (const Case& c : {Case{{2, 3, 6, 6}, 4, 1}, Case{{3, 2, 7, 5}, 3, 0}, Case{{1, 4, 5, 8}, 2, 2}, Case{{2, 1, 3, 3}, 1, 1}}) {
+  // The last two: several batches of images per GEMM (a short last one) over
+  // several groups, and images too large to batch (one per GEMM).
+  for (const Case& c : {Case{{2, 3, 6, 6}, 4, 1}, Case{{3, 2, 7, 5}, 3, 0}, Case{{1, 4, 5, 8}, 2, 2}, Case{{2, 1, 3, 3}, 1, 1},
+                        Case{{40, 2, 5, 5}, 3, 1}, Case{{3, 2, 30, 29}, 2, 1}}) {
     INFO("input " << c.x << ", " << c.co << " outputs, padding " << c.pad);
     Generator g(21);
     Tensor x = Tensor::uniform(c.x, -1, 1, g, DType::Float64);

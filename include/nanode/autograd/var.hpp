@@ -14,6 +14,7 @@
 #include <vector>
 
 #include "nanode/backend/dispatch.hpp"
+#include "nanode/core/profile.hpp"
 
 namespace nanode {
 
@@ -90,6 +91,7 @@ struct VarImpl {
   bool graph_freed = false;
   bool retains_grad = false;
   const char* op = "leaf";
+  const std::string* scope = profile::current_scope();  // the profiler's scope that made it (when profiling)
   std::vector<std::shared_ptr<VarImpl>> inputs;
   BackwardFn backward;
 
@@ -397,7 +399,12 @@ inline void run_backward(const char* api, const std::vector<Var>& roots, const s
       std::vector<bool> needs(node->inputs.size());
       for (size_t i = 0; i < needs.size(); ++i) needs[i] = reaches(node->inputs[i].get());
       GradInputs gin(std::move(needs));
-      node->backward(g, gin);
+      if (profile::enabled()) {
+        profile::BackwardTimer timer(node->scope);
+        node->backward(g, gin);
+      } else {
+        node->backward(g, gin);
+      }
       for (size_t i = 0; i < node->inputs.size(); ++i)
         if (gin.need(i) && gin[i].defined()) deliver(node->inputs[i].get(), std::move(gin[i]), node->op);
     }

@@ -66,7 +66,7 @@ inline Tensor conv2d_forward(const Tensor& x, const Tensor& w, const Tensor& bia
   }
   if (cpu::winograd::applicable(g)) {
     Tensor U = Tensor::empty(Shape{16, g.Co, g.C}, x.dtype());
-    Tensor work = Tensor::empty(Shape{cpu::conv_workers(g.N) * cpu::winograd::workspace_per_group(g)}, x.dtype());
+    Tensor work = Tensor::empty(Shape{cpu::winograd::workspace_size(g)}, x.dtype());
     dispatch_float(x.dtype(), "conv2d", [&](auto tag) {
       using T = decltype(tag);
       cpu::winograd::transform_filter<T>(w.data<T>(), U.data<T>(), g.Co, g.C);
@@ -139,7 +139,7 @@ inline ConvGrads conv2d_backward(const Tensor& x, const Tensor& w, const Tensor&
     Tensor dU = need_weight ? Tensor::empty(Shape{16, g.Co, g.C}, x.dtype()) : Tensor();
     if (need_input) r.input = Tensor::empty(Shape{g.N, g.C, g.H, g.W}, x.dtype());
     if (need_weight) r.weight = Tensor::empty(Shape{g.Co, g.C, 3, 3}, x.dtype());
-    Tensor work = Tensor::empty(Shape{cpu::conv_workers(g.N) * cpu::winograd::workspace_per_group(g)}, x.dtype());
+    Tensor work = Tensor::empty(Shape{cpu::winograd::workspace_size(g)}, x.dtype());
     dispatch_float(x.dtype(), "conv2d_backward", [&](auto tag) {
       using T = decltype(tag);
       cpu::winograd::transform_filter<T>(w.data<T>(), U.data<T>(), g.Co, g.C);

@@ -24,6 +24,7 @@
 #include <string>
 #include <vector>
 
+#include "nanode/core/profile.hpp"
 #include "nanode/nn/layers.hpp"
 #include "nanode/ops/pool.hpp"
 #include "nanode/ode/gradient_modes.hpp"
@@ -84,7 +85,15 @@ class ResidualConvDynamics : public ode::Dynamics {
   ResidualConvDynamics(const std::string& family, int64_t channels, const tv::FamilyOptions& fo)
       : norm_(register_module("norm", std::make_shared<nn::GroupNorm>(std::gcd(channels, int64_t{8}), channels))),
         conv_(register_module("conv", tv::make_time_conv(family, channels, channels, 3, Conv2dOptions(1, 1), fo))) {}
-  Var forward(double t, const Var& x) override { return conv_->forward(t, relu(norm_->forward(x))); }
+  Var forward(double t, const Var& x) override {
+    Var a;
+    {
+      profile::Scope s("norm");
+      a = relu(norm_->forward(x));
+    }
+    profile::Scope s("conv");
+    return conv_->forward(t, a);
+  }
 
  private:
   std::shared_ptr<nn::GroupNorm> norm_;
@@ -147,11 +156,21 @@ class Classifier : public nn::Module {
   Var forward(const Var& x) {
     NANODE_CHECK(x.ndim() == 4 && x.size(1) == o_.in_channels, "Classifier: expected images [N, ", o_.in_channels,
                  ", H, W], got ", x.shape());
-    Var h = max_pool2d(relu(stem_bn_->forward(stem_->forward(x))), 2);
+    // Scopes name the parts for profile:: (free when profiling is off).
+    Var h;
+    {
+      profile::Scope p("stem");
+      h = max_pool2d(relu(stem_bn_->forward(stem_->forward(x))), 2);
+    }
     for (size_t s = 0; s < blocks_.size(); ++s) {
-      if (s > 0) h = relu(down_bn_[s - 1]->forward(down_[s - 1]->forward(h)));
+      if (s > 0) {
+        profile::Scope p(("down" + std::to_string(s)).c_str());
+        h = relu(down_bn_[s - 1]->forward(down_[s - 1]->forward(h)));
+      }
+      profile::Scope p(("block" + std::to_string(s)).c_str());
       h = blocks_[s]->forward(h);
     }
+    profile::Scope p("head");
     return head_->forward(flatten(global_avg_pool2d(relu(head_norm_->forward(h)))));
   }
 

@@ -17,11 +17,12 @@ using CMatMap = Eigen::Map<const RowMat<T>, 0, Eigen::OuterStride<>>;
 template <class T>
 using MatMap = Eigen::Map<RowMat<T>, 0, Eigen::OuterStride<>>;
 
-/// Row-major C[m, n] = alpha op(A) op(B) + beta C, op(A) m x k, op(B) k x n.
-/// A is stored m x k (lda) or, transposed, k x m; likewise B.
+/// One GEMM on the calling thread (Eigen's product): row-major C[m, n] = alpha
+/// op(A) op(B) + beta C, op(A) m x k, op(B) k x n; A is stored m x k (lda) or,
+/// transposed, k x m; likewise B.
 template <class T>
-void gemm(bool ta, bool tb, int64_t m, int64_t n, int64_t k, T alpha, const T* a, int64_t lda,
-          const T* b, int64_t ldb, T beta, T* c, int64_t ldc) {
+void gemm_serial(bool ta, bool tb, int64_t m, int64_t n, int64_t k, T alpha, const T* a, int64_t lda,
+                 const T* b, int64_t ldb, T beta, T* c, int64_t ldc) {
   if (m == 0 || n == 0) return;
   MatMap<T> C(c, m, n, Eigen::OuterStride<>(ldc));
   if (k == 0) {
@@ -45,8 +46,47 @@ void gemm(bool ta, bool tb, int64_t m, int64_t n, int64_t k, T alpha, const T* a
   else run(A.transpose(), B.transpose());
 }
 
-/// `batch` GEMMs at fixed strides. Small problems run one per thread; large ones
-/// one after another with Eigen's threaded GEMM.
+/// How gemm() splits C: `blocks` slabs of `step` rows (along m) or columns (along
+/// n), each a GEMM of its own. A function of the shape only, so a product's bits
+/// do not depend on the thread count. Small products stay whole; a slab is at
+/// least 64 wide and about 1 MFLOP, at most 8 slabs, cut at multiples of 16.
+struct GemmSplit {
+  bool rows = true;
+  int64_t blocks = 1, step = 0;
+};
+inline GemmSplit gemm_split(int64_t m, int64_t n, int64_t k) {
+  GemmSplit s;
+  const int64_t flops = 2 * m * n * k;
+  s.rows = m >= n;  // split the larger side: the other operand is packed once per slab
+  const int64_t dim = s.rows ? m : n;
+  s.blocks = std::max<int64_t>(1, std::min<int64_t>({8, dim / 64, flops >> 20}));
+  s.step = s.blocks > 1 ? ((dim + s.blocks - 1) / s.blocks + 15) / 16 * 16 : dim;
+  s.blocks = (dim + s.step - 1) / s.step;
+  return s;
+}
+
+/// Row-major C[m, n] = alpha op(A) op(B) + beta C (see gemm_serial), split into
+/// slabs (gemm_split) that the thread pool runs in parallel.
+template <class T>
+void gemm(bool ta, bool tb, int64_t m, int64_t n, int64_t k, T alpha, const T* a, int64_t lda, const T* b,
+          int64_t ldb, T beta, T* c, int64_t ldc) {
+  if (m == 0 || n == 0) return;
+  const GemmSplit s = gemm_split(m, n, k);
+  if (s.blocks == 1) {
+    gemm_serial(ta, tb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
+    return;
+  }
+  parallel_tasks(s.blocks, [&](int64_t i) {
+    const int64_t lo = i * s.step, len = std::min(s.step, (s.rows ? m : n) - lo);
+    if (s.rows)  // rows lo.. of C: rows of op(A)
+      gemm_serial(ta, tb, len, n, k, alpha, ta ? a + lo : a + lo * lda, lda, b, ldb, beta, c + lo * ldc, ldc);
+    else  // columns lo.. of C: columns of op(B)
+      gemm_serial(ta, tb, m, len, k, alpha, a, lda, tb ? b + lo * ldb : b + lo, ldb, beta, c + lo, ldc);
+  });
+}
+
+/// `batch` GEMMs at fixed strides. Small problems run in parallel one per task;
+/// large ones one after another, each split by gemm().
 template <class T>
 void gemm_batched(bool ta, bool tb, int64_t m, int64_t n, int64_t k, T alpha, const T* a, int64_t lda,
                   int64_t stride_a, const T* b, int64_t ldb, int64_t stride_b, T beta, T* c, int64_t ldc,

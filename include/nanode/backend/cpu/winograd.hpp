@@ -4,7 +4,14 @@
 // input patch d, so the channel sums become 16 GEMMs with 2.25x fewer
 // multiplications than im2col. The backward pass applies the adjoints of the
 // same transforms, so its gradients are exactly those of the forward computation.
-// Work is split by image: the tiles of one image never touch another's gradient.
+// Layout: each image is first copied channel-last and zero-padded ([Hp][Wp][C]),
+// so a tile's transform is 16 loads, 32 adds and 16 stores of contiguous channel
+// vectors (the compiler vectorises over channels) with no bounds checks; V and M
+// are [16][tiles][C] and [16][tiles][Co]. The tiles of a batch of images go
+// through the 16 GEMMs together (about 128 rows, so that small images still make
+// GEMMs of a useful size); batches are split over a fixed number of groups
+// (kConvGroups), each summing its own weight gradient, so results do not depend
+// on the thread count.
 #include <algorithm>
 #include <cstdint>
 #include <vector>
@@ -32,10 +39,36 @@ inline Tiles tiles(const ConvGeom& g) {
   return {th, tw, th * tw};
 }
 
-/// Scratch per image group: V, M (or dM), dV as [16][C or Co][P], and a [16][Co][C] partial.
-inline int64_t workspace_per_group(const ConvGeom& g) {
+/// Images whose tiles share one set of GEMMs: about 128 tiles.
+inline int64_t batch_images(const ConvGeom& g) {
   const int64_t P = tiles(g).per_image;
-  return 16 * g.C * P + 16 * g.Co * P + 16 * g.C * P + 16 * g.Co * g.C;
+  return std::max<int64_t>(1, std::min<int64_t>(g.N, 128 / std::max<int64_t>(P, 1)));
+}
+
+struct Plan {
+  int64_t P, nb, batches, groups, Hp, Wp, per_group;
+};
+/// Batches, groups and per-group scratch: V, M (or dM) and dV as [16][nb P][C or
+/// Co], a [16][Co][C] weight-gradient partial, a padded channel-last image and a
+/// channel-last output (or output gradient) image.
+inline Plan plan(const ConvGeom& g) {
+  Plan p;
+  const Tiles tl = tiles(g);
+  p.P = tl.per_image;
+  p.nb = batch_images(g);
+  p.batches = (g.N + p.nb - 1) / p.nb;
+  p.groups = std::max<int64_t>(1, std::min<int64_t>(kConvGroups, p.batches));
+  p.Hp = 2 * tl.th + 2, p.Wp = 2 * tl.tw + 2;
+  const int64_t rows = p.nb * p.P;
+  p.per_group = 16 * rows * g.C + 16 * rows * g.Co + 16 * rows * g.C + 16 * g.Co * g.C + p.Hp * p.Wp * g.C +
+                4 * tl.th * tl.tw * g.Co;
+  return p;
+}
+
+/// Scratch the forward and backward passes need (elements).
+inline int64_t workspace_size(const ConvGeom& g) {
+  const Plan p = plan(g);
+  return p.groups * p.per_group;
 }
 
 /// U[xi][co][c] = (G w[co][c] G^T)[xi], G = [[1,0,0],[1/2,1/2,1/2],[1/2,-1/2,1/2],[0,0,1]].
@@ -85,182 +118,229 @@ void transform_filter_adjoint(const T* dU, T* dw, int64_t Co, int64_t C) {
   }
 }
 
-/// V[xi][c][t] = (B^T d B)[xi] for the 4x4 patch d of tile t of one image (zero
-/// outside the image). B^T = [[1,0,-1,0],[0,1,1,0],[0,-1,1,0],[0,1,0,-1]].
-/// Tile by tile: interior tiles read their patch without bounds checks.
+namespace detail {
+
 template <class T>
-void transform_input(const T* x, T* V, const ConvGeom& g, const Tiles& tl) {
-  const int64_t P = tl.per_image, stride = g.C * P;
-  for (int64_t c = 0; c < g.C; ++c) {
-    const T* xc = x + c * g.H * g.W;
-    T* vc = V + c * P;
-    for (int64_t ty = 0; ty < tl.th; ++ty) {
-      const int64_t y0 = 2 * ty - g.ph;
-      const bool rows_in = y0 >= 0 && y0 + 3 < g.H;
-      for (int64_t tx = 0; tx < tl.tw; ++tx) {
-        const int64_t x0 = 2 * tx - g.pw;
-        T d[4][4];
-        if (rows_in && x0 >= 0 && x0 + 3 < g.W) {
-          for (int i = 0; i < 4; ++i) {
-            const T* src = xc + (y0 + i) * g.W + x0;
-            d[i][0] = src[0], d[i][1] = src[1], d[i][2] = src[2], d[i][3] = src[3];
-          }
-        } else {
-          for (int i = 0; i < 4; ++i) {
-            const int64_t yy = y0 + i;
-            for (int j = 0; j < 4; ++j) {
-              const int64_t xx = x0 + j;
-              d[i][j] = (yy >= 0 && yy < g.H && xx >= 0 && xx < g.W) ? xc[yy * g.W + xx] : T(0);
-            }
-          }
-        }
-        T r[4][4];  // B^T d
-        for (int j = 0; j < 4; ++j) {
-          r[0][j] = d[0][j] - d[2][j];
-          r[1][j] = d[1][j] + d[2][j];
-          r[2][j] = d[2][j] - d[1][j];
-          r[3][j] = d[1][j] - d[3][j];
-        }
-        T* v = vc + ty * tl.tw + tx;
-        for (int i = 0; i < 4; ++i) {  // (B^T d) B
-          v[(i * 4 + 0) * stride] = r[i][0] - r[i][2];
-          v[(i * 4 + 1) * stride] = r[i][1] + r[i][2];
-          v[(i * 4 + 2) * stride] = r[i][2] - r[i][1];
-          v[(i * 4 + 3) * stride] = r[i][1] - r[i][3];
-        }
-      }
-    }
-  }
+using RowMajor = Eigen::Matrix<T, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
+template <class T>
+using StridedMap = Eigen::Map<RowMajor<T>, 0, Eigen::OuterStride<>>;
+template <class T>
+using CStridedMap = Eigen::Map<const RowMajor<T>, 0, Eigen::OuterStride<>>;
+
+/// xp [Hp][Wp][C] = x [C][H][W] moved to (row + ph, column + pw), zero elsewhere.
+template <class T>
+void pad_channels_last(const T* x, T* xp, int64_t C, int64_t H, int64_t W, int64_t ph, int64_t pw, int64_t Hp,
+                       int64_t Wp) {
+  std::fill(xp, xp + Hp * Wp * C, T(0));
+  const int64_t w = std::min(W, Wp - pw);
+  for (int64_t y = 0; y < H && y + ph < Hp; ++y)
+    StridedMap<T>(xp + ((y + ph) * Wp + pw) * C, w, C, Eigen::OuterStride<>(C)) =
+        CStridedMap<T>(x + y * W, C, w, Eigen::OuterStride<>(H * W)).transpose();
 }
 
-/// The adjoint of transform_input: accumulates B dV B^T into the image gradient.
+/// x [C][H][W] = the window at (ph, pw) of xp [Hp][Wp][C] (a channel-last image).
 template <class T>
-void transform_input_adjoint(const T* dV, T* dx, const ConvGeom& g, const Tiles& tl) {
-  const int64_t P = tl.per_image, stride = g.C * P;
-  for (int64_t c = 0; c < g.C; ++c) {
-    T* dxc = dx + c * g.H * g.W;
-    const T* vc = dV + c * P;
-    for (int64_t ty = 0; ty < tl.th; ++ty) {
-      const int64_t y0 = 2 * ty - g.ph;
-      const bool rows_in = y0 >= 0 && y0 + 3 < g.H;
-      for (int64_t tx = 0; tx < tl.tw; ++tx) {
-        const T* v = vc + ty * tl.tw + tx;
-        T r[4][4];  // (dV) B^T, row by row
-        for (int i = 0; i < 4; ++i) {
-          const T v0 = v[(i * 4 + 0) * stride], v1 = v[(i * 4 + 1) * stride];
-          const T v2 = v[(i * 4 + 2) * stride], v3 = v[(i * 4 + 3) * stride];
-          r[i][0] = v0;
-          r[i][1] = v1 - v2 + v3;
-          r[i][2] = v1 + v2 - v0;
-          r[i][3] = -v3;
-        }
-        T d[4][4];  // B (dV B^T)
-        for (int j = 0; j < 4; ++j) {
-          d[0][j] = r[0][j];
-          d[1][j] = r[1][j] - r[2][j] + r[3][j];
-          d[2][j] = r[1][j] + r[2][j] - r[0][j];
-          d[3][j] = -r[3][j];
-        }
-        const int64_t x0 = 2 * tx - g.pw;
-        if (rows_in && x0 >= 0 && x0 + 3 < g.W) {
-          for (int i = 0; i < 4; ++i) {
-            T* dst = dxc + (y0 + i) * g.W + x0;
-            dst[0] += d[i][0], dst[1] += d[i][1], dst[2] += d[i][2], dst[3] += d[i][3];
-          }
-        } else {
-          for (int i = 0; i < 4; ++i) {
-            const int64_t yy = y0 + i;
-            if (yy < 0 || yy >= g.H) continue;
-            for (int j = 0; j < 4; ++j) {
-              const int64_t xx = x0 + j;
-              if (xx >= 0 && xx < g.W) dxc[yy * g.W + xx] += d[i][j];
-            }
-          }
-        }
-      }
-    }
-  }
+void crop_channels_first(const T* xp, T* x, int64_t C, int64_t H, int64_t W, int64_t ph, int64_t pw, int64_t Wp) {
+  for (int64_t y = 0; y < H; ++y)
+    StridedMap<T>(x + y * W, C, W, Eigen::OuterStride<>(H * W)) =
+        CStridedMap<T>(xp + ((y + ph) * Wp + pw) * C, W, C, Eigen::OuterStride<>(C)).transpose();
 }
 
-/// y[co] tiles = A^T M A (+ bias), cropped to Ho x Wo. A^T = [[1,1,1,0],[0,1,-1,-1]].
+}  // namespace detail
+
+namespace detail {
+/// Channels a transform handles at once: local arrays of this many lanes keep
+/// the arithmetic free of aliasing, so the compiler vectorises it.
+constexpr int64_t kLanes = 16;
+
+/// dst[0..L) = src[0..n), zeros after (n <= L).
 template <class T>
-void transform_output(const T* M, const T* bias, T* y, const ConvGeom& g, const Tiles& tl) {
-  const int64_t P = tl.per_image, stride = g.Co * P;
-  for (int64_t co = 0; co < g.Co; ++co) {
-    T* yc = y + co * g.Ho * g.Wo;
-    const T* mc = M + co * P;
-    const T b = bias ? bias[co] : T(0);
-    for (int64_t ty = 0; ty < tl.th; ++ty) {
-      const int64_t oy = 2 * ty;
-      for (int64_t tx = 0; tx < tl.tw; ++tx) {
-        const T* m = mc + ty * tl.tw + tx;
-        T r[4][2];  // m A
-        for (int i = 0; i < 4; ++i) {
-          const T m0 = m[(i * 4 + 0) * stride], m1 = m[(i * 4 + 1) * stride];
-          const T m2 = m[(i * 4 + 2) * stride], m3 = m[(i * 4 + 3) * stride];
-          r[i][0] = m0 + m1 + m2;
-          r[i][1] = m1 - m2 - m3;
-        }
-        const int64_t ox = 2 * tx;
-        for (int j = 0; j < 2 && ox + j < g.Wo; ++j) {
-          yc[oy * g.Wo + ox + j] = r[0][j] + r[1][j] + r[2][j] + b;
-          if (oy + 1 < g.Ho) yc[(oy + 1) * g.Wo + ox + j] = r[1][j] - r[2][j] - r[3][j] + b;
-        }
-      }
-    }
+inline void load_lanes(T* __restrict dst, const T* __restrict src, int64_t n) {
+  if (n == kLanes) {
+    for (int64_t l = 0; l < kLanes; ++l) dst[l] = src[l];
+  } else {
+    for (int64_t l = 0; l < kLanes; ++l) dst[l] = l < n ? src[l] : T(0);
   }
 }
-
-/// The adjoint of transform_output: dM[xi][co][t] = (A dY A^T)[xi], dY zero outside Ho x Wo.
 template <class T>
-void transform_output_adjoint(const T* gy, T* dM, const ConvGeom& g, const Tiles& tl) {
-  const int64_t P = tl.per_image, stride = g.Co * P;
-  for (int64_t co = 0; co < g.Co; ++co) {
-    const T* gc = gy + co * g.Ho * g.Wo;
-    T* mc = dM + co * P;
-    for (int64_t ty = 0; ty < tl.th; ++ty) {
-      const int64_t oy = 2 * ty;
-      for (int64_t tx = 0; tx < tl.tw; ++tx) {
-        const int64_t ox = 2 * tx;
-        T dy[2][2];
+inline void store_lanes(T* __restrict dst, const T* __restrict src, int64_t n) {
+  if (n == kLanes) {
+    for (int64_t l = 0; l < kLanes; ++l) dst[l] = src[l];
+  } else {
+    for (int64_t l = 0; l < n; ++l) dst[l] = src[l];
+  }
+}
+template <class T>
+inline void add_lanes(T* __restrict dst, const T* __restrict src, int64_t n) {
+  if (n == kLanes) {
+    for (int64_t l = 0; l < kLanes; ++l) dst[l] += src[l];
+  } else {
+    for (int64_t l = 0; l < n; ++l) dst[l] += src[l];
+  }
+}
+}  // namespace detail
+
+/// V[xi][row0 + t][c] = (B^T d B)[xi] for the 4x4 patch d (every channel) of tile t
+/// of one image, from its padded channel-last copy xp; V has `rows` rows per xi.
+/// B^T = [[1,0,-1,0],[0,1,1,0],[0,-1,1,0],[0,1,0,-1]].
+template <class T>
+void transform_input(const T* xp, T* V, int64_t row0, int64_t rows, int64_t C, const Tiles& tl, int64_t Wp) {
+  constexpr int64_t L = detail::kLanes;
+  const int64_t xs = rows * C, rs = Wp * C;  // between xi; between rows of the patch
+  alignas(64) T d[4][4][L], o[16][L];
+  for (int64_t ty = 0; ty < tl.th; ++ty)
+    for (int64_t tx = 0; tx < tl.tw; ++tx) {
+      const T* src = xp + (2 * ty * Wp + 2 * tx) * C;
+      T* v = V + (row0 + ty * tl.tw + tx) * C;
+      for (int64_t c0 = 0; c0 < C; c0 += L) {
+        const int64_t n = std::min(L, C - c0);
+        for (int i = 0; i < 4; ++i)
+          for (int j = 0; j < 4; ++j) detail::load_lanes(d[i][j], src + i * rs + j * C + c0, n);
+        for (int64_t l = 0; l < L; ++l) {
+          T r[4][4];  // B^T d
+          for (int j = 0; j < 4; ++j) {
+            r[0][j] = d[0][j][l] - d[2][j][l];
+            r[1][j] = d[1][j][l] + d[2][j][l];
+            r[2][j] = d[2][j][l] - d[1][j][l];
+            r[3][j] = d[1][j][l] - d[3][j][l];
+          }
+          for (int i = 0; i < 4; ++i) {  // (B^T d) B
+            o[i * 4 + 0][l] = r[i][0] - r[i][2];
+            o[i * 4 + 1][l] = r[i][1] + r[i][2];
+            o[i * 4 + 2][l] = r[i][2] - r[i][1];
+            o[i * 4 + 3][l] = r[i][1] - r[i][3];
+          }
+        }
+        for (int xi = 0; xi < 16; ++xi) detail::store_lanes(v + xi * xs + c0, o[xi], n);
+      }
+    }
+}
+
+/// The adjoint of transform_input: adds B dV B^T of every tile into the padded
+/// channel-last gradient dxp (zeroed by the caller).
+template <class T>
+void transform_input_adjoint(const T* dV, int64_t row0, int64_t rows, T* dxp, int64_t C, const Tiles& tl, int64_t Wp) {
+  constexpr int64_t L = detail::kLanes;
+  const int64_t xs = rows * C, rs = Wp * C;
+  alignas(64) T v[16][L], d[4][4][L];
+  for (int64_t ty = 0; ty < tl.th; ++ty)
+    for (int64_t tx = 0; tx < tl.tw; ++tx) {
+      const T* src = dV + (row0 + ty * tl.tw + tx) * C;
+      T* dst = dxp + (2 * ty * Wp + 2 * tx) * C;
+      for (int64_t c0 = 0; c0 < C; c0 += L) {
+        const int64_t n = std::min(L, C - c0);
+        for (int xi = 0; xi < 16; ++xi) detail::load_lanes(v[xi], src + xi * xs + c0, n);
+        for (int64_t l = 0; l < L; ++l) {
+          T r[4][4];  // dV B^T, row by row
+          for (int i = 0; i < 4; ++i) {
+            const T v0 = v[i * 4 + 0][l], v1 = v[i * 4 + 1][l], v2 = v[i * 4 + 2][l], v3 = v[i * 4 + 3][l];
+            r[i][0] = v0;
+            r[i][1] = v1 - v2 + v3;
+            r[i][2] = v1 + v2 - v0;
+            r[i][3] = -v3;
+          }
+          for (int j = 0; j < 4; ++j) {  // B (dV B^T)
+            d[0][j][l] = r[0][j];
+            d[1][j][l] = r[1][j] - r[2][j] + r[3][j];
+            d[2][j][l] = r[1][j] + r[2][j] - r[0][j];
+            d[3][j][l] = -r[3][j];
+          }
+        }
+        for (int i = 0; i < 4; ++i)
+          for (int j = 0; j < 4; ++j) detail::add_lanes(dst + i * rs + j * C + c0, d[i][j], n);
+      }
+    }
+}
+
+/// yt [2 th][2 tw][Co] (channel-last, whole tiles) = A^T M A (+ bias) for the tiles
+/// of one image. A^T = [[1,1,1,0],[0,1,-1,-1]].
+template <class T>
+void transform_output(const T* M, int64_t row0, int64_t rows, const T* bias, T* yt, int64_t Co, const Tiles& tl) {
+  constexpr int64_t L = detail::kLanes;
+  const int64_t xs = rows * Co, ws = 2 * tl.tw * Co;  // between xi; between output rows
+  alignas(64) T m[16][L], y[2][2][L], b[L];
+  for (int64_t ty = 0; ty < tl.th; ++ty)
+    for (int64_t tx = 0; tx < tl.tw; ++tx) {
+      const T* src = M + (row0 + ty * tl.tw + tx) * Co;
+      T* dst = yt + (2 * ty * 2 * tl.tw + 2 * tx) * Co;
+      for (int64_t c0 = 0; c0 < Co; c0 += L) {
+        const int64_t n = std::min(L, Co - c0);
+        for (int xi = 0; xi < 16; ++xi) detail::load_lanes(m[xi], src + xi * xs + c0, n);
+        if (bias) detail::load_lanes(b, bias + c0, n);
+        else std::fill(b, b + L, T(0));
+        for (int64_t l = 0; l < L; ++l) {
+          T r[4][2];  // m A
+          for (int i = 0; i < 4; ++i) {
+            r[i][0] = m[i * 4 + 0][l] + m[i * 4 + 1][l] + m[i * 4 + 2][l];
+            r[i][1] = m[i * 4 + 1][l] - m[i * 4 + 2][l] - m[i * 4 + 3][l];
+          }
+          for (int j = 0; j < 2; ++j) {
+            y[0][j][l] = r[0][j] + r[1][j] + r[2][j] + b[l];
+            y[1][j][l] = r[1][j] - r[2][j] - r[3][j] + b[l];
+          }
+        }
         for (int i = 0; i < 2; ++i)
-          for (int j = 0; j < 2; ++j)
-            dy[i][j] = (oy + i < g.Ho && ox + j < g.Wo) ? gc[(oy + i) * g.Wo + ox + j] : T(0);
-        T c[4][2];  // A dY
-        for (int j = 0; j < 2; ++j) {
-          c[0][j] = dy[0][j];
-          c[1][j] = dy[0][j] + dy[1][j];
-          c[2][j] = dy[0][j] - dy[1][j];
-          c[3][j] = -dy[1][j];
-        }
-        T* m = mc + ty * tl.tw + tx;
-        for (int i = 0; i < 4; ++i) {  // (A dY) A^T
-          m[(i * 4 + 0) * stride] = c[i][0];
-          m[(i * 4 + 1) * stride] = c[i][0] + c[i][1];
-          m[(i * 4 + 2) * stride] = c[i][0] - c[i][1];
-          m[(i * 4 + 3) * stride] = -c[i][1];
-        }
+          for (int j = 0; j < 2; ++j) detail::store_lanes(dst + i * ws + j * Co + c0, y[i][j], n);
       }
     }
-  }
+}
+
+/// The adjoint of transform_output: dM[xi][row0 + t][co] = (A dY A^T)[xi] from the
+/// channel-last output gradient gyt [2 th][2 tw][Co] (zero outside Ho x Wo).
+template <class T>
+void transform_output_adjoint(const T* gyt, T* dM, int64_t row0, int64_t rows, int64_t Co, const Tiles& tl) {
+  constexpr int64_t L = detail::kLanes;
+  const int64_t xs = rows * Co, ws = 2 * tl.tw * Co;
+  alignas(64) T dy[2][2][L], m[16][L];
+  for (int64_t ty = 0; ty < tl.th; ++ty)
+    for (int64_t tx = 0; tx < tl.tw; ++tx) {
+      const T* src = gyt + (2 * ty * 2 * tl.tw + 2 * tx) * Co;
+      T* dst = dM + (row0 + ty * tl.tw + tx) * Co;
+      for (int64_t c0 = 0; c0 < Co; c0 += L) {
+        const int64_t n = std::min(L, Co - c0);
+        for (int i = 0; i < 2; ++i)
+          for (int j = 0; j < 2; ++j) detail::load_lanes(dy[i][j], src + i * ws + j * Co + c0, n);
+        for (int64_t l = 0; l < L; ++l) {
+          const T a0 = dy[0][0][l], a1 = dy[0][1][l], b0 = dy[1][0][l], b1 = dy[1][1][l];
+          const T c[4][2] = {{a0, a1}, {a0 + b0, a1 + b1}, {a0 - b0, a1 - b1}, {-b0, -b1}};  // A dY
+          for (int i = 0; i < 4; ++i) {  // (A dY) A^T
+            m[i * 4 + 0][l] = c[i][0];
+            m[i * 4 + 1][l] = c[i][0] + c[i][1];
+            m[i * 4 + 2][l] = c[i][0] - c[i][1];
+            m[i * 4 + 3][l] = -c[i][1];
+          }
+        }
+        for (int xi = 0; xi < 16; ++xi) detail::store_lanes(dst + xi * xs + c0, m[xi], n);
+      }
+    }
 }
 
 /// y = conv3x3(x, w) + bias. U: the transformed filter [16][Co][C]. `work` holds
-/// conv_workers(N) groups of workspace_per_group(g).
+/// workspace_size(g) elements.
 template <class T>
 void forward(const T* x, const T* U, const T* bias, T* y, const ConvGeom& g, T* work) {
   const Tiles tl = tiles(g);
-  const int64_t P = tl.per_image, groups = conv_workers(g.N), per = workspace_per_group(g);
-  parallel_for(groups, 1, [&](int64_t gb, int64_t ge) {
+  const Plan pl = plan(g);
+  const int64_t cap = pl.nb * pl.P;
+  parallel_for(pl.groups, 1, [&](int64_t gb, int64_t ge) {
     for (int64_t gi = gb; gi < ge; ++gi) {
-      T* V = work + gi * per;
-      T* M = V + 16 * g.C * P;
-      for (int64_t n = gi; n < g.N; n += groups) {
-        transform_input(x + n * g.C * g.H * g.W, V, g, tl);
-        for (int xi = 0; xi < 16; ++xi)
-          gemm<T>(false, false, g.Co, P, g.C, T(1), U + xi * g.Co * g.C, g.C, V + xi * g.C * P, P, T(0),
-                  M + xi * g.Co * P, P);
-        transform_output(M, bias, y + n * g.Co * g.Ho * g.Wo, g, tl);
+      T* V = work + gi * pl.per_group;
+      T* M = V + 16 * cap * g.C;
+      T* xp = M + 16 * cap * g.Co + 16 * cap * g.C + 16 * g.Co * g.C;
+      T* yt = xp + pl.Hp * pl.Wp * g.C;
+      for (int64_t b = gi; b < pl.batches; b += pl.groups) {
+        const int64_t n0 = b * pl.nb, cnt = std::min(pl.nb, g.N - n0), rows = cnt * pl.P;
+        for (int64_t k = 0; k < cnt; ++k) {
+          detail::pad_channels_last(x + (n0 + k) * g.C * g.H * g.W, xp, g.C, g.H, g.W, g.ph, g.pw, pl.Hp, pl.Wp);
+          transform_input(xp, V, k * pl.P, rows, g.C, tl, pl.Wp);
+        }
+        for (int xi = 0; xi < 16; ++xi)  // M_xi [rows, Co] = V_xi [rows, C] U_xi^T
+          gemm<T>(false, true, rows, g.Co, g.C, T(1), V + xi * rows * g.C, g.C, U + xi * g.Co * g.C, g.C, T(0),
+                  M + xi * rows * g.Co, g.Co);
+        for (int64_t k = 0; k < cnt; ++k) {
+          transform_output(M, k * pl.P, rows, bias, yt, g.Co, tl);
+          detail::crop_channels_first(yt, y + (n0 + k) * g.Co * g.Ho * g.Wo, g.Co, g.Ho, g.Wo, 0, 0, 2 * tl.tw);
+        }
       }
     }
   });
@@ -271,30 +351,43 @@ void forward(const T* x, const T* U, const T* bias, T* y, const ConvGeom& g, T* 
 template <class T>
 void backward(const T* x, const T* U, const T* gy, T* gx, T* dU, const ConvGeom& g, T* work) {
   const Tiles tl = tiles(g);
-  const int64_t P = tl.per_image, groups = conv_workers(g.N), per = workspace_per_group(g);
-  const int64_t usize = 16 * g.Co * g.C;
-  parallel_for(groups, 1, [&](int64_t gb, int64_t ge) {
+  const Plan pl = plan(g);
+  const int64_t usize = 16 * g.Co * g.C, cap = pl.nb * pl.P;
+  parallel_for(pl.groups, 1, [&](int64_t gb, int64_t ge) {
     for (int64_t gi = gb; gi < ge; ++gi) {
-      T* V = work + gi * per;
-      T* dM = V + 16 * g.C * P;
-      T* dV = dM + 16 * g.Co * P;
-      T* part = dV + 16 * g.C * P;
+      T* V = work + gi * pl.per_group;
+      T* dM = V + 16 * cap * g.C;
+      T* dV = dM + 16 * cap * g.Co;
+      T* part = dV + 16 * cap * g.C;
+      T* xp = part + usize;
+      T* gyt = xp + pl.Hp * pl.Wp * g.C;
       bool first = true;
-      for (int64_t n = gi; n < g.N; n += groups) {
-        transform_output_adjoint(gy + n * g.Co * g.Ho * g.Wo, dM, g, tl);
+      for (int64_t b = gi; b < pl.batches; b += pl.groups) {
+        const int64_t n0 = b * pl.nb, cnt = std::min(pl.nb, g.N - n0), rows = cnt * pl.P;
+        for (int64_t k = 0; k < cnt; ++k) {
+          // The output gradient channel-last over whole tiles, zero outside Ho x Wo.
+          detail::pad_channels_last(gy + (n0 + k) * g.Co * g.Ho * g.Wo, gyt, g.Co, g.Ho, g.Wo, 0, 0, 2 * tl.th,
+                                    2 * tl.tw);
+          transform_output_adjoint(gyt, dM, k * pl.P, rows, g.Co, tl);
+        }
         if (gx) {
-          for (int xi = 0; xi < 16; ++xi)
-            gemm<T>(true, false, g.C, P, g.Co, T(1), U + xi * g.Co * g.C, g.C, dM + xi * g.Co * P, P, T(0),
-                    dV + xi * g.C * P, P);
-          T* gxn = gx + n * g.C * g.H * g.W;
-          std::fill(gxn, gxn + g.C * g.H * g.W, T(0));
-          transform_input_adjoint(dV, gxn, g, tl);
+          for (int xi = 0; xi < 16; ++xi)  // dV_xi [rows, C] = dM_xi [rows, Co] U_xi
+            gemm<T>(false, false, rows, g.C, g.Co, T(1), dM + xi * rows * g.Co, g.Co, U + xi * g.Co * g.C, g.C, T(0),
+                    dV + xi * rows * g.C, g.C);
+          for (int64_t k = 0; k < cnt; ++k) {
+            std::fill(xp, xp + pl.Hp * pl.Wp * g.C, T(0));
+            transform_input_adjoint(dV, k * pl.P, rows, xp, g.C, tl, pl.Wp);
+            detail::crop_channels_first(xp, gx + (n0 + k) * g.C * g.H * g.W, g.C, g.H, g.W, g.ph, g.pw, pl.Wp);
+          }
         }
         if (dU) {
-          transform_input(x + n * g.C * g.H * g.W, V, g, tl);
-          for (int xi = 0; xi < 16; ++xi)
-            gemm<T>(false, true, g.Co, g.C, P, T(1), dM + xi * g.Co * P, P, V + xi * g.C * P, P, first ? T(0) : T(1),
-                    part + xi * g.Co * g.C, g.C);
+          for (int64_t k = 0; k < cnt; ++k) {
+            detail::pad_channels_last(x + (n0 + k) * g.C * g.H * g.W, xp, g.C, g.H, g.W, g.ph, g.pw, pl.Hp, pl.Wp);
+            transform_input(xp, V, k * pl.P, rows, g.C, tl, pl.Wp);
+          }
+          for (int xi = 0; xi < 16; ++xi)  // dU_xi [Co, C] += dM_xi^T V_xi
+            gemm<T>(true, false, g.Co, g.C, rows, T(1), dM + xi * rows * g.Co, g.Co, V + xi * rows * g.C, g.C,
+                    first ? T(0) : T(1), part + xi * g.Co * g.C, g.C);
           first = false;
         }
       }
@@ -302,8 +395,9 @@ void backward(const T* x, const T* U, const T* gy, T* gx, T* dU, const ConvGeom&
     }
   });
   if (dU) {
-    std::copy(work + per - usize, work + per, dU);
-    for (int64_t gi = 1; gi < groups; ++gi) ArrMap<T>(dU, usize) += CArrMap<T>(work + gi * per + per - usize, usize);
+    const auto part = [&](int64_t gi) { return work + gi * pl.per_group + 16 * cap * (2 * g.C + g.Co); };
+    std::copy(part(0), part(0) + usize, dU);
+    for (int64_t gi = 1; gi < pl.groups; ++gi) ArrMap<T>(dU, usize) += CArrMap<T>(part(gi), usize);
   }
 }
 
