@@ -112,3 +112,48 @@ TEST_CASE("ops reject bad input with errors naming op and shapes", "[autograd][e
                     Contains("target 3 in row 1 is outside [0, 3)"));
   CHECK_THROWS_WITH(max_pool2d(Var(Tensor::zeros({1, 1, 2, 2})), 3), Contains("larger than the padded input"));
 }
+
+TEST_CASE("basis_combine's gradient, summed over many uses in one sweep, equals the sum of its outer products",
+          "[autograd][basis]") {
+  // W_s = sum_k z_s[k] A[k] at 5 "times", each used by its own op; A also used directly.
+  Generator gen(17);
+  Var A(Tensor::uniform({3, 2, 4}, -1, 1, gen, DType::Float64), true);
+  const std::vector<std::vector<double>> zs{{1, 0.5, -2}, {0.3, 0.1, 0.7}, {-1, 2, 0}, {0.25, -0.5, 1.5}, {2, 2, 2}};
+  std::vector<Tensor> us;
+  auto loss_of = [&](const Var& coeffs) {
+    Var loss = sum(square(coeffs)) * 0.5;  // a direct use: dA += A
+    for (size_t s = 0; s < zs.size(); ++s) loss = loss + sum(basis_combine(coeffs, zs[s]) * Var(us[s]));
+    return loss;
+  };
+  for (size_t s = 0; s < zs.size(); ++s) us.push_back(Tensor::uniform({2, 4}, -1, 1, gen, DType::Float64));
+  // Hand-computed: dA[k] = A[k] + sum_s z_s[k] u_s.
+  const auto a = A.data().to_vector<double>();
+  std::vector<double> want(a.size());
+  for (size_t k = 0; k < 3; ++k)
+    for (size_t j = 0; j < 8; ++j) {
+      double v = a[k * 8 + j];
+      for (size_t s = 0; s < zs.size(); ++s) v += zs[s][k] * us[s].to_vector<double>()[j];
+      want[k * 8 + j] = v;
+    }
+  loss_of(A).backward();
+  const auto got = A.grad().to_vector<double>();
+  for (size_t i = 0; i < want.size(); ++i) CHECK(got[i] == Approx(want[i]).margin(1e-12));
+  // Through a non-leaf (coefficients computed from A): dA = 3 * (3 A + sum_s z_s u_s).
+  Var A2(A.data(), true);
+  loss_of(A2 * 3.0).backward();
+  const auto got2 = A2.grad().to_vector<double>();
+  for (size_t i = 0; i < want.size(); ++i) CHECK(got2[i] == Approx(3 * (want[i] + 2 * a[i])).margin(1e-12));
+  // grad() gives the same as backward(), and a second backward() accumulates.
+  Var A3(A.data(), true);
+  const auto g3 = grad({loss_of(A3)}, {}, {A3})[0].to_vector<double>();
+  for (size_t i = 0; i < want.size(); ++i) CHECK(g3[i] == Approx(want[i]).margin(1e-12));
+  loss_of(A).backward();
+  const auto twice = A.grad().to_vector<double>();
+  for (size_t i = 0; i < want.size(); ++i) CHECK(twice[i] == Approx(2 * want[i]).margin(1e-12));
+  // The sweep itself against outer_scale, term by term, in float32.
+  const Tensor g0 = Tensor::uniform({5000}, -1, 1, gen), g1 = Tensor::uniform({5000}, -1, 1, gen);
+  const Tensor sum2 = backend::outer_sum({{1.5, -2.0}, {0.25, 4.0}}, {g0, g1}, Shape{2, 5000});
+  const auto s2 = sum2.to_vector<float>(), e0 = backend::basis_combine_backward(g0, {1.5, -2.0}).to_vector<float>(),
+             e1 = backend::basis_combine_backward(g1, {0.25, 4.0}).to_vector<float>();
+  for (size_t i = 0; i < s2.size(); ++i) REQUIRE(s2[i] == Approx(e0[i] + e1[i]).margin(1e-5));
+}

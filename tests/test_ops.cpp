@@ -38,8 +38,9 @@ TEST_CASE("conv2d, conv_transpose2d and pooling on known values", "[ops]") {
   Var w(Tensor::ones({1, 1, 3, 3}, DType::Float64));
   Tensor y = conv2d(x, w, Var(T64({0.5}, {1})), Conv2dOptions(1, 1)).data();
   CHECK(y.shape() == Shape({1, 1, 4, 4}));
-  CHECK(y.at({0, 0, 1, 1}) == 54.5);            // 1+2+3+5+6+7+9+10+11 + bias
-  CHECK(y.at({0, 0, 0, 0}) == 1 + 2 + 5 + 6 + 0.5);  // corner sees the zero padding
+  // Winograd F(4x4, 3x3) (its 1/6 and 1/24 round in float64): equal to 1e-12.
+  CHECK(y.at({0, 0, 1, 1}) == Approx(54.5).margin(1e-12));                 // 1+2+3+5+6+7+9+10+11 + bias
+  CHECK(y.at({0, 0, 0, 0}) == Approx(1 + 2 + 5 + 6 + 0.5).margin(1e-12));  // corner sees the zero padding
   Tensor s2 = conv2d(x, w, Var(), Conv2dOptions(2, 0)).data();
   CHECK(s2.shape() == Shape({1, 1, 1, 1}));
   CHECK(s2.at({0, 0, 0, 0}) == 54);
@@ -207,4 +208,20 @@ TEST_CASE("the video model's ops: nearest upsampling, Gaussian KL and BCE with l
   CHECK(binary_cross_entropy_with_logits(t({-3}), t({0.25})).data().item() ==
         Approx(std::log1p(std::exp(-3.0)) + 0.75));
   CHECK(binary_cross_entropy_with_logits(t({-800}), t({0})).data().item() == 0.0);
+}
+
+TEST_CASE("2x2 max pooling picks the first maximum, and a NaN, as the general windows do", "[ops][pool]") {
+  const double nan = std::nan("");
+  // Windows [1 NaN; NaN 3] and [5 2; 5 7], then [4 4; 4 4] and [-1 -2; -3 -1] (ties: the first).
+  const Tensor x = Tensor::from_vector<double>({1, nan, 5, 2, nan, 3, 5, 7, 4, 4, -1, -2, 4, 4, -3, -1}, {1, 1, 4, 4});
+  for (const auto& [k, s, p] : {std::tuple<int64_t, int64_t, int64_t>{2, 2, 0}}) {
+    const cpu::ConvGeom g = backend::pool_geom("pool", x.shape(), k, k, s, s, p, p);
+    auto [y, idx] = backend::max_pool2d_forward(x, g);
+    const auto v = y.to_vector<double>();
+    CHECK(std::isnan(v[0]));  // a NaN wins; the later one (row 1) ends the window
+    CHECK(v[1] == 7);
+    CHECK(v[2] == 4);
+    CHECK(v[3] == -1);
+    CHECK(idx.to_vector<int32_t>() == std::vector<int32_t>{4, 7, 8, 10});
+  }
 }

@@ -56,19 +56,35 @@ class EnableGradGuard {
   bool prev_;
 };
 
+/// A gradient given as an outer product: z (x) g, of shape [z.size(), g.shape...].
+struct OuterGrad {
+  std::vector<double> z;
+  Tensor g;
+};
+
 /// What an op's backward fills: one gradient per input, only where needed.
 class GradInputs {
  public:
-  explicit GradInputs(std::vector<bool> needs) : needs_(std::move(needs)), grads_(needs_.size()) {}
+  explicit GradInputs(std::vector<bool> needs)
+      : needs_(std::move(needs)), grads_(needs_.size()), outers_(needs_.size()) {}
   bool need(size_t i) const { return needs_[i]; }
   void set(size_t i, Tensor g) {
     if (needs_[i]) grads_[i] = std::move(g);
   }
+  /// Input i's gradient is z (x) g. The backward pass keeps such terms and sums
+  /// them in one sweep when the input's gradient is needed, so the gradient of
+  /// coefficients a solve combines at every step (basis_combine) costs one pass
+  /// over them instead of one per step. On the CPU only (elsewhere: set()).
+  void set_outer(size_t i, std::vector<double> z, Tensor g) {
+    if (needs_[i]) outers_[i] = OuterGrad{std::move(z), std::move(g)};
+  }
   Tensor& operator[](size_t i) { return grads_[i]; }
+  OuterGrad& outer(size_t i) { return outers_[i]; }
 
  private:
   std::vector<bool> needs_;
   std::vector<Tensor> grads_;
+  std::vector<OuterGrad> outers_;
 };
 
 using BackwardFn = std::function<void(const Tensor& grad_out, GradInputs& grads)>;
@@ -365,6 +381,43 @@ inline void run_backward(const char* api, const std::vector<Var>& roots, const s
   }
 
   std::unordered_map<VarImpl*, GradSlot> pending;
+  // Outer-product gradients (GradInputs::set_outer) per Var, summed when needed;
+  // `dense` holds what was summed early to bound the memory the terms hold.
+  struct Deferred {
+    std::vector<std::vector<double>> zs;
+    std::vector<Tensor> gs;
+    int64_t bytes = 0;
+    Tensor dense;
+    bool dense_shared = false;
+  };
+  std::unordered_map<VarImpl*, Deferred> deferred;
+  auto sum_terms = [](Deferred& d, const Shape& shape) {
+    if (d.gs.empty()) return;
+    Tensor s = backend::outer_sum(d.zs, d.gs, shape);
+    add_into(d.dense, d.dense_shared, std::move(s), shape, "basis_combine");
+    d.zs.clear(), d.gs.clear(), d.bytes = 0;
+  };
+  auto deliver_outer = [&](VarImpl* v, OuterGrad o, const char* from) {
+    std::vector<int64_t> dims = o.g.shape().vec();
+    dims.insert(dims.begin(), static_cast<int64_t>(o.z.size()));
+    NANODE_CHECK(Shape(dims) == v->data.shape(), "backward: op '", from, "' produced a gradient of shape ", Shape(dims),
+                 " for an input of shape ", v->data.shape());
+    Deferred& d = deferred[v];
+    d.bytes += o.g.nbytes();
+    d.zs.push_back(std::move(o.z));
+    d.gs.push_back(std::move(o.g));
+    // Terms beyond 8x the gradient's own size (at least 64 MiB) are summed now.
+    if (d.bytes > std::max<int64_t>(int64_t{64} << 20, 8 * v->data.nbytes())) sum_terms(d, v->data.shape());
+  };
+  auto take_deferred = [&](VarImpl* v) {
+    Tensor out;
+    if (auto it = deferred.find(v); it != deferred.end()) {
+      sum_terms(it->second, v->data.shape());
+      out = std::move(it->second.dense);
+      deferred.erase(it);
+    }
+    return out;
+  };
   auto deliver = [&](VarImpl* v, Tensor g, const char* from) {
     if (terminal_sink(v)) {
       GradSlot& s = (*sink_grads)[sinks->at(v)];
@@ -385,10 +438,13 @@ inline void run_backward(const char* api, const std::vector<Var>& roots, const s
     const bool run = leads[node];
     if (!run && !is_sink(node)) continue;
     Tensor g;
+    bool g_shared = false;
     if (auto p = pending.find(node); p != pending.end()) {
       g = std::move(p->second.g);
+      g_shared = p->second.shared;
       pending.erase(p);
     }
+    if (Tensor dg = take_deferred(node); dg.defined()) add_into(g, g_shared, std::move(dg), node->data.shape(), node->op);
     if (g.defined() && is_sink(node)) {  // a non-leaf input of grad(): its total gradient
       GradSlot& s = (*sink_grads)[sinks->at(node)];
       add_into(s.g, s.shared, g, node->data.shape(), node->op);
@@ -405,8 +461,11 @@ inline void run_backward(const char* api, const std::vector<Var>& roots, const s
       } else {
         node->backward(g, gin);
       }
-      for (size_t i = 0; i < node->inputs.size(); ++i)
+      for (size_t i = 0; i < node->inputs.size(); ++i) {
         if (gin.need(i) && gin[i].defined()) deliver(node->inputs[i].get(), std::move(gin[i]), node->op);
+        if (gin.need(i) && gin.outer(i).g.defined())
+          deliver_outer(node->inputs[i].get(), std::move(gin.outer(i)), node->op);
+      }
     }
     if (!retain_graph) {
       node->backward = nullptr;
@@ -414,6 +473,11 @@ inline void run_backward(const char* api, const std::vector<Var>& roots, const s
       node->graph_freed = true;
     }
   }
+  // Outer-product terms left over belong to leaves and to sinks not expanded.
+  std::vector<VarImpl*> rest;
+  for (const auto& [v, d] : deferred) rest.push_back(v);
+  for (VarImpl* v : rest)
+    if (v->is_leaf || terminal_sink(v)) deliver(v, take_deferred(v), "basis_combine");
 }
 
 /// grad() with every input a wall: see run_backward's stop_at_sinks. What the ODE

@@ -417,6 +417,43 @@ inline Tensor basis_combine_backward(const Tensor& g, const std::vector<double>&
   return ga;
 }
 
+/// sum_s z_s (x) g_s, of `shape` = [K, g.shape...], for gradients g_s (all the same
+/// shape, dtype and device) and K-vectors z_s: basis_combine's gradient summed
+/// over its uses in one sweep on the CPU (a block of the result stays in cache
+/// while the terms stream through; s in order, so the sum does not depend on the
+/// thread count); elsewhere one basis_combine_backward per term.
+inline Tensor outer_sum(const std::vector<std::vector<double>>& zs, const std::vector<Tensor>& gs, const Shape& shape) {
+  NANODE_CHECK(!gs.empty() && zs.size() == gs.size(), "outer_sum: ", zs.size(), " z vectors for ", gs.size(), " terms");
+  const Tensor& g0 = gs[0];
+  if (!g0.device().is_cpu()) {
+    Tensor acc = basis_combine_backward(gs[0], zs[0]);
+    for (size_t s = 1; s < gs.size(); ++s) axpy_(acc, 1.0, basis_combine_backward(gs[s], zs[s]));
+    return acc;
+  }
+  const int64_t n = g0.numel();
+  const int K = static_cast<int>(zs[0].size());
+  const int S = static_cast<int>(gs.size());
+  for (int s = 0; s < S; ++s)
+    NANODE_CHECK(gs[s].numel() == n && gs[s].dtype() == g0.dtype() && gs[s].device().is_cpu() &&
+                     static_cast<int>(zs[s].size()) == K,
+                 "outer_sum: term ", s, " does not match the first");
+  Tensor out = Tensor::empty(shape, g0.dtype(), g0.device());
+  NANODE_CHECK(out.numel() == static_cast<int64_t>(K) * n, "outer_sum: shape ", shape, " is not [", K, ", ", g0.shape(), "]");
+  if (out.numel() == 0) return out;
+  dispatch_float(g0.dtype(), "outer_sum", [&](auto tag) {
+    using T = decltype(tag);
+    std::vector<const T*> gp(static_cast<size_t>(S));
+    std::vector<T> zt(static_cast<size_t>(S) * static_cast<size_t>(K));
+    for (int s = 0; s < S; ++s) {
+      gp[static_cast<size_t>(s)] = gs[s].data<T>();
+      for (int k = 0; k < K; ++k)
+        zt[static_cast<size_t>(s * K + k)] = static_cast<T>(zs[static_cast<size_t>(s)][static_cast<size_t>(k)]);
+    }
+    cpu::outer_sum<T>(gp.data(), zt.data(), S, K, out.data<T>(), n);
+  });
+  return out;
+}
+
 /// basis_combine with z = z(t) of `spec`: on CUDA one kernel evaluates z and
 /// combines (the fused W4 kernel); on the CPU z is evaluated here and combined as
 /// above. The same numbers either way (basis_math is the one definition of z).

@@ -65,11 +65,11 @@ inline Tensor conv2d_forward(const Tensor& x, const Tensor& w, const Tensor& bia
     return y;
   }
   if (cpu::winograd::applicable(g)) {
-    Tensor U = Tensor::empty(Shape{16, g.Co, g.C}, x.dtype());
+    Tensor U = Tensor::empty(Shape{cpu::winograd::filter_size(g)}, x.dtype());
     Tensor work = Tensor::empty(Shape{cpu::winograd::workspace_size(g)}, x.dtype());
     dispatch_float(x.dtype(), "conv2d", [&](auto tag) {
       using T = decltype(tag);
-      cpu::winograd::transform_filter<T>(w.data<T>(), U.data<T>(), g.Co, g.C);
+      cpu::winograd::transform_filter<T>(w.data<T>(), U.data<T>(), g);
       cpu::winograd::forward<T>(x.data<T>(), U.data<T>(), bias.defined() ? bias.data<T>() : nullptr, y.data<T>(), g,
                                 work.data<T>());
     });
@@ -135,17 +135,17 @@ inline ConvGrads conv2d_backward(const Tensor& x, const Tensor& w, const Tensor&
   if (need_bias) r.bias = sum(gy, {0, 2, 3}, false);
   if (!need_input && !need_weight) return r;
   if (cpu::winograd::applicable(g) && g.N > 0 && gy.device().is_cpu()) {
-    Tensor U = Tensor::empty(Shape{16, g.Co, g.C}, x.dtype());
-    Tensor dU = need_weight ? Tensor::empty(Shape{16, g.Co, g.C}, x.dtype()) : Tensor();
+    Tensor U = Tensor::empty(Shape{cpu::winograd::filter_size(g)}, x.dtype());
+    Tensor dU = need_weight ? Tensor::empty(Shape{cpu::winograd::filter_size(g)}, x.dtype()) : Tensor();
     if (need_input) r.input = Tensor::empty(Shape{g.N, g.C, g.H, g.W}, x.dtype());
     if (need_weight) r.weight = Tensor::empty(Shape{g.Co, g.C, 3, 3}, x.dtype());
     Tensor work = Tensor::empty(Shape{cpu::winograd::workspace_size(g)}, x.dtype());
     dispatch_float(x.dtype(), "conv2d_backward", [&](auto tag) {
       using T = decltype(tag);
-      cpu::winograd::transform_filter<T>(w.data<T>(), U.data<T>(), g.Co, g.C);
+      cpu::winograd::transform_filter<T>(w.data<T>(), U.data<T>(), g);
       cpu::winograd::backward<T>(x.data<T>(), U.data<T>(), gy.data<T>(), need_input ? r.input.data<T>() : nullptr,
                                  need_weight ? dU.data<T>() : nullptr, g, work.data<T>());
-      if (need_weight) cpu::winograd::transform_filter_adjoint<T>(dU.data<T>(), r.weight.data<T>(), g.Co, g.C);
+      if (need_weight) cpu::winograd::transform_filter_adjoint<T>(dU.data<T>(), r.weight.data<T>(), g);
     });
     return r;
   }

@@ -107,7 +107,10 @@ NANODE_REGISTER_OP(basis_combine);
 inline Var basis_combine(const Var& coeffs, const std::vector<double>& z) {
   Tensor w = backend::basis_combine(coeffs.data(), z);
   return make_result("basis_combine", w, {coeffs},
-                     [z](const Tensor& g, GradInputs& gi) { gi.set(0, backend::basis_combine_backward(g, z)); });
+                     [z](const Tensor& g, GradInputs& gi) {
+                       if (g.device().is_cpu()) gi.set_outer(0, z, g);  // summed over the uses in one sweep
+                       else gi.set(0, backend::basis_combine_backward(g, z));
+                     });
 }
 
 /// basis_combine with z = z(t) of a described basis (TimeBasis::spec): on CUDA one
@@ -117,7 +120,15 @@ inline Var basis_combine(const Var& coeffs, const BasisSpec& spec, double t) {
   Tensor w = backend::basis_combine_at(coeffs.data(), spec, t);
   auto sp = std::make_shared<BasisSpec>(spec);
   return make_result("basis_combine", w, {coeffs},
-                     [sp, t](const Tensor& g, GradInputs& gi) { gi.set(0, backend::basis_combine_at_backward(g, *sp, t)); });
+                     [sp, t](const Tensor& g, GradInputs& gi) {
+                       if (g.device().is_cpu()) {
+                         std::vector<double> z(static_cast<size_t>(sp->K));
+                         basis::eval(*sp, t, z.data());
+                         gi.set_outer(0, std::move(z), g);
+                       } else {
+                         gi.set(0, backend::basis_combine_at_backward(g, *sp, t));
+                       }
+                     });
 }
 
 

@@ -10,6 +10,37 @@ namespace nanode::cpu {
 /// Pooling windows use ConvGeom's kh, kw, sh, sw, ph, pw; planes = N * C.
 template <class T>
 void max_pool_forward(const T* x, T* y, int32_t* argmax, int64_t planes, const ConvGeom& g) {
+  if (g.kh == 2 && g.kw == 2 && g.sh == 2 && g.sw == 2 && g.ph == 0 && g.pw == 0) {
+    // 2x2 windows, stride 2, inside the plane: the same choice as the general loop
+    // below (row by row; a NaN wins and ends its row's scan), without bounds checks.
+    parallel_for(planes, 4, [&](int64_t b, int64_t e) {
+      for (int64_t p = b; p < e; ++p) {
+        const T* xp = x + p * g.H * g.W;
+        T* yp = y + p * g.Ho * g.Wo;
+        int32_t* ap = argmax + p * g.Ho * g.Wo;
+        for (int64_t oy = 0; oy < g.Ho; ++oy) {
+          const T* r0 = xp + 2 * oy * g.W;
+          const T* r1 = r0 + g.W;
+          for (int64_t ox = 0; ox < g.Wo; ++ox) {
+            const int64_t i = 2 * ox;
+            T best = r0[i];
+            int64_t at = 2 * oy * g.W + i;
+            if (!(best != best) && (r0[i + 1] > best || r0[i + 1] != r0[i + 1])) best = r0[i + 1], at += 1;
+            const T v2 = r1[i], v3 = r1[i + 1];
+            if (v2 > best || v2 != v2) {
+              best = v2, at = (2 * oy + 1) * g.W + i;
+              if (!(v2 != v2) && (v3 > best || v3 != v3)) best = v3, at += 1;
+            } else if (v3 > best || v3 != v3) {
+              best = v3, at = (2 * oy + 1) * g.W + i + 1;
+            }
+            yp[oy * g.Wo + ox] = best;
+            ap[oy * g.Wo + ox] = static_cast<int32_t>(at);
+          }
+        }
+      }
+    });
+    return;
+  }
   parallel_for(planes, 4, [&](int64_t b, int64_t e) {
     for (int64_t p = b; p < e; ++p) {
       const T* xp = x + p * g.H * g.W;

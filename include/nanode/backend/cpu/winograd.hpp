@@ -1,20 +1,21 @@
 #pragma once
-// 3x3, stride-1 convolution by Winograd's minimal filtering F(2x2, 3x3) (Lavin &
-// Gray, 2016): each 2x2 output tile is A^T [(G g G^T) . (B^T d B)] A for the 4x4
-// input patch d, so the channel sums become 16 GEMMs with 2.25x fewer
-// multiplications than im2col. The backward pass applies the adjoints of the
-// same transforms, so its gradients are exactly those of the forward computation.
+// 3x3, stride-1 convolution by Winograd's minimal filtering (Lavin & Gray, 2016):
+// F(4x4, 3x3) where the output is at least 4x4, else F(2x2, 3x3). Each m x m
+// output tile is A^T [(G g G^T) . (B^T d B)] A for the (m+2) x (m+2) input patch
+// d, so the channel sums become (m+2)^2 GEMMs: 4x (F(4)) or 2.25x (F(2)) fewer
+// multiplications than im2col. The backward pass applies the adjoints of the same
+// transforms, so its gradients are exactly those of the forward computation.
 // Layout: each image is first copied channel-last and zero-padded ([Hp][Wp][C]),
-// so a tile's transform is 16 loads, 32 adds and 16 stores of contiguous channel
-// vectors (the compiler vectorises over channels) with no bounds checks; V and M
-// are [16][tiles][C] and [16][tiles][Co]. The tiles of a batch of images go
-// through the 16 GEMMs together (about 128 rows, so that small images still make
-// GEMMs of a useful size); batches are split over a fixed number of groups
-// (kConvGroups), each summing its own weight gradient, so results do not depend
-// on the thread count.
+// so a tile's transform works on contiguous channel vectors (16 channels at a
+// time in local arrays, which the compiler vectorises) with no bounds checks; V
+// and M are [(m+2)^2][tiles][C] and [(m+2)^2][tiles][Co]. The tiles of a batch of
+// images go through the GEMMs together (about 128 rows, so that small images
+// still make GEMMs of a useful size); batches are split over a fixed number of
+// groups (kConvGroups), each summing its own weight gradient, so results do not
+// depend on the thread count.
 #include <algorithm>
 #include <cstdint>
-#include <vector>
+#include <cstring>
 
 #include "nanode/backend/cpu/conv.hpp"
 
@@ -31,37 +32,134 @@ inline bool applicable(const ConvGeom& g) {
   return enabled() && g.kh == 3 && g.kw == 3 && g.sh == 1 && g.sw == 1 && g.Ho >= 1 && g.Wo >= 1;
 }
 
+/// F(2x2, 3x3): B^T = [[1,0,-1,0],[0,1,1,0],[0,-1,1,0],[0,1,0,-1]],
+/// G = [[1,0,0],[1/2,1/2,1/2],[1/2,-1/2,1/2],[0,0,1]], A^T = [[1,1,1,0],[0,1,-1,-1]].
+/// Each function applies one factor (or its transpose: *_adj) to a vector whose
+/// entries V are scalars or SIMD vectors of S (one lane per channel).
+struct F2 {
+  static constexpr int m = 2, a = 4;
+  template <class S, class V>
+  static void in(const V* d, V* r) {  // B^T d
+    r[0] = d[0] - d[2], r[1] = d[1] + d[2], r[2] = d[2] - d[1], r[3] = d[1] - d[3];
+  }
+  template <class S, class V>
+  static void in_adj(const V* v, V* d) {  // B v
+    d[0] = v[0], d[1] = v[1] - v[2] + v[3], d[2] = v[1] + v[2] - v[0], d[3] = -v[3];
+  }
+  template <class S, class V>
+  static void out(const V* x, V* y) {  // A^T x
+    y[0] = x[0] + x[1] + x[2], y[1] = x[1] - x[2] - x[3];
+  }
+  template <class S, class V>
+  static void out_adj(const V* dy, V* x) {  // A dy
+    x[0] = dy[0], x[1] = dy[0] + dy[1], x[2] = dy[0] - dy[1], x[3] = -dy[1];
+  }
+  template <class S, class V>
+  static void filt(const V* g, V* u) {  // G g
+    u[0] = g[0], u[1] = S(0.5) * (g[0] + g[1] + g[2]), u[2] = S(0.5) * (g[0] - g[1] + g[2]), u[3] = g[2];
+  }
+  template <class S, class V>
+  static void filt_adj(const V* u, V* g) {  // G^T u
+    g[0] = u[0] + S(0.5) * (u[1] + u[2]), g[1] = S(0.5) * (u[1] - u[2]), g[2] = S(0.5) * (u[1] + u[2]) + u[3];
+  }
+};
+
+/// F(4x4, 3x3), interpolation points 0, +-1, +-2, infinity:
+/// B^T = [[4,0,-5,0,1,0],[0,-4,-4,1,1,0],[0,4,-4,-1,1,0],[0,-2,-1,2,1,0],[0,2,-1,-2,1,0],[0,4,0,-5,0,1]],
+/// G = [[1/4,0,0],[-1/6,-1/6,-1/6],[-1/6,1/6,-1/6],[1/24,1/12,1/6],[1/24,-1/12,1/6],[0,0,1]],
+/// A^T = [[1,1,1,1,1,0],[0,1,-1,2,-2,0],[0,1,1,4,4,0],[0,1,-1,8,-8,1]].
+struct F4 {
+  static constexpr int m = 4, a = 6;
+  template <class S, class V>
+  static void in(const V* d, V* r) {
+    r[0] = S(4) * d[0] - S(5) * d[2] + d[4];
+    r[1] = -S(4) * (d[1] + d[2]) + d[3] + d[4];
+    r[2] = S(4) * (d[1] - d[2]) - d[3] + d[4];
+    r[3] = S(2) * (d[3] - d[1]) - d[2] + d[4];
+    r[4] = S(2) * (d[1] - d[3]) - d[2] + d[4];
+    r[5] = S(4) * d[1] - S(5) * d[3] + d[5];
+  }
+  template <class S, class V>
+  static void in_adj(const V* v, V* d) {
+    d[0] = S(4) * v[0];
+    d[1] = S(4) * (v[2] - v[1] + v[5]) + S(2) * (v[4] - v[3]);
+    d[2] = -S(5) * v[0] - S(4) * (v[1] + v[2]) - v[3] - v[4];
+    d[3] = v[1] - v[2] + S(2) * (v[3] - v[4]) - S(5) * v[5];
+    d[4] = v[0] + v[1] + v[2] + v[3] + v[4];
+    d[5] = v[5];
+  }
+  template <class S, class V>
+  static void out(const V* x, V* y) {
+    const V p1 = x[1] + x[2], m1 = x[1] - x[2], p2 = x[3] + x[4], m2 = x[3] - x[4];
+    y[0] = x[0] + p1 + p2;
+    y[1] = m1 + S(2) * m2;
+    y[2] = p1 + S(4) * p2;
+    y[3] = m1 + S(8) * m2 + x[5];
+  }
+  template <class S, class V>
+  static void out_adj(const V* dy, V* x) {
+    x[0] = dy[0];
+    x[1] = dy[0] + dy[1] + dy[2] + dy[3];
+    x[2] = dy[0] - dy[1] + dy[2] - dy[3];
+    x[3] = dy[0] + S(2) * dy[1] + S(4) * dy[2] + S(8) * dy[3];
+    x[4] = dy[0] - S(2) * dy[1] + S(4) * dy[2] - S(8) * dy[3];
+    x[5] = dy[3];
+  }
+  template <class S, class V>
+  static void filt(const V* g, V* u) {
+    u[0] = g[0] / S(4);
+    u[1] = -(g[0] + g[1] + g[2]) / S(6);
+    u[2] = -(g[0] - g[1] + g[2]) / S(6);
+    u[3] = g[0] / S(24) + g[1] / S(12) + g[2] / S(6);
+    u[4] = g[0] / S(24) - g[1] / S(12) + g[2] / S(6);
+    u[5] = g[2];
+  }
+  template <class S, class V>
+  static void filt_adj(const V* u, V* g) {
+    g[0] = u[0] / S(4) - (u[1] + u[2]) / S(6) + (u[3] + u[4]) / S(24);
+    g[1] = (u[2] - u[1]) / S(6) + (u[3] - u[4]) / S(12);
+    g[2] = (u[3] + u[4] - u[1] - u[2]) / S(6) + u[5];
+  }
+};
+
+/// The output tile size used for this geometry: 4 when the output is at least 4x4.
+inline int tile_size(const ConvGeom& g) { return g.Ho >= 4 && g.Wo >= 4 ? 4 : 2; }
+
 struct Tiles {
   int64_t th, tw, per_image;
 };
-inline Tiles tiles(const ConvGeom& g) {
-  const int64_t th = (g.Ho + 1) / 2, tw = (g.Wo + 1) / 2;
+inline Tiles tiles(const ConvGeom& g, int m) {
+  const int64_t th = (g.Ho + m - 1) / m, tw = (g.Wo + m - 1) / m;
   return {th, tw, th * tw};
 }
 
-/// Images whose tiles share one set of GEMMs: about 128 tiles.
-inline int64_t batch_images(const ConvGeom& g) {
-  const int64_t P = tiles(g).per_image;
-  return std::max<int64_t>(1, std::min<int64_t>(g.N, 128 / std::max<int64_t>(P, 1)));
+/// Elements of the transformed filter U [(m+2)^2][Co][C].
+inline int64_t filter_size(const ConvGeom& g) {
+  const int64_t a = tile_size(g) + 2;
+  return a * a * g.Co * g.C;
 }
 
 struct Plan {
+  int m, a2;
+  Tiles tl;
   int64_t P, nb, batches, groups, Hp, Wp, per_group;
 };
-/// Batches, groups and per-group scratch: V, M (or dM) and dV as [16][nb P][C or
-/// Co], a [16][Co][C] weight-gradient partial, a padded channel-last image and a
-/// channel-last output (or output gradient) image.
+/// Tiles, batches, groups and per-group scratch: V, M (or dM) and dV as
+/// [(m+2)^2][nb P][C or Co], a [(m+2)^2][Co][C] weight-gradient partial, a padded
+/// channel-last image and a channel-last output (or output gradient) image.
 inline Plan plan(const ConvGeom& g) {
   Plan p;
-  const Tiles tl = tiles(g);
-  p.P = tl.per_image;
-  p.nb = batch_images(g);
+  p.m = tile_size(g);
+  p.a2 = (p.m + 2) * (p.m + 2);
+  p.tl = tiles(g, p.m);
+  p.P = p.tl.per_image;
+  p.nb = std::max<int64_t>(1, std::min<int64_t>(g.N, 128 / std::max<int64_t>(p.P, 1)));  // about 128 tiles
   p.batches = (g.N + p.nb - 1) / p.nb;
   p.groups = std::max<int64_t>(1, std::min<int64_t>(kConvGroups, p.batches));
-  p.Hp = 2 * tl.th + 2, p.Wp = 2 * tl.tw + 2;
+  p.Hp = p.m * p.tl.th + 2, p.Wp = p.m * p.tl.tw + 2;
   const int64_t rows = p.nb * p.P;
-  p.per_group = 16 * rows * g.C + 16 * rows * g.Co + 16 * rows * g.C + 16 * g.Co * g.C + p.Hp * p.Wp * g.C +
-                4 * tl.th * tl.tw * g.Co;
+  p.per_group = p.a2 * rows * (2 * g.C + g.Co) + p.a2 * g.Co * g.C + p.Hp * p.Wp * g.C +
+                p.m * p.tl.th * p.m * p.tl.tw * g.Co;
   return p;
 }
 
@@ -71,61 +169,7 @@ inline int64_t workspace_size(const ConvGeom& g) {
   return p.groups * p.per_group;
 }
 
-/// U[xi][co][c] = (G w[co][c] G^T)[xi], G = [[1,0,0],[1/2,1/2,1/2],[1/2,-1/2,1/2],[0,0,1]].
-template <class T>
-void transform_filter(const T* w, T* U, int64_t Co, int64_t C) {
-  const int64_t stride = Co * C;
-  for (int64_t k = 0; k < Co * C; ++k) {
-    const T* g = w + k * 9;
-    T tmp[4][3];  // G g
-    for (int j = 0; j < 3; ++j) {
-      const T g0 = g[0 * 3 + j], g1 = g[1 * 3 + j], g2 = g[2 * 3 + j];
-      tmp[0][j] = g0;
-      tmp[1][j] = T(0.5) * (g0 + g1 + g2);
-      tmp[2][j] = T(0.5) * (g0 - g1 + g2);
-      tmp[3][j] = g2;
-    }
-    for (int i = 0; i < 4; ++i) {
-      const T a = tmp[i][0], b = tmp[i][1], c = tmp[i][2];
-      U[(i * 4 + 0) * stride + k] = a;
-      U[(i * 4 + 1) * stride + k] = T(0.5) * (a + b + c);
-      U[(i * 4 + 2) * stride + k] = T(0.5) * (a - b + c);
-      U[(i * 4 + 3) * stride + k] = c;
-    }
-  }
-}
-
-/// The adjoint of transform_filter: dw[co][c] (3x3) from dU[xi][co][c].
-template <class T>
-void transform_filter_adjoint(const T* dU, T* dw, int64_t Co, int64_t C) {
-  const int64_t stride = Co * C;
-  for (int64_t k = 0; k < Co * C; ++k) {
-    T tmp[4][3];  // rows i of (du G)
-    for (int i = 0; i < 4; ++i) {
-      const T u0 = dU[(i * 4 + 0) * stride + k], u1 = dU[(i * 4 + 1) * stride + k];
-      const T u2 = dU[(i * 4 + 2) * stride + k], u3 = dU[(i * 4 + 3) * stride + k];
-      tmp[i][0] = u0 + T(0.5) * (u1 + u2);
-      tmp[i][1] = T(0.5) * (u1 - u2);
-      tmp[i][2] = T(0.5) * (u1 + u2) + u3;
-    }
-    T* g = dw + k * 9;
-    for (int j = 0; j < 3; ++j) {
-      const T u0 = tmp[0][j], u1 = tmp[1][j], u2 = tmp[2][j], u3 = tmp[3][j];
-      g[0 * 3 + j] = u0 + T(0.5) * (u1 + u2);
-      g[1 * 3 + j] = T(0.5) * (u1 - u2);
-      g[2 * 3 + j] = T(0.5) * (u1 + u2) + u3;
-    }
-  }
-}
-
 namespace detail {
-
-template <class T>
-using RowMajor = Eigen::Matrix<T, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
-template <class T>
-using StridedMap = Eigen::Map<RowMajor<T>, 0, Eigen::OuterStride<>>;
-template <class T>
-using CStridedMap = Eigen::Map<const RowMajor<T>, 0, Eigen::OuterStride<>>;
 
 /// xp [Hp][Wp][C] = x [C][H][W] moved to (row + ph, column + pw), zero elsewhere.
 template <class T>
@@ -133,232 +177,277 @@ void pad_channels_last(const T* x, T* xp, int64_t C, int64_t H, int64_t W, int64
                        int64_t Wp) {
   std::fill(xp, xp + Hp * Wp * C, T(0));
   const int64_t w = std::min(W, Wp - pw);
-  for (int64_t y = 0; y < H && y + ph < Hp; ++y)
-    StridedMap<T>(xp + ((y + ph) * Wp + pw) * C, w, C, Eigen::OuterStride<>(C)) =
-        CStridedMap<T>(x + y * W, C, w, Eigen::OuterStride<>(H * W)).transpose();
+  for (int64_t y = 0; y < H && y + ph < Hp; ++y) {
+    T* __restrict dst = xp + ((y + ph) * Wp + pw) * C;
+    for (int64_t c = 0; c < C; ++c) {
+      const T* __restrict src = x + (c * H + y) * W;
+      for (int64_t i = 0; i < w; ++i) dst[i * C + c] = src[i];
+    }
+  }
 }
 
-/// x [C][H][W] = the window at (ph, pw) of xp [Hp][Wp][C] (a channel-last image).
+/// x [C][H][W] = the window at (ph, pw) of xp [.][Wp][C] (a channel-last image).
 template <class T>
 void crop_channels_first(const T* xp, T* x, int64_t C, int64_t H, int64_t W, int64_t ph, int64_t pw, int64_t Wp) {
-  for (int64_t y = 0; y < H; ++y)
-    StridedMap<T>(x + y * W, C, W, Eigen::OuterStride<>(H * W)) =
-        CStridedMap<T>(xp + ((y + ph) * Wp + pw) * C, W, C, Eigen::OuterStride<>(C)).transpose();
+  for (int64_t y = 0; y < H; ++y) {
+    const T* __restrict src = xp + ((y + ph) * Wp + pw) * C;
+    for (int64_t c = 0; c < C; ++c) {
+      T* __restrict dst = x + (c * H + y) * W;
+      for (int64_t i = 0; i < W; ++i) dst[i] = src[i * C + c];
+    }
+  }
 }
 
-}  // namespace detail
-
-namespace detail {
-/// Channels a transform handles at once: local arrays of this many lanes keep
-/// the arithmetic free of aliasing, so the compiler vectorises it.
-constexpr int64_t kLanes = 16;
-
-/// dst[0..L) = src[0..n), zeros after (n <= L).
+/// A transform handles 64 bytes of channels at once as one GCC/Clang vector (16
+/// float or 8 double lanes; the compiler maps it onto whatever SIMD the target
+/// has), so the arithmetic is SIMD by construction, with no aliasing to prove.
 template <class T>
-inline void load_lanes(T* __restrict dst, const T* __restrict src, int64_t n) {
-  if (n == kLanes) {
-    for (int64_t l = 0; l < kLanes; ++l) dst[l] = src[l];
+struct Lanes;
+template <>
+struct Lanes<float> {
+  typedef float V __attribute__((vector_size(64)));
+};
+template <>
+struct Lanes<double> {
+  typedef double V __attribute__((vector_size(64)));
+};
+template <class T>
+using Vec = typename Lanes<T>::V;
+template <class T>
+constexpr int64_t kLanes = static_cast<int64_t>(sizeof(Vec<T>) / sizeof(T));
+
+/// src[0..n) as a vector, zeros after (n <= lanes).
+template <class T>
+inline Vec<T> load_lanes(const T* src, int64_t n) {
+  Vec<T> v;
+  if (n == kLanes<T>) {
+    std::memcpy(&v, src, sizeof(v));
   } else {
-    for (int64_t l = 0; l < kLanes; ++l) dst[l] = l < n ? src[l] : T(0);
+    T tmp[kLanes<T>] = {};
+    std::memcpy(tmp, src, static_cast<size_t>(n) * sizeof(T));
+    std::memcpy(&v, tmp, sizeof(v));
+  }
+  return v;
+}
+template <class T>
+inline void store_lanes(T* dst, const Vec<T>& v, int64_t n) {
+  if (n == kLanes<T>) {
+    std::memcpy(dst, &v, sizeof(v));
+  } else {
+    T tmp[kLanes<T>];
+    std::memcpy(tmp, &v, sizeof(v));
+    std::memcpy(dst, tmp, static_cast<size_t>(n) * sizeof(T));
   }
 }
 template <class T>
-inline void store_lanes(T* __restrict dst, const T* __restrict src, int64_t n) {
-  if (n == kLanes) {
-    for (int64_t l = 0; l < kLanes; ++l) dst[l] = src[l];
-  } else {
-    for (int64_t l = 0; l < n; ++l) dst[l] = src[l];
-  }
+inline void add_lanes(T* dst, const Vec<T>& v, int64_t n) {
+  store_lanes(dst, load_lanes(dst, n) + v, n);
 }
-template <class T>
-inline void add_lanes(T* __restrict dst, const T* __restrict src, int64_t n) {
-  if (n == kLanes) {
-    for (int64_t l = 0; l < kLanes; ++l) dst[l] += src[l];
-  } else {
-    for (int64_t l = 0; l < n; ++l) dst[l] += src[l];
-  }
-}
-}  // namespace detail
 
-/// V[xi][row0 + t][c] = (B^T d B)[xi] for the 4x4 patch d (every channel) of tile t
-/// of one image, from its padded channel-last copy xp; V has `rows` rows per xi.
-/// B^T = [[1,0,-1,0],[0,1,1,0],[0,-1,1,0],[0,1,0,-1]].
-template <class T>
+/// U[xi][co][c] = (G w[co][c] G^T)[xi].
+template <class W, class T>
+void transform_filter(const T* w, T* U, int64_t Co, int64_t C) {
+  constexpr int a = W::a;
+  const int64_t stride = Co * C;
+  for (int64_t k = 0; k < Co * C; ++k) {
+    const T* g = w + k * 9;
+    T t[a][3];  // G g, column by column
+    for (int j = 0; j < 3; ++j) {
+      const T col[3] = {g[j], g[3 + j], g[6 + j]};
+      T u[a];
+      W::template filt<T>(col, u);
+      for (int i = 0; i < a; ++i) t[i][j] = u[i];
+    }
+    for (int i = 0; i < a; ++i) {  // (G g) G^T, row by row
+      T u[a];
+      W::template filt<T>(t[i], u);
+      for (int j = 0; j < a; ++j) U[(i * a + j) * stride + k] = u[j];
+    }
+  }
+}
+
+/// The adjoint of transform_filter: dw[co][c] (3x3) from dU[xi][co][c].
+template <class W, class T>
+void transform_filter_adjoint(const T* dU, T* dw, int64_t Co, int64_t C) {
+  constexpr int a = W::a;
+  const int64_t stride = Co * C;
+  for (int64_t k = 0; k < Co * C; ++k) {
+    T t[a][3];  // rows of dU G
+    for (int i = 0; i < a; ++i) {
+      T row[a];
+      for (int j = 0; j < a; ++j) row[j] = dU[(i * a + j) * stride + k];
+      W::template filt_adj<T>(row, t[i]);
+    }
+    T* g = dw + k * 9;
+    for (int j = 0; j < 3; ++j) {  // G^T (dU G)
+      T col[a], r[3];
+      for (int i = 0; i < a; ++i) col[i] = t[i][j];
+      W::template filt_adj<T>(col, r);
+      g[j] = r[0], g[3 + j] = r[1], g[6 + j] = r[2];
+    }
+  }
+}
+
+/// V[xi][row0 + t][c] = (B^T d B)[xi] for the patch d (every channel) of tile t of
+/// one image, from its padded channel-last copy xp; V has `rows` rows per xi.
+template <class W, class T>
 void transform_input(const T* xp, T* V, int64_t row0, int64_t rows, int64_t C, const Tiles& tl, int64_t Wp) {
-  constexpr int64_t L = detail::kLanes;
+  constexpr int a = W::a, m = W::m;
+  constexpr int64_t L = kLanes<T>;
+  using Vt = Vec<T>;
   const int64_t xs = rows * C, rs = Wp * C;  // between xi; between rows of the patch
-  alignas(64) T d[4][4][L], o[16][L];
   for (int64_t ty = 0; ty < tl.th; ++ty)
     for (int64_t tx = 0; tx < tl.tw; ++tx) {
-      const T* src = xp + (2 * ty * Wp + 2 * tx) * C;
+      const T* src = xp + (m * ty * Wp + m * tx) * C;
       T* v = V + (row0 + ty * tl.tw + tx) * C;
       for (int64_t c0 = 0; c0 < C; c0 += L) {
         const int64_t n = std::min(L, C - c0);
-        for (int i = 0; i < 4; ++i)
-          for (int j = 0; j < 4; ++j) detail::load_lanes(d[i][j], src + i * rs + j * C + c0, n);
-        for (int64_t l = 0; l < L; ++l) {
-          T r[4][4];  // B^T d
-          for (int j = 0; j < 4; ++j) {
-            r[0][j] = d[0][j][l] - d[2][j][l];
-            r[1][j] = d[1][j][l] + d[2][j][l];
-            r[2][j] = d[2][j][l] - d[1][j][l];
-            r[3][j] = d[1][j][l] - d[3][j][l];
-          }
-          for (int i = 0; i < 4; ++i) {  // (B^T d) B
-            o[i * 4 + 0][l] = r[i][0] - r[i][2];
-            o[i * 4 + 1][l] = r[i][1] + r[i][2];
-            o[i * 4 + 2][l] = r[i][2] - r[i][1];
-            o[i * 4 + 3][l] = r[i][1] - r[i][3];
-          }
+        Vt r[a][a];  // B^T d, column by column
+        for (int j = 0; j < a; ++j) {
+          Vt col[a], out[a];
+          for (int i = 0; i < a; ++i) col[i] = load_lanes(src + i * rs + j * C + c0, n);
+          W::template in<T>(col, out);
+          for (int i = 0; i < a; ++i) r[i][j] = out[i];
         }
-        for (int xi = 0; xi < 16; ++xi) detail::store_lanes(v + xi * xs + c0, o[xi], n);
+        for (int i = 0; i < a; ++i) {  // (B^T d) B, row by row
+          Vt out[a];
+          W::template in<T>(r[i], out);
+          for (int j = 0; j < a; ++j) store_lanes(v + (i * a + j) * xs + c0, out[j], n);
+        }
       }
     }
 }
 
 /// The adjoint of transform_input: adds B dV B^T of every tile into the padded
 /// channel-last gradient dxp (zeroed by the caller).
-template <class T>
+template <class W, class T>
 void transform_input_adjoint(const T* dV, int64_t row0, int64_t rows, T* dxp, int64_t C, const Tiles& tl, int64_t Wp) {
-  constexpr int64_t L = detail::kLanes;
+  constexpr int a = W::a, m = W::m;
+  constexpr int64_t L = kLanes<T>;
+  using Vt = Vec<T>;
   const int64_t xs = rows * C, rs = Wp * C;
-  alignas(64) T v[16][L], d[4][4][L];
   for (int64_t ty = 0; ty < tl.th; ++ty)
     for (int64_t tx = 0; tx < tl.tw; ++tx) {
       const T* src = dV + (row0 + ty * tl.tw + tx) * C;
-      T* dst = dxp + (2 * ty * Wp + 2 * tx) * C;
+      T* dst = dxp + (m * ty * Wp + m * tx) * C;
       for (int64_t c0 = 0; c0 < C; c0 += L) {
         const int64_t n = std::min(L, C - c0);
-        for (int xi = 0; xi < 16; ++xi) detail::load_lanes(v[xi], src + xi * xs + c0, n);
-        for (int64_t l = 0; l < L; ++l) {
-          T r[4][4];  // dV B^T, row by row
-          for (int i = 0; i < 4; ++i) {
-            const T v0 = v[i * 4 + 0][l], v1 = v[i * 4 + 1][l], v2 = v[i * 4 + 2][l], v3 = v[i * 4 + 3][l];
-            r[i][0] = v0;
-            r[i][1] = v1 - v2 + v3;
-            r[i][2] = v1 + v2 - v0;
-            r[i][3] = -v3;
-          }
-          for (int j = 0; j < 4; ++j) {  // B (dV B^T)
-            d[0][j][l] = r[0][j];
-            d[1][j][l] = r[1][j] - r[2][j] + r[3][j];
-            d[2][j][l] = r[1][j] + r[2][j] - r[0][j];
-            d[3][j][l] = -r[3][j];
-          }
+        Vt r[a][a];  // dV B^T, row by row
+        for (int i = 0; i < a; ++i) {
+          Vt row[a];
+          for (int j = 0; j < a; ++j) row[j] = load_lanes(src + (i * a + j) * xs + c0, n);
+          W::template in_adj<T>(row, r[i]);
         }
-        for (int i = 0; i < 4; ++i)
-          for (int j = 0; j < 4; ++j) detail::add_lanes(dst + i * rs + j * C + c0, d[i][j], n);
+        for (int j = 0; j < a; ++j) {  // B (dV B^T), column by column
+          Vt col[a], out[a];
+          for (int i = 0; i < a; ++i) col[i] = r[i][j];
+          W::template in_adj<T>(col, out);
+          for (int i = 0; i < a; ++i) add_lanes(dst + i * rs + j * C + c0, out[i], n);
+        }
       }
     }
 }
 
-/// yt [2 th][2 tw][Co] (channel-last, whole tiles) = A^T M A (+ bias) for the tiles
-/// of one image. A^T = [[1,1,1,0],[0,1,-1,-1]].
-template <class T>
+/// yt [m th][m tw][Co] (channel-last, whole tiles) = A^T M A (+ bias) for the
+/// tiles of one image.
+template <class W, class T>
 void transform_output(const T* M, int64_t row0, int64_t rows, const T* bias, T* yt, int64_t Co, const Tiles& tl) {
-  constexpr int64_t L = detail::kLanes;
-  const int64_t xs = rows * Co, ws = 2 * tl.tw * Co;  // between xi; between output rows
-  alignas(64) T m[16][L], y[2][2][L], b[L];
+  constexpr int a = W::a, m = W::m;
+  constexpr int64_t L = kLanes<T>;
+  using Vt = Vec<T>;
+  const int64_t xs = rows * Co, ws = m * tl.tw * Co;  // between xi; between output rows
   for (int64_t ty = 0; ty < tl.th; ++ty)
     for (int64_t tx = 0; tx < tl.tw; ++tx) {
       const T* src = M + (row0 + ty * tl.tw + tx) * Co;
-      T* dst = yt + (2 * ty * 2 * tl.tw + 2 * tx) * Co;
+      T* dst = yt + (m * ty * m * tl.tw + m * tx) * Co;
       for (int64_t c0 = 0; c0 < Co; c0 += L) {
         const int64_t n = std::min(L, Co - c0);
-        for (int xi = 0; xi < 16; ++xi) detail::load_lanes(m[xi], src + xi * xs + c0, n);
-        if (bias) detail::load_lanes(b, bias + c0, n);
-        else std::fill(b, b + L, T(0));
-        for (int64_t l = 0; l < L; ++l) {
-          T r[4][2];  // m A
-          for (int i = 0; i < 4; ++i) {
-            r[i][0] = m[i * 4 + 0][l] + m[i * 4 + 1][l] + m[i * 4 + 2][l];
-            r[i][1] = m[i * 4 + 1][l] - m[i * 4 + 2][l] - m[i * 4 + 3][l];
-          }
-          for (int j = 0; j < 2; ++j) {
-            y[0][j][l] = r[0][j] + r[1][j] + r[2][j] + b[l];
-            y[1][j][l] = r[1][j] - r[2][j] - r[3][j] + b[l];
-          }
+        const Vt b = bias ? load_lanes(bias + c0, n) : Vt{};
+        Vt r[a][m];  // M A, row by row
+        for (int i = 0; i < a; ++i) {
+          Vt row[a];
+          for (int j = 0; j < a; ++j) row[j] = load_lanes(src + (i * a + j) * xs + c0, n);
+          W::template out<T>(row, r[i]);
         }
-        for (int i = 0; i < 2; ++i)
-          for (int j = 0; j < 2; ++j) detail::store_lanes(dst + i * ws + j * Co + c0, y[i][j], n);
+        for (int j = 0; j < m; ++j) {  // A^T (M A), column by column
+          Vt col[a], out[m];
+          for (int i = 0; i < a; ++i) col[i] = r[i][j];
+          W::template out<T>(col, out);
+          for (int i = 0; i < m; ++i) store_lanes(dst + i * ws + j * Co + c0, out[i] + b, n);
+        }
       }
     }
 }
 
 /// The adjoint of transform_output: dM[xi][row0 + t][co] = (A dY A^T)[xi] from the
-/// channel-last output gradient gyt [2 th][2 tw][Co] (zero outside Ho x Wo).
-template <class T>
+/// channel-last output gradient gyt [m th][m tw][Co] (zero outside Ho x Wo).
+template <class W, class T>
 void transform_output_adjoint(const T* gyt, T* dM, int64_t row0, int64_t rows, int64_t Co, const Tiles& tl) {
-  constexpr int64_t L = detail::kLanes;
-  const int64_t xs = rows * Co, ws = 2 * tl.tw * Co;
-  alignas(64) T dy[2][2][L], m[16][L];
+  constexpr int a = W::a, m = W::m;
+  constexpr int64_t L = kLanes<T>;
+  using Vt = Vec<T>;
+  const int64_t xs = rows * Co, ws = m * tl.tw * Co;
   for (int64_t ty = 0; ty < tl.th; ++ty)
     for (int64_t tx = 0; tx < tl.tw; ++tx) {
-      const T* src = gyt + (2 * ty * 2 * tl.tw + 2 * tx) * Co;
+      const T* src = gyt + (m * ty * m * tl.tw + m * tx) * Co;
       T* dst = dM + (row0 + ty * tl.tw + tx) * Co;
       for (int64_t c0 = 0; c0 < Co; c0 += L) {
         const int64_t n = std::min(L, Co - c0);
-        for (int i = 0; i < 2; ++i)
-          for (int j = 0; j < 2; ++j) detail::load_lanes(dy[i][j], src + i * ws + j * Co + c0, n);
-        for (int64_t l = 0; l < L; ++l) {
-          const T a0 = dy[0][0][l], a1 = dy[0][1][l], b0 = dy[1][0][l], b1 = dy[1][1][l];
-          const T c[4][2] = {{a0, a1}, {a0 + b0, a1 + b1}, {a0 - b0, a1 - b1}, {-b0, -b1}};  // A dY
-          for (int i = 0; i < 4; ++i) {  // (A dY) A^T
-            m[i * 4 + 0][l] = c[i][0];
-            m[i * 4 + 1][l] = c[i][0] + c[i][1];
-            m[i * 4 + 2][l] = c[i][0] - c[i][1];
-            m[i * 4 + 3][l] = -c[i][1];
-          }
+        Vt c[a][m];  // A dY, column by column
+        for (int j = 0; j < m; ++j) {
+          Vt col[m], out[a];
+          for (int i = 0; i < m; ++i) col[i] = load_lanes(src + i * ws + j * Co + c0, n);
+          W::template out_adj<T>(col, out);
+          for (int i = 0; i < a; ++i) c[i][j] = out[i];
         }
-        for (int xi = 0; xi < 16; ++xi) detail::store_lanes(dst + xi * xs + c0, m[xi], n);
+        for (int i = 0; i < a; ++i) {  // (A dY) A^T, row by row
+          Vt out[a];
+          W::template out_adj<T>(c[i], out);
+          for (int j = 0; j < a; ++j) store_lanes(dst + (i * a + j) * xs + c0, out[j], n);
+        }
       }
     }
 }
 
-/// y = conv3x3(x, w) + bias. U: the transformed filter [16][Co][C]. `work` holds
-/// workspace_size(g) elements.
-template <class T>
-void forward(const T* x, const T* U, const T* bias, T* y, const ConvGeom& g, T* work) {
-  const Tiles tl = tiles(g);
-  const Plan pl = plan(g);
+template <class W, class T>
+void forward(const T* x, const T* U, const T* bias, T* y, const ConvGeom& g, const Plan& pl, T* work) {
+  constexpr int A2 = W::a * W::a;
   const int64_t cap = pl.nb * pl.P;
   parallel_for(pl.groups, 1, [&](int64_t gb, int64_t ge) {
     for (int64_t gi = gb; gi < ge; ++gi) {
       T* V = work + gi * pl.per_group;
-      T* M = V + 16 * cap * g.C;
-      T* xp = M + 16 * cap * g.Co + 16 * cap * g.C + 16 * g.Co * g.C;
+      T* M = V + A2 * cap * g.C;
+      T* xp = M + A2 * cap * (g.Co + g.C) + A2 * g.Co * g.C;
       T* yt = xp + pl.Hp * pl.Wp * g.C;
       for (int64_t b = gi; b < pl.batches; b += pl.groups) {
         const int64_t n0 = b * pl.nb, cnt = std::min(pl.nb, g.N - n0), rows = cnt * pl.P;
         for (int64_t k = 0; k < cnt; ++k) {
-          detail::pad_channels_last(x + (n0 + k) * g.C * g.H * g.W, xp, g.C, g.H, g.W, g.ph, g.pw, pl.Hp, pl.Wp);
-          transform_input(xp, V, k * pl.P, rows, g.C, tl, pl.Wp);
+          pad_channels_last(x + (n0 + k) * g.C * g.H * g.W, xp, g.C, g.H, g.W, g.ph, g.pw, pl.Hp, pl.Wp);
+          transform_input<W>(xp, V, k * pl.P, rows, g.C, pl.tl, pl.Wp);
         }
-        for (int xi = 0; xi < 16; ++xi)  // M_xi [rows, Co] = V_xi [rows, C] U_xi^T
+        for (int xi = 0; xi < A2; ++xi)  // M_xi [rows, Co] = V_xi [rows, C] U_xi^T
           gemm<T>(false, true, rows, g.Co, g.C, T(1), V + xi * rows * g.C, g.C, U + xi * g.Co * g.C, g.C, T(0),
                   M + xi * rows * g.Co, g.Co);
         for (int64_t k = 0; k < cnt; ++k) {
-          transform_output(M, k * pl.P, rows, bias, yt, g.Co, tl);
-          detail::crop_channels_first(yt, y + (n0 + k) * g.Co * g.Ho * g.Wo, g.Co, g.Ho, g.Wo, 0, 0, 2 * tl.tw);
+          transform_output<W>(M, k * pl.P, rows, bias, yt, g.Co, pl.tl);
+          crop_channels_first(yt, y + (n0 + k) * g.Co * g.Ho * g.Wo, g.Co, g.Ho, g.Wo, 0, 0, W::m * pl.tl.tw);
         }
       }
     }
   });
 }
 
-/// Gradients of forward(): gx (overwritten) and dU (the filter-domain weight
-/// gradient [16][Co][C], overwritten), each only when non-null.
-template <class T>
-void backward(const T* x, const T* U, const T* gy, T* gx, T* dU, const ConvGeom& g, T* work) {
-  const Tiles tl = tiles(g);
-  const Plan pl = plan(g);
-  const int64_t usize = 16 * g.Co * g.C, cap = pl.nb * pl.P;
+template <class W, class T>
+void backward(const T* x, const T* U, const T* gy, T* gx, T* dU, const ConvGeom& g, const Plan& pl, T* work) {
+  constexpr int A2 = W::a * W::a, m = W::m;
+  const int64_t usize = A2 * g.Co * g.C, cap = pl.nb * pl.P;
+  const auto part_of = [&](int64_t gi) { return work + gi * pl.per_group + A2 * cap * (2 * g.C + g.Co); };
   parallel_for(pl.groups, 1, [&](int64_t gb, int64_t ge) {
     for (int64_t gi = gb; gi < ge; ++gi) {
       T* V = work + gi * pl.per_group;
-      T* dM = V + 16 * cap * g.C;
-      T* dV = dM + 16 * cap * g.Co;
-      T* part = dV + 16 * cap * g.C;
+      T* dM = V + A2 * cap * g.C;
+      T* dV = dM + A2 * cap * g.Co;
+      T* part = part_of(gi);
       T* xp = part + usize;
       T* gyt = xp + pl.Hp * pl.Wp * g.C;
       bool first = true;
@@ -366,26 +455,26 @@ void backward(const T* x, const T* U, const T* gy, T* gx, T* dU, const ConvGeom&
         const int64_t n0 = b * pl.nb, cnt = std::min(pl.nb, g.N - n0), rows = cnt * pl.P;
         for (int64_t k = 0; k < cnt; ++k) {
           // The output gradient channel-last over whole tiles, zero outside Ho x Wo.
-          detail::pad_channels_last(gy + (n0 + k) * g.Co * g.Ho * g.Wo, gyt, g.Co, g.Ho, g.Wo, 0, 0, 2 * tl.th,
-                                    2 * tl.tw);
-          transform_output_adjoint(gyt, dM, k * pl.P, rows, g.Co, tl);
+          pad_channels_last(gy + (n0 + k) * g.Co * g.Ho * g.Wo, gyt, g.Co, g.Ho, g.Wo, 0, 0, m * pl.tl.th,
+                            m * pl.tl.tw);
+          transform_output_adjoint<W>(gyt, dM, k * pl.P, rows, g.Co, pl.tl);
         }
         if (gx) {
-          for (int xi = 0; xi < 16; ++xi)  // dV_xi [rows, C] = dM_xi [rows, Co] U_xi
+          for (int xi = 0; xi < A2; ++xi)  // dV_xi [rows, C] = dM_xi [rows, Co] U_xi
             gemm<T>(false, false, rows, g.C, g.Co, T(1), dM + xi * rows * g.Co, g.Co, U + xi * g.Co * g.C, g.C, T(0),
                     dV + xi * rows * g.C, g.C);
           for (int64_t k = 0; k < cnt; ++k) {
             std::fill(xp, xp + pl.Hp * pl.Wp * g.C, T(0));
-            transform_input_adjoint(dV, k * pl.P, rows, xp, g.C, tl, pl.Wp);
-            detail::crop_channels_first(xp, gx + (n0 + k) * g.C * g.H * g.W, g.C, g.H, g.W, g.ph, g.pw, pl.Wp);
+            transform_input_adjoint<W>(dV, k * pl.P, rows, xp, g.C, pl.tl, pl.Wp);
+            crop_channels_first(xp, gx + (n0 + k) * g.C * g.H * g.W, g.C, g.H, g.W, g.ph, g.pw, pl.Wp);
           }
         }
         if (dU) {
           for (int64_t k = 0; k < cnt; ++k) {
-            detail::pad_channels_last(x + (n0 + k) * g.C * g.H * g.W, xp, g.C, g.H, g.W, g.ph, g.pw, pl.Hp, pl.Wp);
-            transform_input(xp, V, k * pl.P, rows, g.C, tl, pl.Wp);
+            pad_channels_last(x + (n0 + k) * g.C * g.H * g.W, xp, g.C, g.H, g.W, g.ph, g.pw, pl.Hp, pl.Wp);
+            transform_input<W>(xp, V, k * pl.P, rows, g.C, pl.tl, pl.Wp);
           }
-          for (int xi = 0; xi < 16; ++xi)  // dU_xi [Co, C] += dM_xi^T V_xi
+          for (int xi = 0; xi < A2; ++xi)  // dU_xi [Co, C] += dM_xi^T V_xi
             gemm<T>(true, false, g.Co, g.C, rows, T(1), dM + xi * rows * g.Co, g.Co, V + xi * rows * g.C, g.C,
                     first ? T(0) : T(1), part + xi * g.Co * g.C, g.C);
           first = false;
@@ -395,10 +484,43 @@ void backward(const T* x, const T* U, const T* gy, T* gx, T* dU, const ConvGeom&
     }
   });
   if (dU) {
-    const auto part = [&](int64_t gi) { return work + gi * pl.per_group + 16 * cap * (2 * g.C + g.Co); };
-    std::copy(part(0), part(0) + usize, dU);
-    for (int64_t gi = 1; gi < pl.groups; ++gi) ArrMap<T>(dU, usize) += CArrMap<T>(part(gi), usize);
+    std::copy(part_of(0), part_of(0) + usize, dU);
+    for (int64_t gi = 1; gi < pl.groups; ++gi) ArrMap<T>(dU, usize) += CArrMap<T>(part_of(gi), usize);
   }
+}
+
+}  // namespace detail
+
+/// U (filter_size(g) elements) = the transformed filter of w [Co][C][3][3].
+template <class T>
+void transform_filter(const T* w, T* U, const ConvGeom& g) {
+  if (tile_size(g) == 4) detail::transform_filter<F4>(w, U, g.Co, g.C);
+  else detail::transform_filter<F2>(w, U, g.Co, g.C);
+}
+
+/// The adjoint of transform_filter: dw [Co][C][3][3] from dU.
+template <class T>
+void transform_filter_adjoint(const T* dU, T* dw, const ConvGeom& g) {
+  if (tile_size(g) == 4) detail::transform_filter_adjoint<F4>(dU, dw, g.Co, g.C);
+  else detail::transform_filter_adjoint<F2>(dU, dw, g.Co, g.C);
+}
+
+/// y = conv3x3(x, w) + bias, U the transformed filter. `work` holds
+/// workspace_size(g) elements.
+template <class T>
+void forward(const T* x, const T* U, const T* bias, T* y, const ConvGeom& g, T* work) {
+  const Plan pl = plan(g);
+  if (pl.m == 4) detail::forward<F4>(x, U, bias, y, g, pl, work);
+  else detail::forward<F2>(x, U, bias, y, g, pl, work);
+}
+
+/// Gradients of forward(): gx (overwritten) and dU (the gradient of the
+/// transformed filter, overwritten), each only when non-null.
+template <class T>
+void backward(const T* x, const T* U, const T* gy, T* gx, T* dU, const ConvGeom& g, T* work) {
+  const Plan pl = plan(g);
+  if (pl.m == 4) detail::backward<F4>(x, U, gy, gx, dU, g, pl, work);
+  else detail::backward<F2>(x, U, gy, gx, dU, g, pl, work);
 }
 
 }  // namespace nanode::cpu::winograd
