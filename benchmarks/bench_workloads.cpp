@@ -184,6 +184,12 @@ void print_w6(double ours, double theirs, bool peer, const bench::W6Breakdown& a
   }
   std::printf("     %-26s %10.2f %10s", "optimizer (Adam)", a.optimizer_ms, "");
   if (peer) std::printf(" %12.2f", b.optimizer_ms);
+  double engine = 0, parts = a.optimizer_ms;
+  for (int i = 0; i < bench::kW6Parts; ++i) parts += a.forward_ms[i] + a.backward_ms[i];
+  if (auto it = detail.find("(autograd engine)"); it != detail.end()) engine = it->second.backward_ms;
+  std::printf("\n     %-26s %10s %10.2f", "autograd engine (sums, ordering)", "", engine);
+  std::printf("\n     %-26s %10.2f (of a %.2f ms median step; the rest: zero_grad, graph teardown, timing noise)",
+              "sum of the rows (nanode)", parts + engine, ours);
   std::printf("\n     throughput: nanode %.0f images/s", imgs / ours);
   if (peer) std::printf(", LibTorch %.0f images/s, nanode / LibTorch throughput %.2fx", imgs / theirs, theirs / ours);
   std::printf("\n");

@@ -334,6 +334,7 @@ inline void run_backward(const char* api, const std::vector<Var>& roots, const s
                          bool retain_graph, const std::unordered_map<VarImpl*, size_t>* sinks,
                          std::vector<GradSlot>* sink_grads, bool stop_at_sinks = false) {
   NANODE_CHECK(roots.size() == grads.size(), api, ": ", roots.size(), " outputs but ", grads.size(), " gradients");
+  profile::PassTimer pass_timer;
   auto is_sink = [&](VarImpl* v) { return sinks && sinks->count(v) != 0; };
   // A sink whose gradient is final when it is delivered (not run as a node).
   auto terminal_sink = [&](VarImpl* v) { return is_sink(v) && (stop_at_sinks || v->is_leaf); };

@@ -64,28 +64,65 @@ inline void add_backward(const std::string* scope, double ms) {
   detail::table()[scope ? *scope : std::string("(unscoped)")].backward_ms += ms;
 }
 
+namespace detail {
+inline int& backward_depth() {  // nodes being timed on this thread
+  thread_local int d = 0;
+  return d;
+}
+inline double& node_ms_in_pass() {  // node time of the outermost backward pass so far
+  thread_local double ms = 0;
+  return ms;
+}
+}  // namespace detail
+
 /// Times one autograd node's backward against its scope. Nested backward passes
 /// (the ODE gradient modes run their own) count once, in the outer node.
 class BackwardTimer {
  public:
-  explicit BackwardTimer(const std::string* scope) : scope_(scope), outer_(depth()++ == 0) {
+  explicit BackwardTimer(const std::string* scope) : scope_(scope), outer_(detail::backward_depth()++ == 0) {
     if (outer_) t0_ = std::chrono::steady_clock::now();
   }
   ~BackwardTimer() {
-    --depth();
-    if (outer_)
-      add_backward(scope_, std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0_).count());
+    --detail::backward_depth();
+    if (!outer_) return;
+    const double ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0_).count();
+    add_backward(scope_, ms);
+    detail::node_ms_in_pass() += ms;
   }
   BackwardTimer(const BackwardTimer&) = delete;
   BackwardTimer& operator=(const BackwardTimer&) = delete;
 
  private:
-  static int& depth() {
-    thread_local int d = 0;
-    return d;
-  }
   const std::string* scope_;
   bool outer_;
+  std::chrono::steady_clock::time_point t0_;
+};
+
+/// Times a whole backward pass (outermost only): what its nodes did not take (the
+/// engine's ordering, gradient sums, freeing the graph) goes to "(autograd engine)".
+class PassTimer {
+ public:
+  PassTimer() : active_(enabled() && detail::backward_depth() == 0 && !in_pass()) {
+    if (!active_) return;
+    in_pass() = true;
+    detail::node_ms_in_pass() = 0;
+    t0_ = std::chrono::steady_clock::now();
+  }
+  ~PassTimer() {
+    if (!active_) return;
+    in_pass() = false;
+    const double ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0_).count();
+    detail::table()["(autograd engine)"].backward_ms += ms - detail::node_ms_in_pass();
+  }
+  PassTimer(const PassTimer&) = delete;
+  PassTimer& operator=(const PassTimer&) = delete;
+
+ private:
+  static bool& in_pass() {
+    thread_local bool p = false;
+    return p;
+  }
+  bool active_;
   std::chrono::steady_clock::time_point t0_;
 };
 

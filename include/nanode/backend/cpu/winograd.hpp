@@ -175,9 +175,15 @@ namespace detail {
 template <class T>
 void pad_channels_last(const T* x, T* xp, int64_t C, int64_t H, int64_t W, int64_t ph, int64_t pw, int64_t Hp,
                        int64_t Wp) {
-  std::fill(xp, xp + Hp * Wp * C, T(0));
-  const int64_t w = std::min(W, Wp - pw);
-  for (int64_t y = 0; y < H && y + ph < Hp; ++y) {
+  const int64_t w = std::min(W, Wp - pw), h = std::min(H, Hp - ph);
+  // Zero only the border: rows above and below the image, columns left and right.
+  std::fill(xp, xp + ph * Wp * C, T(0));
+  std::fill(xp + (ph + h) * Wp * C, xp + Hp * Wp * C, T(0));
+  for (int64_t r = ph; r < ph + h; ++r) {
+    std::fill(xp + r * Wp * C, xp + (r * Wp + pw) * C, T(0));
+    std::fill(xp + (r * Wp + pw + w) * C, xp + (r + 1) * Wp * C, T(0));
+  }
+  for (int64_t y = 0; y < h; ++y) {
     T* __restrict dst = xp + ((y + ph) * Wp + pw) * C;
     for (int64_t c = 0; c < C; ++c) {
       const T* __restrict src = x + (c * H + y) * W;
