@@ -15,6 +15,9 @@
 
 #include <sys/wait.h>
 #include <unistd.h>
+#if defined(__linux__)
+#include <sys/prctl.h>
+#endif
 
 #include "nanode/nanode.hpp"
 #include "blas_info.hpp"
@@ -149,8 +152,15 @@ class Hogs {
  public:
   explicit Hogs(int n) {
     for (int i = 0; i < n; ++i) {
+      const pid_t parent = getpid();
       const pid_t pid = fork();
       if (pid == 0) {
+        // Die with the benchmark (even if it is killed), and after 10 minutes at most.
+#if defined(__linux__)
+        prctl(PR_SET_PDEATHSIG, SIGKILL);
+#endif
+        if (getppid() != parent) _exit(0);
+        alarm(600);
         volatile uint64_t x = 0;
         for (;;) x = x + 1;
       }
