@@ -129,14 +129,9 @@ class ThreadPool {
     }
     work();
     // Wait only for chunks that workers claimed and are running.
-    const auto t0 = std::chrono::steady_clock::now();
     for (int spin = 0; done_.load(std::memory_order_acquire) < count; ++spin) {
-      if (spin < 4096) {
-        cpu_relax();
-      } else {
-        yield_cpu();  // a preempted worker holds a chunk: let the scheduler run it
-        (void)t0;
-      }
+      if (spin < 4096) cpu_relax();
+      else yield_cpu();  // a preempted worker holds a chunk: let the scheduler run it
     }
     if (failed_.load(std::memory_order_acquire)) std::rethrow_exception(error_);
   }
