@@ -110,7 +110,7 @@ inline std::map<std::string, std::vector<Case>> op_cases() {
       {"stride 2, no bias", {rand64({1, 2, 6, 5}, 68), rand64({3, 2, 3, 2}, 69)},
        [](auto& v) { return conv2d(v[0], v[1], Var(), Conv2dOptions(2, 0)); }},
       {"1x1", {rand64({2, 3, 2, 2}, 70), rand64({2, 3, 1, 1}, 71)}, [](auto& v) { return conv2d(v[0], v[1]); }},
-      {"3x3 pad 0, odd output (Winograd)", {rand64({2, 2, 7, 6}, 115), rand64({3, 2, 3, 3}, 116), rand64({3}, 117)},
+      {"3x3 pad 0, odd output (Winograd)", {rand64({2, 12, 7, 6}, 115), rand64({3, 12, 3, 3}, 116), rand64({3}, 117)},
        [](auto& v) { return conv2d(v[0], v[1], v[2]); }},
       {"3x3 pad 1, im2col forward", {rand64({1, 2, 4, 4}, 118), rand64({2, 2, 3, 3}, 119)}, [](auto& v) {
          cpu::winograd::enabled() = false;
@@ -141,10 +141,22 @@ inline std::map<std::string, std::vector<Case>> op_cases() {
        [](auto& v) {
          return batch_norm(v[0], KT(rand64({3}, 88)), KT(rand64({3}, 89, 0.5, 2.0)), v[1], v[2], false);
        }},
+      {"train 4-D, relu", {rand64({4, 3, 2, 2}, 181), rand64({3}, 182, 0.5, 1.5), rand64({3}, 183)},
+       [](auto& v) {
+         return batch_norm(v[0], KT(Tensor::zeros({3}, DType::Float64)), KT(Tensor::ones({3}, DType::Float64)), v[1],
+                           v[2], true, 0.1, 1e-5, true);
+       }},
+      {"eval, relu", {rand64({4, 3, 2, 2}, 185), rand64({3}, 186, 0.5, 1.5), rand64({3}, 187)},
+       [](auto& v) {
+         return batch_norm(v[0], KT(rand64({3}, 188)), KT(rand64({3}, 189, 0.5, 2.0)), v[1], v[2], false, 0.1, 1e-5,
+                           true);
+       }},
   };
   c["group_norm"] = {{"2 groups", {rand64({2, 4, 3, 3}, 90), rand64({4}, 91, 0.5, 1.5), rand64({4}, 92)},
                       [](auto& v) { return group_norm(v[0], 2, v[1], v[2]); }},
-                     {"1 group no affine", {rand64({2, 3, 4}, 93)}, [](auto& v) { return group_norm(v[0], 1); }}};
+                     {"1 group no affine", {rand64({2, 3, 4}, 93)}, [](auto& v) { return group_norm(v[0], 1); }},
+                     {"2 groups, relu", {rand64({2, 4, 3, 3}, 190), rand64({4}, 191, 0.5, 1.5), rand64({4}, 192)},
+                      [](auto& v) { return group_norm(v[0], 2, v[1], v[2], 1e-5, true); }}};
   // ---- softmax and losses ----
   c["softmax"] = {{"last axis", {rand64({3, 5}, 94, -2, 2)}, [](auto& v) { return softmax(v[0]); }},
                   {"middle axis", {rand64({2, 3, 4}, 95, -2, 2)}, [](auto& v) { return softmax(v[0], 1); }}};

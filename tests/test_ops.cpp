@@ -2,7 +2,9 @@
 // parallel kernel paths against plain loops.
 #include <catch2/catch.hpp>
 
+#include <algorithm>
 #include <cmath>
+#include <limits>
 
 #include "nanode/nanode.hpp"
 
@@ -154,6 +156,9 @@ TEST_CASE("parallel broadcast and reduction paths agree with plain loops", "[ops
 }
 
 TEST_CASE("Winograd 3x3 convolution equals im2col, forward and backward", "[ops][conv]") {
+  // conv2d picks Winograd from min_channels() input channels on; below, im2col.
+  CHECK(cpu::winograd::applicable(backend::conv2d_geom("conv2d", Shape{2, 16, 8, 8}, Shape{4, 16, 3, 3}, {1, 1, 1, 1})));
+  CHECK(!cpu::winograd::applicable(backend::conv2d_geom("conv2d", Shape{2, 1, 8, 8}, Shape{4, 1, 3, 3}, {1, 1, 1, 1})));
   struct Case {
     Shape x;
     int64_t co, pad;
@@ -169,11 +174,14 @@ TEST_CASE("Winograd 3x3 convolution equals im2col, forward and backward", "[ops]
     Tensor b = Tensor::uniform({c.co}, -1, 1, g, DType::Float64);
     auto run = [&](bool winograd) {
       cpu::winograd::enabled() = winograd;
+      const int64_t keep_min = cpu::winograd::min_channels();
+      cpu::winograd::min_channels() = 1;  // Winograd on these small channel counts too
       Var xv(x, true), wv(w, true), bv(b, true);
       Var y = conv2d(xv, wv, bv, Conv2dOptions(1, c.pad));
       Tensor gy = Tensor::uniform(y.shape(), -1, 1, g, DType::Float64);
       y.backward(gy);
       cpu::winograd::enabled() = true;
+      cpu::winograd::min_channels() = keep_min;
       return std::vector<Tensor>{y.data(), xv.grad(), wv.grad(), bv.grad()};
     };
     Generator keep = g;
@@ -223,5 +231,100 @@ TEST_CASE("2x2 max pooling picks the first maximum, and a NaN, as the general wi
     CHECK(v[2] == 4);
     CHECK(v[3] == -1);
     CHECK(idx.to_vector<int32_t>() == std::vector<int32_t>{4, 7, 8, 10});
+  }
+}
+
+TEST_CASE("2x2 max pooling on float vectors matches the window-by-window rule, NaNs and ties included",
+          "[ops][pool]") {
+  // Widths below, at and between the SIMD lane counts (4 and 8 windows), odd ones
+  // (the last column is dropped), and values with ties and NaNs.
+  for (int64_t W : {2, 6, 7, 8, 14, 16, 17, 28, 30}) {
+    const int64_t N = 2, C = 3, H = 6;
+    std::vector<float> v(static_cast<size_t>(N * C * H * W));
+    uint32_t r = 12345u + static_cast<uint32_t>(W);
+    for (auto& e : v) {
+      r = r * 1664525u + 1013904223u;
+      const uint32_t k = r >> 24;
+      e = k < 20 ? std::numeric_limits<float>::quiet_NaN() : static_cast<float>(static_cast<int>(k % 7) - 3);
+    }
+    const Tensor x = Tensor::from_vector<float>(v, {N, C, H, W});
+    const cpu::ConvGeom g = backend::pool_geom("pool", x.shape(), 2, 2, 2, 2, 0, 0);
+    auto [y, idx] = backend::max_pool2d_forward(x, g);
+    const auto yv = y.to_vector<float>();
+    const auto iv = idx.to_vector<int32_t>();
+    const int64_t Ho = H / 2, Wo = W / 2;
+    int64_t bad = 0;
+    for (int64_t p = 0; p < N * C; ++p)
+      for (int64_t oy = 0; oy < Ho; ++oy)
+        for (int64_t ox = 0; ox < Wo; ++ox) {
+          // The rule: rows in order, columns in order; a larger value or a NaN is
+          // taken, and a NaN taken ends its row.
+          float best = 0;
+          int64_t at = -1;
+          for (int64_t i = 0; i < 2; ++i)
+            for (int64_t j = 0; j < 2; ++j) {
+              const int64_t pos = (2 * oy + i) * W + 2 * ox + j;
+              const float e = v[static_cast<size_t>(p * H * W + pos)];
+              if (at < 0 || e > best || std::isnan(e)) {
+                best = e, at = pos;
+                if (std::isnan(e)) break;
+              }
+            }
+          const size_t o = static_cast<size_t>((p * Ho + oy) * Wo + ox);
+          const bool same = std::isnan(best) ? std::isnan(yv[o]) : yv[o] == best;
+          if (!same || iv[o] != at) ++bad;
+        }
+    INFO("W = " << W);
+    CHECK(bad == 0);
+  }
+}
+
+TEST_CASE("batch and group norm with a fused ReLU equal the norm followed by relu(), values and gradients",
+          "[ops][norm]") {
+  // Float32 on the CPU, where the ReLU's mask is applied inside the norms' backward
+  // kernels; shapes with S = 7 * 9 and several groups.
+  const Tensor x = Tensor::uniform({5, 8, 7, 9}, -2, 2);
+  const Tensor gy = Tensor::uniform({5, 8, 7, 9}, -1, 1);
+  for (int kind = 0; kind < 3; ++kind) {
+    INFO((kind == 0 ? "batch norm, training" : kind == 1 ? "batch norm, eval" : "group norm"));
+    nn::BatchNorm bn(8);
+    nn::GroupNorm gn(4, 8);
+    auto set = [](const Var& v, const Tensor& src) {
+      Tensor t = v.data();  // shares v's storage
+      t.copy_(src);
+    };
+    set(bn.weight, Tensor::uniform({8}, 0.5, 1.5));
+    set(bn.bias, Tensor::uniform({8}, -0.5, 0.5));
+    set(gn.weight, Tensor::uniform({8}, 0.5, 1.5));
+    set(gn.bias, Tensor::uniform({8}, -0.5, 0.5));
+    if (kind == 1) bn.eval();
+    auto run = [&](bool fused) {
+      Var xv(x.clone(), true);
+      bn.zero_grad(), gn.zero_grad();
+      // Same running statistics before each run (training mode updates them).
+      set(bn.running_mean, Tensor::zeros({8}));
+      set(bn.running_var, Tensor::ones({8}));
+      Var y = kind < 2 ? (fused ? bn.forward_relu(xv) : relu(bn.forward(xv)))
+                       : (fused ? gn.forward_relu(xv) : relu(gn.forward(xv)));
+      backward({y}, {gy});
+      const Var& w = kind < 2 ? bn.weight : gn.weight;
+      const Var& b = kind < 2 ? bn.bias : gn.bias;
+      return std::vector<Tensor>{y.data(), xv.grad(), w.grad(), b.grad()};
+    };
+    const auto fused = run(true), plain = run(false);
+    const char* what[] = {"output", "input gradient", "weight gradient", "bias gradient"};
+    for (size_t i = 0; i < fused.size(); ++i) {
+      INFO(what[i]);
+      const auto a = fused[i].to_vector<float>(), b = plain[i].to_vector<float>();
+      REQUIRE(a.size() == b.size());
+      double worst = 0;
+      for (size_t k = 0; k < a.size(); ++k) worst = std::max(worst, static_cast<double>(std::abs(a[k] - b[k])));
+      CHECK(worst <= 1e-5);
+    }
+    // The mask matters: about half the outputs are zero.
+    const auto y = fused[0].to_vector<float>();
+    const auto zeros = std::count(y.begin(), y.end(), 0.0f);
+    CHECK(zeros > static_cast<long>(y.size() / 4));
+    CHECK(zeros < static_cast<long>(3 * y.size() / 4));
   }
 }

@@ -15,6 +15,7 @@
 #include "nanode/nn/module.hpp"
 #include "nanode/nn/layers.hpp"
 #include "nanode/nn/optim.hpp"
+#include "nanode/nn/recurrent.hpp"
 #include "nanode/ops/fused.hpp"
 #include "nanode/ode/odeint.hpp"
 #include "nanode/timevarying/basis.hpp"

@@ -328,9 +328,10 @@ inline NormStats batch_norm_stats(const Tensor& x, double eps) {
   return st;
 }
 
-/// y = (x - mean) * invstd * gamma + beta per channel (gamma/beta may be undefined).
+/// y = (x - mean) * invstd * gamma + beta per channel (gamma/beta may be undefined),
+/// then max(y, 0) when relu (in the same pass on the CPU).
 inline Tensor channel_normalize(const Tensor& x, const Tensor& mean, const Tensor& invstd, const Tensor& gamma,
-                                const Tensor& beta) {
+                                const Tensor& beta, bool relu = false) {
   int64_t N, C, S;
   ncs("batch_norm", x.shape(), N, C, S);
   Tensor y = empty_like(x);
@@ -338,21 +339,30 @@ inline Tensor channel_normalize(const Tensor& x, const Tensor& mean, const Tenso
     cuda::channel_normalize_f32(x.data<float>(), y.data<float>(), N, C, S, mean.data<float>(), invstd.data<float>(),
                                 gamma.defined() ? gamma.data<float>() : nullptr,
                                 beta.defined() ? beta.data<float>() : nullptr, x.device().index);
-    return y;
+    return relu ? unary(UnaryOp::Relu, y) : y;
   }
   dispatch_float(x.dtype(), "batch_norm", [&](auto tag) {
     using T = decltype(tag);
     cpu::channel_normalize<T>(x.data<T>(), y.data<T>(), N, C, S, mean.data<T>(), invstd.data<T>(),
-                              gamma.defined() ? gamma.data<T>() : nullptr, beta.defined() ? beta.data<T>() : nullptr);
+                              gamma.defined() ? gamma.data<T>() : nullptr, beta.defined() ? beta.data<T>() : nullptr,
+                              relu);
   });
   return y;
 }
 
+/// The gradient through a ReLU with output y: g where y > 0, else 0.
+inline Tensor relu_grad(const Tensor& g, const Tensor& y) { return unary_backward(UnaryOp::Relu, g, y, y); }
+
 /// Batch-norm gradients. train: statistics came from the batch; else they were constants.
-inline void batch_norm_backward(const Tensor& g, const Tensor& x, const Tensor& mean, const Tensor& invstd,
-                                const Tensor& gamma, bool train, Tensor* gx, Tensor* dgamma, Tensor* dbeta) {
+/// relu_y (optional): a ReLU with output *relu_y followed the norm and g is its
+/// output's gradient (masked inside the CPU training kernel, by relu_grad elsewhere).
+inline void batch_norm_backward(const Tensor& g_in, const Tensor& x, const Tensor& mean, const Tensor& invstd,
+                                const Tensor& gamma, bool train, Tensor* gx, Tensor* dgamma, Tensor* dbeta,
+                                const Tensor* relu_y = nullptr) {
   int64_t N, C, S;
   ncs("batch_norm", x.shape(), N, C, S);
+  const bool fused_mask = relu_y && train && x.device().is_cpu();
+  const Tensor g = relu_y && !fused_mask ? relu_grad(g_in, *relu_y) : g_in;
   if (gx) *gx = empty_like(x);
   if (dgamma) *dgamma = Tensor::empty(Shape{C}, x.dtype(), x.device());
   if (dbeta) *dbeta = Tensor::empty(Shape{C}, x.dtype(), x.device());
@@ -382,7 +392,8 @@ inline void batch_norm_backward(const Tensor& g, const Tensor& x, const Tensor& 
     if (train) {
       cpu::batch_norm_backward_train<T>(g.data<T>(), x.data<T>(), N, C, S, mean.data<T>(), invstd.data<T>(), gm,
                                         gx ? gx->data<T>() : nullptr, dgamma ? dgamma->data<T>() : nullptr,
-                                        dbeta ? dbeta->data<T>() : nullptr);
+                                        dbeta ? dbeta->data<T>() : nullptr,
+                                        fused_mask ? relu_y->data<T>() : nullptr);
     } else {
       if (gx) {
         Tensor zero = Tensor::zeros(Shape{C}, x.dtype());
@@ -398,7 +409,7 @@ inline void batch_norm_backward(const Tensor& g, const Tensor& x, const Tensor& 
 
 /// Group norm forward: returns y and fills the per-(n, group) mean and invstd.
 inline Tensor group_norm_forward(const Tensor& x, int64_t groups, const Tensor& gamma, const Tensor& beta, double eps,
-                                 NormStats& st) {
+                                 NormStats& st, bool relu = false) {
   check_float("group_norm", x);
   int64_t N, C, S;
   ncs("group_norm", x.shape(), N, C, S);
@@ -416,21 +427,26 @@ inline Tensor group_norm_forward(const Tensor& x, int64_t groups, const Tensor& 
     cuda::group_normalize_f32(x.data<float>(), y.data<float>(), N, C, S, groups, st.mean.data<float>(),
                               st.invstd.data<float>(), gamma.defined() ? gamma.data<float>() : nullptr,
                               beta.defined() ? beta.data<float>() : nullptr, dev);
-    return y;
+    return relu ? unary(UnaryOp::Relu, y) : y;
   }
   dispatch_float(x.dtype(), "group_norm", [&](auto tag) {
     using T = decltype(tag);
     cpu::group_moments<T>(x.data<T>(), N, C, S, groups, static_cast<T>(eps), st.mean.data<T>(), st.invstd.data<T>());
     cpu::group_normalize<T>(x.data<T>(), y.data<T>(), N, C, S, groups, st.mean.data<T>(), st.invstd.data<T>(),
-                            gamma.defined() ? gamma.data<T>() : nullptr, beta.defined() ? beta.data<T>() : nullptr);
+                            gamma.defined() ? gamma.data<T>() : nullptr, beta.defined() ? beta.data<T>() : nullptr,
+                            relu);
   });
   return y;
 }
 
-inline void group_norm_backward(const Tensor& g, const Tensor& x, int64_t groups, const NormStats& st,
-                                const Tensor& gamma, Tensor* gx, Tensor* dgamma, Tensor* dbeta) {
+/// relu_y: as in batch_norm_backward.
+inline void group_norm_backward(const Tensor& g_in, const Tensor& x, int64_t groups, const NormStats& st,
+                                const Tensor& gamma, Tensor* gx, Tensor* dgamma, Tensor* dbeta,
+                                const Tensor* relu_y = nullptr) {
   int64_t N, C, S;
   ncs("group_norm", x.shape(), N, C, S);
+  const bool fused_mask = relu_y && x.device().is_cpu();
+  const Tensor g = relu_y && !fused_mask ? relu_grad(g_in, *relu_y) : g_in;
   if (gx) *gx = empty_like(x);
   if (dgamma) *dgamma = Tensor::empty(Shape{C}, x.dtype(), x.device());
   if (dbeta) *dbeta = Tensor::empty(Shape{C}, x.dtype(), x.device());
@@ -445,7 +461,8 @@ inline void group_norm_backward(const Tensor& g, const Tensor& x, int64_t groups
     using T = decltype(tag);
     cpu::group_norm_backward<T>(g.data<T>(), x.data<T>(), N, C, S, groups, st.mean.data<T>(), st.invstd.data<T>(),
                                 gamma.defined() ? gamma.data<T>() : nullptr, gx ? gx->data<T>() : nullptr,
-                                dgamma ? dgamma->data<T>() : nullptr, dbeta ? dbeta->data<T>() : nullptr);
+                                dgamma ? dgamma->data<T>() : nullptr, dbeta ? dbeta->data<T>() : nullptr,
+                                fused_mask ? relu_y->data<T>() : nullptr);
   });
 }
 

@@ -6,16 +6,13 @@
 // (seed, epoch, index), so a run's batches do not depend on timing or on where it
 // was resumed.
 #include <algorithm>
-#include <condition_variable>
-#include <deque>
 #include <memory>
-#include <mutex>
 #include <numeric>
-#include <thread>
 #include <vector>
 
 #include "nanode/core/rng.hpp"
 #include "nanode/tensor.hpp"
+#include "nanode/data/prefetch.hpp"
 #include "nanode/data/readers.hpp"
 
 namespace nanode::data {
@@ -95,7 +92,6 @@ class DataLoader {
                  " and ", o_.stddev.size());
     for (float s : o_.stddev) NANODE_CHECK(s > 0, "DataLoader: stddev must be positive, got ", s);
   }
-  ~DataLoader() { stop(); }
   DataLoader(const DataLoader&) = delete;
   DataLoader& operator=(const DataLoader&) = delete;
 
@@ -118,35 +114,17 @@ class DataLoader {
 
   /// Starts an epoch; batches then come from next() until it returns false.
   void start_epoch(int64_t epoch) {
-    stop();
+    prefetch_.stop();  // before the fields its thread reads change
     epoch_ = epoch;
     order_ = order(epoch);
-    next_batch_ = 0;
-    queue_.clear();
-    done_ = false;
-    error_ = nullptr;
     started_ = true;
-    if (o_.prefetch > 0) worker_ = std::thread([this] { produce(); });
+    prefetch_.start(batches_per_epoch(), o_.prefetch, [this](int64_t b) { return fill_batch(b); });
   }
 
   bool next(Batch& out) {
     NANODE_CHECK(started_, "DataLoader::next: call start_epoch(epoch) first");
-    const int64_t total = batches_per_epoch();
-    if (o_.prefetch == 0) {
-      if (next_batch_ >= total) return false;
-      out = to_batch(fill_batch(next_batch_++));
-      return true;
-    }
-    std::unique_lock<std::mutex> lock(mu_);
-    cv_.wait(lock, [&] { return !queue_.empty() || done_; });
-    if (queue_.empty()) {
-      if (error_) std::rethrow_exception(error_);
-      return false;
-    }
-    HostBatch hb = std::move(queue_.front());
-    queue_.pop_front();
-    cv_.notify_all();
-    lock.unlock();
+    HostBatch hb;
+    if (!prefetch_.take(hb)) return false;
     out = to_batch(hb);
     return true;
   }
@@ -238,50 +216,12 @@ class DataLoader {
     return z * 0x94D049BB133111EBull;
   }
 
-  void produce() {
-    try {
-      const int64_t total = batches_per_epoch();
-      for (int64_t b = 0; b < total; ++b) {
-        {
-          std::unique_lock<std::mutex> lock(mu_);
-          cv_.wait(lock, [&] { return static_cast<int>(queue_.size()) < o_.prefetch || stopping_; });
-          if (stopping_) break;
-        }
-        HostBatch batch = fill_batch(b);
-        std::lock_guard<std::mutex> lock(mu_);
-        queue_.push_back(std::move(batch));
-        cv_.notify_all();
-      }
-    } catch (...) {
-      std::lock_guard<std::mutex> lock(mu_);
-      error_ = std::current_exception();
-    }
-    std::lock_guard<std::mutex> lock(mu_);
-    done_ = true;
-    cv_.notify_all();
-  }
-
-  void stop() {
-    if (!worker_.joinable()) return;
-    {
-      std::lock_guard<std::mutex> lock(mu_);
-      stopping_ = true;
-      cv_.notify_all();
-    }
-    worker_.join();
-    stopping_ = false;
-  }
-
   std::shared_ptr<const Dataset> ds_;
   LoaderOptions o_;
-  int64_t epoch_ = 0, next_batch_ = 0;
+  int64_t epoch_ = 0;
   std::vector<int64_t> order_;
-  std::thread worker_;
-  std::mutex mu_;
-  std::condition_variable cv_;
-  std::deque<HostBatch> queue_;
-  bool done_ = false, stopping_ = false, started_ = false;
-  std::exception_ptr error_;
+  bool started_ = false;
+  Prefetcher<HostBatch> prefetch_;  // last: stopped before the members its thread reads
 };
 
 }  // namespace nanode::data

@@ -89,7 +89,7 @@ class ResidualConvDynamics : public ode::Dynamics {
     Var a;
     {
       profile::Scope s("norm");
-      a = relu(norm_->forward(x));
+      a = norm_->forward_relu(x);
     }
     profile::Scope s("conv");
     return conv_->forward(t, a);
@@ -160,18 +160,18 @@ class Classifier : public nn::Module {
     Var h;
     {
       profile::Scope p("stem");
-      h = max_pool2d(relu(stem_bn_->forward(stem_->forward(x))), 2);
+      h = max_pool2d(stem_bn_->forward_relu(stem_->forward(x)), 2);
     }
     for (size_t s = 0; s < blocks_.size(); ++s) {
       if (s > 0) {
         profile::Scope p(("down" + std::to_string(s)).c_str());
-        h = relu(down_bn_[s - 1]->forward(down_[s - 1]->forward(h)));
+        h = down_bn_[s - 1]->forward_relu(down_[s - 1]->forward(h));
       }
       profile::Scope p(("block" + std::to_string(s)).c_str());
       h = blocks_[s]->forward(h);
     }
     profile::Scope p("head");
-    return head_->forward(flatten(global_avg_pool2d(relu(head_norm_->forward(h)))));
+    return head_->forward(flatten(global_avg_pool2d(head_norm_->forward_relu(h))));
   }
 
   const std::string& base_model() const { return base_; }

@@ -18,6 +18,7 @@
 
 #include "nanode/data/datasets.hpp"
 #include "nanode/data/safetensors.hpp"
+#include "nanode/models/checkpoint.hpp"
 #include "nanode/models/classifier.hpp"
 #include "nanode/nn/optim.hpp"
 
@@ -68,7 +69,7 @@ struct TrainResult {
 };
 
 /// A one-line progress bar on stderr: redrawn in place on a terminal, a line per
-/// tenth of the epoch otherwise.
+/// tenth of the epoch otherwise. update()'s acc is left out when negative.
 class ProgressBar {
  public:
   ProgressBar(bool on, int64_t epoch, int64_t epochs, int64_t total)
@@ -87,17 +88,22 @@ class ProgressBar {
     const int width = 24;
     const int fill = static_cast<int>(width * done / std::max<int64_t>(1, total_));
     const double eta = ips > 0 ? static_cast<double>(total_ - done) * batch_images_ / ips : 0.0;
-    std::fprintf(stderr, "%sepoch %lld/%lld [%s%s] %lld/%lld loss %.4f acc %.2f%% %.0f img/s ETA %d:%02d%s",
+    char acc_text[32] = "";
+    if (acc >= 0) std::snprintf(acc_text, sizeof(acc_text), " acc %.2f%%", 100.0 * acc);
+    std::fprintf(stderr, "%sepoch %lld/%lld [%s%s] %lld/%lld loss %.4f%s %.0f %s/s ETA %d:%02d%s",
                  tty_ ? "\r" : "", static_cast<long long>(epoch_ + 1), static_cast<long long>(epochs_),
                  std::string(static_cast<size_t>(fill), '=').c_str(),
                  std::string(static_cast<size_t>(width - fill), ' ').c_str(), static_cast<long long>(done),
-                 static_cast<long long>(total_), loss, 100.0 * acc, ips, static_cast<int>(eta) / 60,
+                 static_cast<long long>(total_), loss, acc_text, ips, unit_, static_cast<int>(eta) / 60,
                  static_cast<int>(eta) % 60, tty_ ? (last ? "\n" : "") : "\n");
     std::fflush(stderr);
   }
   void set_batch_images(double b) { batch_images_ = b; }
+  /// What the rate counts ("img" by default; the video trainer counts frames).
+  void set_unit(const char* u) { unit_ = u; }
 
  private:
+  const char* unit_ = "img";
   bool on_, tty_;
   int64_t epoch_, epochs_, total_;
   double batch_images_ = 1;
@@ -284,18 +290,13 @@ class Trainer {
   }
 
   void save_checkpoint(int64_t epochs_done, const TrainResult& r) {
-    std::vector<std::pair<std::string, Tensor>> ts;
-    for (auto& [n, v] : model_->named_parameters()) ts.emplace_back("model." + n, v.data());
-    for (auto& [n, v] : model_->named_buffers()) ts.emplace_back("buffer." + n, v.data());
-    for (auto& [k, t] : opt_->state()) ts.emplace_back("optim." + k, t);
-    std::map<std::string, std::string> meta{{"format", "nanode-classifier-1"},
-                                            {"config", cfg_.fingerprint()},
-                                            {"epochs_done", std::to_string(epochs_done)},
-                                            {"optimizer_steps", std::to_string(opt_->steps())}};
     std::string rows;
     for (const auto& m : r.epochs) rows += csv_row(m, true) + "\n";
-    meta["metrics"] = rows;
-    data::save_safetensors(checkpoint_path(), ts, meta);
+    save_training_state(checkpoint_path(), *model_, *opt_,
+                        {{"format", "nanode-classifier-1"},
+                         {"config", cfg_.fingerprint()},
+                         {"epochs_done", std::to_string(epochs_done)},
+                         {"metrics", rows}});
   }
 
   /// Loads the last checkpoint; returns the epochs it had completed.
@@ -305,65 +306,16 @@ class Trainer {
       if (cfg_.progress) std::fprintf(stderr, "no checkpoint at %s: starting from scratch\n", checkpoint_path().c_str());
       return 0;
     }
-    const data::TensorFile f = data::load_safetensors(checkpoint_path());
-    auto meta = [&](const std::string& k) {
-      auto it = f.metadata.find(k);
-      NANODE_CHECK(it != f.metadata.end(), checkpoint_path(), ": not a nanode classifier checkpoint (no '", k, "')");
-      return it->second;
-    };
-    auto meta_int = [&](const std::string& k, int64_t lo, int64_t hi) {
-      const std::string v = meta(k);
-      size_t used = 0;
-      long long n = -1;
-      try {
-        n = std::stoll(v, &used);
-      } catch (const std::exception&) {
-        used = 0;
-      }
-      NANODE_CHECK(used == v.size() && !v.empty() && n >= lo && n <= hi, checkpoint_path(), ": metadata '", k,
-                   "' is '", v, "', expected an integer in [", lo, ", ", hi, "]");
-      return static_cast<int64_t>(n);
-    };
-    NANODE_CHECK(meta("format") == "nanode-classifier-1", checkpoint_path(), ": unknown checkpoint format '",
-                 meta("format"), "'");
-    NANODE_CHECK(meta("config") == cfg_.fingerprint(), checkpoint_path(),
-                 ": was written by a run with different settings:\n  checkpoint: ", meta("config"),
-                 "\n  this run:   ", cfg_.fingerprint());
-    auto load_into = [&](const std::string& name, Var& v) {
-      NANODE_CHECK(f.contains(name), checkpoint_path(), ": has no tensor '", name, "' that the model needs");
-      const Tensor& t = f.at(name);
-      NANODE_CHECK(t.shape() == v.shape() && t.dtype() == v.dtype(), checkpoint_path(), ": tensor '", name, "' is ",
-                   dtype_name(t.dtype()), " ", t.shape(), ", the model needs ", dtype_name(v.dtype()), " ", v.shape());
-      v.mutable_data() = t.to(v.device()).clone();
-    };
-    for (auto& [n, v] : model_->named_parameters()) load_into("model." + n, v);
-    for (auto& [n, v] : model_->named_buffers()) load_into("buffer." + n, v);
-    // Optimizer state "optim.<i>.<name>": each entry must belong to parameter i and
-    // match its shape; after any step every parameter must have its full state.
-    const auto& params = opt_->params();
-    std::map<std::string, Tensor> st;
-    for (const auto& [n, t] : f.tensors) {
-      if (n.rfind("optim.", 0) != 0) continue;
-      const std::string key = n.substr(6);
-      const size_t dot = key.find('.');
-      size_t i = params.size();
-      try {
-        i = dot == std::string::npos ? params.size() : static_cast<size_t>(std::stoull(key.substr(0, dot)));
-      } catch (const std::exception&) {
-      }
-      NANODE_CHECK(i < params.size(), checkpoint_path(), ": optimizer state '", key, "' names no parameter");
-      NANODE_CHECK(t.shape() == params[i].shape() && t.dtype() == params[i].dtype(), checkpoint_path(),
-                   ": optimizer state '", key, "' is ", t.shape(), ", parameter ", i, " is ", params[i].shape());
-      st[key] = t;
-    }
-    const int64_t done = meta_int("epochs_done", 0, cfg_.epochs);
-    const int64_t steps = meta_int("optimizer_steps", 0, done * per_epoch_);
-    const size_t per_param = cfg_.optimizer == "sgd" ? (cfg_.momentum > 0 ? 1 : 0) : 2;
-    NANODE_CHECK(steps == 0 || st.size() == per_param * params.size(), checkpoint_path(), ": optimizer state has ",
-                 st.size(), " tensors, ", cfg_.optimizer, " after ", steps, " steps needs ", per_param * params.size());
-    opt_->load_state(st, steps);
+    ResumeCheck check;
+    check.format = "nanode-classifier-1", check.fingerprint = cfg_.fingerprint(), check.max_epochs = cfg_.epochs;
+    check.steps_per_epoch = per_epoch_;
+    check.state_per_param = cfg_.optimizer == "sgd" ? (cfg_.momentum > 0 ? 1 : 0) : 2;
+    int64_t done = 0;
+    const auto meta = load_training_state(checkpoint_path(), *model_, *opt_, check, &done);
     // The metrics of the restored epochs: back into the result and the CSV.
-    std::istringstream rows(meta("metrics"));
+    const auto rows_it = meta.find("metrics");
+    NANODE_CHECK(rows_it != meta.end(), checkpoint_path(), ": not a nanode classifier checkpoint (no 'metrics')");
+    std::istringstream rows(rows_it->second);
     std::string line;
     std::ofstream csv(metrics_path(), std::ios::trunc);
     NANODE_CHECK(csv.good(), metrics_path(), ": cannot write");

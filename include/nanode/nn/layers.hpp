@@ -77,6 +77,10 @@ class BatchNorm : public Module {
   Var forward(const Var& x) const {
     return batch_norm(x, running_mean.data(), running_var.data(), weight, bias, is_training(), momentum_, eps_);
   }
+  /// relu(forward(x)) as one op (batch_norm's relu flag).
+  Var forward_relu(const Var& x) const {
+    return batch_norm(x, running_mean.data(), running_var.data(), weight, bias, is_training(), momentum_, eps_, true);
+  }
   Var weight, bias, running_mean, running_var;
 
  private:
@@ -92,6 +96,8 @@ class GroupNorm : public Module {
     bias = register_parameter("bias", Tensor::zeros(Shape{channels}));
   }
   Var forward(const Var& x) const { return group_norm(x, groups_, weight, bias, eps_); }
+  /// relu(forward(x)) as one op (group_norm's relu flag).
+  Var forward_relu(const Var& x) const { return group_norm(x, groups_, weight, bias, eps_, true); }
   Var weight, bias;
 
  private:

@@ -9,9 +9,11 @@ namespace nanode {
 /// and update running_mean/running_var in place (running = (1-momentum) running
 /// + momentum batch, with the unbiased variance); in eval mode the running
 /// statistics normalise x. gamma/beta may be undefined (no affine part).
+/// relu: returns relu(batch_norm(...)) as one op (one pass over the data forward,
+/// the ReLU's mask applied inside the norm's backward on the CPU).
 NANODE_REGISTER_OP(batch_norm);
 inline Var batch_norm(const Var& x, Tensor running_mean, Tensor running_var, const Var& gamma, const Var& beta,
-                      bool training, double momentum = 0.1, double eps = 1e-5) {
+                      bool training, double momentum = 0.1, double eps = 1e-5, bool relu = false) {
   int64_t N, C, S;
   backend::ncs("batch_norm", x.shape(), N, C, S);
   auto check_c = [&](const Tensor& t, const char* what) {
@@ -47,14 +49,16 @@ inline Var batch_norm(const Var& x, Tensor running_mean, Tensor running_var, con
     st.mean = running_mean.clone();
     st.invstd = backend::unary(UnaryOp::Pow, backend::unary(UnaryOp::Affine, running_var, 1.0, eps), -0.5);
   }
-  Tensor y = backend::channel_normalize(tx, st.mean, st.invstd, tg, tb);
+  Tensor y = backend::channel_normalize(tx, st.mean, st.invstd, tg, tb, relu);
   const bool has_g = gamma.defined(), has_b = beta.defined();
   const std::vector<Var> used = defined_vars({x, gamma, beta});
-  return make_result("batch_norm", y, used, [tx, st, tg, training, has_g, has_b](const Tensor& g, GradInputs& gi) {
+  const Tensor ty = relu ? y : Tensor();
+  return make_result("batch_norm", y, used, [tx, ty, st, tg, training, has_g, has_b](const Tensor& g, GradInputs& gi) {
     Tensor gx, dg, db;
     const size_t ig = 1, ib = has_g ? 2 : 1;
     backend::batch_norm_backward(g, tx, st.mean, st.invstd, tg, training, gi.need(0) ? &gx : nullptr,
-                                 has_g && gi.need(ig) ? &dg : nullptr, has_b && gi.need(ib) ? &db : nullptr);
+                                 has_g && gi.need(ig) ? &dg : nullptr, has_b && gi.need(ib) ? &db : nullptr,
+                                 ty.defined() ? &ty : nullptr);
     gi.set(0, gx);
     if (has_g) gi.set(ig, dg);
     if (has_b) gi.set(ib, db);
@@ -62,9 +66,10 @@ inline Var batch_norm(const Var& x, Tensor running_mean, Tensor running_var, con
 }
 
 /// Group norm over [N, C, ...]: statistics per sample and group of C/groups channels.
+/// relu: returns relu(group_norm(...)) as one op (see batch_norm).
 NANODE_REGISTER_OP(group_norm);
 inline Var group_norm(const Var& x, int64_t groups, const Var& gamma = Var(), const Var& beta = Var(),
-                      double eps = 1e-5) {
+                      double eps = 1e-5, bool relu = false) {
   int64_t N, C, S;
   backend::ncs("group_norm", x.shape(), N, C, S);
   const Tensor tg = gamma.defined() ? gamma.data() : Tensor(), tb = beta.defined() ? beta.data() : Tensor();
@@ -73,14 +78,16 @@ inline Var group_norm(const Var& x, int64_t groups, const Var& gamma = Var(), co
                  "] for input ", x.shape(), ", got ", t->shape());
   const Tensor tx = x.data();
   backend::NormStats st;
-  Tensor y = backend::group_norm_forward(tx, groups, tg, tb, eps, st);
+  Tensor y = backend::group_norm_forward(tx, groups, tg, tb, eps, st, relu);
   const bool has_g = gamma.defined(), has_b = beta.defined();
   const std::vector<Var> used = defined_vars({x, gamma, beta});
-  return make_result("group_norm", y, used, [tx, st, tg, groups, has_g, has_b](const Tensor& g, GradInputs& gi) {
+  const Tensor ty = relu ? y : Tensor();
+  return make_result("group_norm", y, used, [tx, ty, st, tg, groups, has_g, has_b](const Tensor& g, GradInputs& gi) {
     Tensor gx, dg, db;
     const size_t ig = 1, ib = has_g ? 2 : 1;
     backend::group_norm_backward(g, tx, groups, st, tg, gi.need(0) ? &gx : nullptr,
-                                 has_g && gi.need(ig) ? &dg : nullptr, has_b && gi.need(ib) ? &db : nullptr);
+                                 has_g && gi.need(ig) ? &dg : nullptr, has_b && gi.need(ib) ? &db : nullptr,
+                                 ty.defined() ? &ty : nullptr);
     gi.set(0, gx);
     if (has_g) gi.set(ig, dg);
     if (has_b) gi.set(ib, db);

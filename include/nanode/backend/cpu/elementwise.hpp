@@ -127,7 +127,11 @@ void axpy(T alpha, const T* x, T* y, int64_t n) {
 /// state's magnitude (adding each small term to x in turn rounds at it each time).
 template <class T>
 void lincomb(const T* x, const T* const* k, const T* c, int nk, T* out, int64_t n) {
-  parallel_for(n, kElementwiseGrain, [&](int64_t b, int64_t e) {
+  // The grain counts elements read: a combination of many terms (a time basis of
+  // order 10 has 21) splits finer than one of two.
+  int terms = x ? 1 : 0;
+  for (int j = 0; j < nk; ++j) terms += k[j] ? 1 : 0;
+  parallel_for(n, std::max<int64_t>(1024, kElementwiseGrain / std::max(1, terms)), [&](int64_t b, int64_t e) {
     constexpr int64_t kBlock = 2048;  // stays in L1 across the terms
     for (int64_t s = b; s < e; s += kBlock) {
       const int64_t m = std::min(kBlock, e - s);
