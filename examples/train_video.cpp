@@ -30,6 +30,8 @@ int main(int argc, char** argv) {
                  "(moving-mnist-file; default data/mnist_test_seq.npy) or BAIR's processed_data (default "
                  "data/bair/processed_data)");
   app.add_option("--model", cfg.model.model, "svg, auto or nanode")->check(CLI::IsMember(models::video_model_names()));
+  app.add_option("--arch", cfg.model.arch, "frame encoder/decoder: vgg (VGG-64) or dcgan (DCGAN-64; --model svg only)")
+      ->check(CLI::IsMember({"vgg", "dcgan"}));
   app.add_option("--family", cfg.model.family, "nanode's dynamics family")->check(CLI::IsMember(tv::family_names()));
   app.add_option("--order", cfg.model.order, "the family's basis order")->check(CLI::Range(1, 1000));
   app.add_option("--steps", cfg.model.steps, "solver steps per ODE block (dt = 1/steps)")->check(CLI::Range(1, 10000));

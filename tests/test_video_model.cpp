@@ -136,6 +136,7 @@ TEST_CASE("SVG-LP: a training step of every variant lowers the loss on a fixed b
     CHECK(after < before);
     Generator g(1);
     const Var pred = m.predict(Var(frames), 2, g);
+    INFO("prediction");
     CHECK(pred.shape() == Shape({2, 2, 1, 64, 64}));
     const auto pv = pred.data().to_vector<float>();
     CHECK(*std::min_element(pv.begin(), pv.end()) >= 0.0f);
@@ -271,4 +272,35 @@ TEST_CASE("video trainer: metrics, strips and a resumed run equal to an uninterr
   CHECK_THROWS_WITH(run(dir + "/resumed", true, false), Contains("different settings"));
   c.beta = 1e-4;
   CHECK_THROWS_WITH(run(dir + "/empty", true, false), Contains("no checkpoint"));
+}
+
+TEST_CASE("SVG-LP with the DCGAN-64 encoder and decoder: shapes, a training step, variants it cannot take",
+          "[video][model]") {
+  manual_seed(6);
+  auto o = tiny("svg");
+  o.arch = "dcgan";
+  models::SVGModel m(o);
+  const Tensor frames = moving_square_frames(3, 2);
+  const auto [h, skips] = m.encoder().forward(Var(frames.narrow(0, 0, 1).reshape({2, 1, 64, 64})));
+  CHECK(h.shape() == Shape({2, 6}));
+  REQUIRE(skips.size() == 4);
+  CHECK(skips[0].shape() == Shape({2, 2, 32, 32}));
+  CHECK(skips[3].shape() == Shape({2, 16, 4, 4}));
+  optim::AdamOptions ao;
+  ao.lr = 2e-3;
+  optim::Adam opt(m.parameters(), ao);
+  auto loss_at = [&] {
+    Generator g(2);
+    return m.loss(Var(frames), 1, 1e-2, g);
+  };
+  auto L0 = loss_at();
+  opt.zero_grad();
+  L0.loss.backward();
+  opt.step();
+  CHECK(loss_at().loss.data().item() < L0.loss.data().item());
+  auto bad = tiny("nanode");
+  bad.arch = "dcgan";
+  CHECK_THROWS_WITH(models::SVGModel(bad), Contains("VGG blocks"));
+  bad.arch = "resnet";
+  CHECK_THROWS_WITH(models::SVGModel(bad), Contains("unknown frame encoder"));
 }

@@ -3,7 +3,9 @@
 // 2018; DESIGN.md §6) with a VGG-64 frame encoder and decoder (skip connections
 // from the last conditioning frame), an LSTM frame predictor, and Gaussian LSTMs
 // for the posterior q(z_t | x_t) and the learned prior p(z_t | x_{t-1}), trained on
-// the evidence lower bound: sum_t MSE(x̂_t, x_t) + beta sum_t KL(q || p).
+// the evidence lower bound: sum_t MSE(x̂_t, x_t) + beta sum_t KL(q || p). The
+// DCGAN-64 encoder/decoder pair (SVG's choice for Moving MNIST) is there for the
+// plain model (arch = "dcgan").
 //
 // Variants (VideoModelOptions::model):
 //   svg     the VGG blocks as in SVG: every layer a 3x3 conv + batch norm + leaky ReLU;
@@ -31,6 +33,7 @@ inline const std::vector<std::string>& video_model_names() {
 
 struct VideoModelOptions {
   std::string model = "nanode";
+  std::string arch = "vgg";     ///< frame encoder/decoder: vgg (VGG-64) or dcgan (DCGAN-64, svg only)
   std::string family = "trig";  ///< nanode's dynamics family (any of tv::family_names())
   int order = 3;                ///< its basis order
   int64_t steps = 3;            ///< solver steps per ODE block (dt = 1/steps; the paper: 0.33)
@@ -104,10 +107,22 @@ class VggBlock : public nn::Module {
 
 }  // namespace video_detail
 
+/// A frame encoder: frames [B, C, 64, 64] to encodings [B, g_dim] and four skip
+/// feature maps (64, 32, 16 and 8 pixels for VGG; 32, 16, 8, 4 for DCGAN).
+class FrameEncoder : public nn::Module {
+ public:
+  virtual std::pair<Var, std::vector<Var>> forward(const Var& x) = 0;
+};
+/// A frame decoder: encodings [B, g_dim] and the encoder's skips to frames in (0, 1).
+class FrameDecoder : public nn::Module {
+ public:
+  virtual Var forward(const Var& h, const std::vector<Var>& skips) = 0;
+};
+
 /// SVG's vgg_64 encoder: four VGG blocks (64, 32, 16, 8 pixels; w, 2w, 4w, 8w
 /// channels) with 2x2 max pooling between them, then a 4x4 conv to g_dim + batch
 /// norm + tanh. Returns the encoding [B, g_dim] and the four blocks' outputs.
-class VggEncoder : public nn::Module {
+class VggEncoder : public FrameEncoder {
  public:
   explicit VggEncoder(const VideoModelOptions& o) {
     const int64_t w = o.width;
@@ -119,7 +134,7 @@ class VggEncoder : public nn::Module {
     c5_ = register_module("c5", std::make_shared<nn::Conv2d>(nn::Conv2dLayerOptions(8 * w, o.g_dim, 4)));
     bn5_ = register_module("c5_bn", std::make_shared<nn::BatchNorm>(o.g_dim));
   }
-  std::pair<Var, std::vector<Var>> forward(const Var& x) {
+  std::pair<Var, std::vector<Var>> forward(const Var& x) override {
     NANODE_CHECK(x.ndim() == 4 && x.size(2) == 64 && x.size(3) == 64, "VggEncoder: frames must be [B, C, 64, 64], got ",
                  x.shape());
     std::vector<Var> skips;
@@ -140,7 +155,7 @@ class VggEncoder : public nn::Module {
 /// SVG's vgg_64 decoder: a 4x4 transposed conv from g_dim, then four VGG blocks,
 /// each after 2x upsampling, on [its input, the encoder's skip] side by side; the
 /// last ends in a 3x3 transposed conv to the frame's channels and a sigmoid.
-class VggDecoder : public nn::Module {
+class VggDecoder : public FrameDecoder {
  public:
   explicit VggDecoder(const VideoModelOptions& o) : g_dim_(o.g_dim) {
     const int64_t w = o.width;
@@ -155,7 +170,7 @@ class VggDecoder : public nn::Module {
     out_b_ = register_parameter("out_bias", nn::uniform_fan_in(Shape{o.channels}, o.channels * 9));
   }
   /// Frames [B, C, 64, 64] in (0, 1) from encodings [B, g_dim] and the skips.
-  Var forward(const Var& h, const std::vector<Var>& skips) {
+  Var forward(const Var& h, const std::vector<Var>& skips) override {
     NANODE_CHECK(h.ndim() == 2 && h.size(1) == g_dim_ && skips.size() == 4, "VggDecoder: need [B, ", g_dim_,
                  "] and 4 skips, got ", h.shape(), " and ", skips.size());
     Var d = leaky_relu(bn1_->forward(conv_transpose2d(reshape(h, {h.size(0), g_dim_, 1, 1}), up1_w_)), 0.2);  // 4x4
@@ -171,6 +186,79 @@ class VggDecoder : public nn::Module {
   Var up1_w_, out_w_, out_b_;
   std::shared_ptr<nn::BatchNorm> bn1_;
   std::shared_ptr<video_detail::VggBlock> b2_, b3_, b4_, b5_;
+};
+
+/// SVG's dcgan_64 encoder: 4x4 convolutions of stride 2 (w, 2w, 4w, 8w channels at
+/// 32, 16, 8, 4 pixels), each with batch norm and leaky ReLU (0.2), then a 4x4 conv
+/// to g_dim, batch norm and tanh.
+class DcganEncoder : public FrameEncoder {
+ public:
+  explicit DcganEncoder(const VideoModelOptions& o) {
+    const int64_t w = o.width;
+    const int64_t c[5] = {o.channels, w, 2 * w, 4 * w, 8 * w};
+    for (int i = 0; i < 4; ++i) {
+      convs_.push_back(register_module("c" + std::to_string(i + 1), std::make_shared<nn::Conv2d>(
+                                           nn::Conv2dLayerOptions(c[i], c[i + 1], 4).stride(2).padding(1))));
+      bns_.push_back(register_module("c" + std::to_string(i + 1) + "_bn", std::make_shared<nn::BatchNorm>(c[i + 1])));
+    }
+    c5_ = register_module("c5", std::make_shared<nn::Conv2d>(nn::Conv2dLayerOptions(8 * w, o.g_dim, 4)));
+    bn5_ = register_module("c5_bn", std::make_shared<nn::BatchNorm>(o.g_dim));
+  }
+  std::pair<Var, std::vector<Var>> forward(const Var& x) override {
+    NANODE_CHECK(x.ndim() == 4 && x.size(2) == 64 && x.size(3) == 64,
+                 "DcganEncoder: frames must be [B, C, 64, 64], got ", x.shape());
+    std::vector<Var> skips;
+    Var h = x;
+    for (size_t i = 0; i < 4; ++i) {
+      h = leaky_relu(bns_[i]->forward(convs_[i]->forward(h)), 0.2);
+      skips.push_back(h);
+    }
+    h = tanh(bn5_->forward(c5_->forward(h)));
+    return {reshape(h, {x.size(0), h.size(1)}), skips};
+  }
+
+ private:
+  std::vector<std::shared_ptr<nn::Conv2d>> convs_;
+  std::vector<std::shared_ptr<nn::BatchNorm>> bns_;
+  std::shared_ptr<nn::Conv2d> c5_;
+  std::shared_ptr<nn::BatchNorm> bn5_;
+};
+
+/// SVG's dcgan_64 decoder: a 4x4 transposed conv from g_dim to 8w channels (4x4),
+/// then 4x4 transposed convs of stride 2 on [input, skip] side by side (to 4w, 2w,
+/// w and the frame's channels at 8, 16, 32, 64 pixels), with batch norm and leaky
+/// ReLU except the last, which ends in a sigmoid.
+class DcganDecoder : public FrameDecoder {
+ public:
+  explicit DcganDecoder(const VideoModelOptions& o) : g_dim_(o.g_dim) {
+    const int64_t w = o.width;
+    const int64_t c[5] = {8 * w, 4 * w, 2 * w, w, o.channels};
+    w1_ = register_parameter("upc1_weight", nn::uniform_fan_in(Shape{o.g_dim, 8 * w, 4, 4}, 8 * w * 16));
+    bn1_ = register_module("upc1_bn", std::make_shared<nn::BatchNorm>(8 * w));
+    for (int i = 0; i < 4; ++i) {
+      ws_.push_back(register_parameter("upc" + std::to_string(i + 2) + "_weight",
+                                       nn::uniform_fan_in(Shape{2 * c[i], c[i + 1], 4, 4}, c[i + 1] * 16)));
+      if (i < 3) bns_.push_back(register_module("upc" + std::to_string(i + 2) + "_bn", std::make_shared<nn::BatchNorm>(c[i + 1])));
+    }
+    out_b_ = register_parameter("out_bias", nn::uniform_fan_in(Shape{o.channels}, o.channels * 16));
+  }
+  Var forward(const Var& h, const std::vector<Var>& skips) override {
+    NANODE_CHECK(h.ndim() == 2 && h.size(1) == g_dim_ && skips.size() == 4, "DcganDecoder: need [B, ", g_dim_,
+                 "] and 4 skips, got ", h.shape(), " and ", skips.size());
+    Var d = leaky_relu(bn1_->forward(conv_transpose2d(reshape(h, {h.size(0), g_dim_, 1, 1}), w1_)), 0.2);  // 4x4
+    for (size_t i = 0; i < 4; ++i) {
+      d = conv_transpose2d(concat({d, skips[3 - i]}, 1), ws_[i], i == 3 ? out_b_ : Var(), Conv2dOptions(2, 1));
+      d = i == 3 ? sigmoid(d) : leaky_relu(bns_[i]->forward(d), 0.2);
+    }
+    return d;
+  }
+
+ private:
+  int64_t g_dim_;
+  Var w1_, out_b_;
+  std::vector<Var> ws_;
+  std::shared_ptr<nn::BatchNorm> bn1_;
+  std::vector<std::shared_ptr<nn::BatchNorm>> bns_;
 };
 
 /// The terms of the training loss of one batch: mse = sum over predicted frames
@@ -199,8 +287,16 @@ class SVGModel : public nn::Module {
                  "SVGModel: sizes must be positive");
     NANODE_CHECK(o.steps >= 1, "SVGModel: steps must be >= 1, got ", o.steps);
     ode::check_method(o.method, o.gradient);
-    encoder_ = register_module("encoder", std::make_shared<VggEncoder>(o));
-    decoder_ = register_module("decoder", std::make_shared<VggDecoder>(o));
+    NANODE_CHECK(o.arch == "vgg" || o.arch == "dcgan", "unknown frame encoder '", o.arch, "' (valid: vgg, dcgan)");
+    NANODE_CHECK(o.arch == "vgg" || o.model == "svg", "the ", o.model, " variant replaces layers of the VGG blocks; "
+                 "the DCGAN encoder has none to replace (use --arch vgg, or --model svg)");
+    if (o.arch == "vgg") {
+      encoder_ = register_module<FrameEncoder>("encoder", std::make_shared<VggEncoder>(o));
+      decoder_ = register_module<FrameDecoder>("decoder", std::make_shared<VggDecoder>(o));
+    } else {
+      encoder_ = register_module<FrameEncoder>("encoder", std::make_shared<DcganEncoder>(o));
+      decoder_ = register_module<FrameDecoder>("decoder", std::make_shared<DcganDecoder>(o));
+    }
     predictor_ = register_module("frame_predictor",
                                  std::make_shared<nn::LSTMStack>(o.g_dim + o.z_dim, o.g_dim, o.rnn_size, o.predictor_layers));
     posterior_ = register_module("posterior",
@@ -274,8 +370,8 @@ class SVGModel : public nn::Module {
     return concat(out, 0);
   }
 
-  VggEncoder& encoder() { return *encoder_; }
-  VggDecoder& decoder() { return *decoder_; }
+  FrameEncoder& encoder() { return *encoder_; }
+  FrameDecoder& decoder() { return *decoder_; }
   nn::LSTMStack& frame_predictor() { return *predictor_; }
   nn::GaussianLSTM& posterior() { return *posterior_; }
   nn::GaussianLSTM& prior() { return *prior_; }
@@ -295,8 +391,8 @@ class SVGModel : public nn::Module {
   }
 
   VideoModelOptions o_;
-  std::shared_ptr<VggEncoder> encoder_;
-  std::shared_ptr<VggDecoder> decoder_;
+  std::shared_ptr<FrameEncoder> encoder_;
+  std::shared_ptr<FrameDecoder> decoder_;
   std::shared_ptr<nn::LSTMStack> predictor_;
   std::shared_ptr<nn::GaussianLSTM> posterior_, prior_;
 };

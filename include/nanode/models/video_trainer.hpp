@@ -54,7 +54,7 @@ struct VideoTrainConfig {
   std::string fingerprint() const {
     std::ostringstream s;
     s.precision(17);
-    s << "model=" << model.model << " family=" << model.family << " order=" << model.order << " steps=" << model.steps
+    s << "model=" << model.model << " arch=" << model.arch << " family=" << model.family << " order=" << model.order << " steps=" << model.steps
       << " method=" << model.method << " gradient=" << ode::gradient_name(model.gradient) << " width=" << model.width
       << " g=" << model.g_dim << " z=" << model.z_dim << " rnn=" << model.rnn_size << " channels=" << model.channels
       << " data=" << dataset << "@" << data_path << " past=" << n_past << " future=" << n_future
