@@ -35,7 +35,7 @@ done
 {
   echo "# Table 2 at small scale: video prediction on Moving Fashion-MNIST"
   echo
-  echo "Made by \`./scripts/table2.sh\` on $(date -u +%Y-%m-%d) ($(nproc) threads; $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ *//'))."
+  echo "Made by \`./scripts/table2.sh\` on $(date -u +%Y-%m-%d) at commit $(git -C "$root" rev-parse --short HEAD 2>/dev/null || echo '?') ($(nproc) threads; $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ *//'))."
   echo "Every model: ${common[*]}"
   echo "(the same batches and Adam steps; models differ only in their VGG blocks)."
   echo

@@ -106,6 +106,14 @@ TEST_CASE("moving digits: velocities in range, bounces at the walls, digits wher
   }
   CHECK(*std::max_element(v.begin(), v.end()) <= 1.0f);
   CHECK(overlaps > 0);  // the clipping was exercised
+  // A sequence is one object: its first frames do not depend on how many are read,
+  // nor on where the reading starts.
+  std::vector<float> longer(static_cast<size_t>(12 * 64 * 64)), part(static_cast<size_t>(5 * 64 * 64));
+  src.read(4, 0, 0, 12, longer.data());
+  src.read(4, 0, 0, 5, part.data());
+  CHECK(std::equal(part.begin(), part.end(), longer.begin()));
+  src.read(4, 0, 7, 5, part.data());
+  CHECK(std::equal(part.begin(), part.end(), longer.begin() + 7 * 64 * 64));
   // The rescaled square keeps its brightness inside and its size (10 -> ~11.4 px).
   std::vector<float> d(32 * 32);
   src.rescaled(0, d.data());

@@ -166,13 +166,18 @@ class MovingDigits : public VideoSource {
     std::vector<int64_t> x, y, vx, vy;
   };
 
-  /// The digits' paths of sequence i, epoch e (what read() draws).
+  /// The digits' paths of sequence i, epoch e over its first `len` frames (what
+  /// read() draws). Each digit draws from its own stream, so a path's first frames
+  /// do not depend on how many frames are asked for.
   std::vector<Path> paths(int64_t i, int64_t epoch, int64_t len) const {
-    Generator g(video_detail::mix(video_detail::mix(o_.seed, static_cast<uint64_t>(epoch) + 0x1000), static_cast<uint64_t>(i)));
+    const uint64_t base =
+        video_detail::mix(video_detail::mix(o_.seed, static_cast<uint64_t>(epoch) + 0x1000), static_cast<uint64_t>(i));
     const int64_t last = o_.image_size - o_.digit_size - 1;  // largest top-left coordinate
     const int64_t v = o_.max_speed;
     std::vector<Path> out(static_cast<size_t>(o_.num_digits));
-    for (auto& p : out) {
+    for (size_t d = 0; d < out.size(); ++d) {
+      Path& p = out[d];
+      Generator g(video_detail::mix(base, d));
       p.digit = g.randint(0, digits_->dims[0]);
       int64_t x = g.randint(0, last + 1), y = g.randint(0, last + 1);
       int64_t vx = g.randint(-v, v + 1), vy = g.randint(-v, v + 1);
