@@ -107,6 +107,38 @@ class VggBlock : public nn::Module {
 
 }  // namespace video_detail
 
+/// The stages both frame encoders end with and both decoders start with.
+namespace video_detail {
+/// Encoder end: a 4x4 conv (no padding) of 4x4 maps to g_dim, batch norm, tanh;
+/// gives [B, g_dim]. Registered on `owner` as "c5" and "c5_bn".
+struct EncodingHead {
+  EncodingHead(nn::Module& owner, int64_t in, int64_t g_dim)
+      : conv(owner.register_module("c5", std::make_shared<nn::Conv2d>(nn::Conv2dLayerOptions(in, g_dim, 4)))),
+        bn(owner.register_module("c5_bn", std::make_shared<nn::BatchNorm>(g_dim))) {}
+  Var forward(const Var& x) const {
+    const Var h = tanh(bn->forward(conv->forward(x)));  // [B, g, 1, 1]
+    return reshape(h, {x.size(0), h.size(1)});
+  }
+  std::shared_ptr<nn::Conv2d> conv;
+  std::shared_ptr<nn::BatchNorm> bn;
+};
+/// Decoder start: encodings [B, g_dim] through a 4x4 transposed conv to `out`
+/// channels at 4x4, batch norm, leaky ReLU (0.2). Registered as "upc1_weight" and
+/// "upc1_bn".
+struct DecodingStem {
+  DecodingStem(nn::Module& owner, int64_t g_dim, int64_t out)
+      : g_dim(g_dim),
+        weight(owner.register_parameter("upc1_weight", nn::uniform_fan_in(Shape{g_dim, out, 4, 4}, out * 16))),
+        bn(owner.register_module("upc1_bn", std::make_shared<nn::BatchNorm>(out))) {}
+  Var forward(const Var& h) const {
+    return leaky_relu(bn->forward(conv_transpose2d(reshape(h, {h.size(0), g_dim, 1, 1}), weight)), 0.2);
+  }
+  int64_t g_dim;
+  Var weight;
+  std::shared_ptr<nn::BatchNorm> bn;
+};
+}  // namespace video_detail
+
 /// A frame encoder: frames [B, C, 64, 64] to encodings [B, g_dim] and four skip
 /// feature maps (64, 32, 16 and 8 pixels for VGG; 32, 16, 8, 4 for DCGAN).
 class FrameEncoder : public nn::Module {
@@ -131,8 +163,7 @@ class VggEncoder : public FrameEncoder {
     b2_ = register_module("c2", std::make_shared<VggBlock>(std::vector<int64_t>{w, 2 * w, 2 * w}, o));
     b3_ = register_module("c3", std::make_shared<VggBlock>(std::vector<int64_t>{2 * w, 4 * w, 4 * w, 4 * w}, o));
     b4_ = register_module("c4", std::make_shared<VggBlock>(std::vector<int64_t>{4 * w, 8 * w, 8 * w, 8 * w}, o));
-    c5_ = register_module("c5", std::make_shared<nn::Conv2d>(nn::Conv2dLayerOptions(8 * w, o.g_dim, 4)));
-    bn5_ = register_module("c5_bn", std::make_shared<nn::BatchNorm>(o.g_dim));
+    head_ = std::make_unique<video_detail::EncodingHead>(*this, 8 * w, o.g_dim);
   }
   std::pair<Var, std::vector<Var>> forward(const Var& x) override {
     NANODE_CHECK(x.ndim() == 4 && x.size(2) == 64 && x.size(3) == 64, "VggEncoder: frames must be [B, C, 64, 64], got ",
@@ -142,14 +173,12 @@ class VggEncoder : public FrameEncoder {
     skips.push_back(b2_->forward(max_pool2d(skips.back(), 2)));
     skips.push_back(b3_->forward(max_pool2d(skips.back(), 2)));
     skips.push_back(b4_->forward(max_pool2d(skips.back(), 2)));
-    Var h = tanh(bn5_->forward(c5_->forward(max_pool2d(skips.back(), 2))));  // [B, g, 1, 1]
-    return {reshape(h, {x.size(0), h.size(1)}), skips};
+    return {head_->forward(max_pool2d(skips.back(), 2)), skips};
   }
 
  private:
   std::shared_ptr<video_detail::VggBlock> b1_, b2_, b3_, b4_;
-  std::shared_ptr<nn::Conv2d> c5_;
-  std::shared_ptr<nn::BatchNorm> bn5_;
+  std::unique_ptr<video_detail::EncodingHead> head_;
 };
 
 /// SVG's vgg_64 decoder: a 4x4 transposed conv from g_dim, then four VGG blocks,
@@ -160,8 +189,7 @@ class VggDecoder : public FrameDecoder {
   explicit VggDecoder(const VideoModelOptions& o) : g_dim_(o.g_dim) {
     const int64_t w = o.width;
     using video_detail::VggBlock;
-    up1_w_ = register_parameter("upc1_weight", nn::uniform_fan_in(Shape{o.g_dim, 8 * w, 4, 4}, 8 * w * 16));
-    bn1_ = register_module("upc1_bn", std::make_shared<nn::BatchNorm>(8 * w));
+    stem_ = std::make_unique<video_detail::DecodingStem>(*this, o.g_dim, 8 * w);
     b2_ = register_module("upc2", std::make_shared<VggBlock>(std::vector<int64_t>{16 * w, 8 * w, 8 * w, 4 * w}, o));
     b3_ = register_module("upc3", std::make_shared<VggBlock>(std::vector<int64_t>{8 * w, 4 * w, 4 * w, 2 * w}, o));
     b4_ = register_module("upc4", std::make_shared<VggBlock>(std::vector<int64_t>{4 * w, 2 * w, w}, o));
@@ -173,7 +201,7 @@ class VggDecoder : public FrameDecoder {
   Var forward(const Var& h, const std::vector<Var>& skips) override {
     NANODE_CHECK(h.ndim() == 2 && h.size(1) == g_dim_ && skips.size() == 4, "VggDecoder: need [B, ", g_dim_,
                  "] and 4 skips, got ", h.shape(), " and ", skips.size());
-    Var d = leaky_relu(bn1_->forward(conv_transpose2d(reshape(h, {h.size(0), g_dim_, 1, 1}), up1_w_)), 0.2);  // 4x4
+    Var d = stem_->forward(h);                                            // 4x4
     d = b2_->forward(concat({upsample_nearest2d(d, 2), skips[3]}, 1));   // 8x8
     d = b3_->forward(concat({upsample_nearest2d(d, 2), skips[2]}, 1));   // 16x16
     d = b4_->forward(concat({upsample_nearest2d(d, 2), skips[1]}, 1));   // 32x32
@@ -183,8 +211,8 @@ class VggDecoder : public FrameDecoder {
 
  private:
   int64_t g_dim_;
-  Var up1_w_, out_w_, out_b_;
-  std::shared_ptr<nn::BatchNorm> bn1_;
+  std::unique_ptr<video_detail::DecodingStem> stem_;
+  Var out_w_, out_b_;
   std::shared_ptr<video_detail::VggBlock> b2_, b3_, b4_, b5_;
 };
 
@@ -201,8 +229,7 @@ class DcganEncoder : public FrameEncoder {
                                            nn::Conv2dLayerOptions(c[i], c[i + 1], 4).stride(2).padding(1))));
       bns_.push_back(register_module("c" + std::to_string(i + 1) + "_bn", std::make_shared<nn::BatchNorm>(c[i + 1])));
     }
-    c5_ = register_module("c5", std::make_shared<nn::Conv2d>(nn::Conv2dLayerOptions(8 * w, o.g_dim, 4)));
-    bn5_ = register_module("c5_bn", std::make_shared<nn::BatchNorm>(o.g_dim));
+    head_ = std::make_unique<video_detail::EncodingHead>(*this, 8 * w, o.g_dim);
   }
   std::pair<Var, std::vector<Var>> forward(const Var& x) override {
     NANODE_CHECK(x.ndim() == 4 && x.size(2) == 64 && x.size(3) == 64,
@@ -213,15 +240,13 @@ class DcganEncoder : public FrameEncoder {
       h = leaky_relu(bns_[i]->forward(convs_[i]->forward(h)), 0.2);
       skips.push_back(h);
     }
-    h = tanh(bn5_->forward(c5_->forward(h)));
-    return {reshape(h, {x.size(0), h.size(1)}), skips};
+    return {head_->forward(h), skips};
   }
 
  private:
   std::vector<std::shared_ptr<nn::Conv2d>> convs_;
   std::vector<std::shared_ptr<nn::BatchNorm>> bns_;
-  std::shared_ptr<nn::Conv2d> c5_;
-  std::shared_ptr<nn::BatchNorm> bn5_;
+  std::unique_ptr<video_detail::EncodingHead> head_;
 };
 
 /// SVG's dcgan_64 decoder: a 4x4 transposed conv from g_dim to 8w channels (4x4),
@@ -233,8 +258,7 @@ class DcganDecoder : public FrameDecoder {
   explicit DcganDecoder(const VideoModelOptions& o) : g_dim_(o.g_dim) {
     const int64_t w = o.width;
     const int64_t c[5] = {8 * w, 4 * w, 2 * w, w, o.channels};
-    w1_ = register_parameter("upc1_weight", nn::uniform_fan_in(Shape{o.g_dim, 8 * w, 4, 4}, 8 * w * 16));
-    bn1_ = register_module("upc1_bn", std::make_shared<nn::BatchNorm>(8 * w));
+    stem_ = std::make_unique<video_detail::DecodingStem>(*this, o.g_dim, 8 * w);
     for (int i = 0; i < 4; ++i) {
       ws_.push_back(register_parameter("upc" + std::to_string(i + 2) + "_weight",
                                        nn::uniform_fan_in(Shape{2 * c[i], c[i + 1], 4, 4}, c[i + 1] * 16)));
@@ -245,7 +269,7 @@ class DcganDecoder : public FrameDecoder {
   Var forward(const Var& h, const std::vector<Var>& skips) override {
     NANODE_CHECK(h.ndim() == 2 && h.size(1) == g_dim_ && skips.size() == 4, "DcganDecoder: need [B, ", g_dim_,
                  "] and 4 skips, got ", h.shape(), " and ", skips.size());
-    Var d = leaky_relu(bn1_->forward(conv_transpose2d(reshape(h, {h.size(0), g_dim_, 1, 1}), w1_)), 0.2);  // 4x4
+    Var d = stem_->forward(h);  // 4x4
     for (size_t i = 0; i < 4; ++i) {
       d = conv_transpose2d(concat({d, skips[3 - i]}, 1), ws_[i], i == 3 ? out_b_ : Var(), Conv2dOptions(2, 1));
       d = i == 3 ? sigmoid(d) : leaky_relu(bns_[i]->forward(d), 0.2);
@@ -255,9 +279,9 @@ class DcganDecoder : public FrameDecoder {
 
  private:
   int64_t g_dim_;
-  Var w1_, out_b_;
+  std::unique_ptr<video_detail::DecodingStem> stem_;
+  Var out_b_;
   std::vector<Var> ws_;
-  std::shared_ptr<nn::BatchNorm> bn1_;
   std::vector<std::shared_ptr<nn::BatchNorm>> bns_;
 };
 
