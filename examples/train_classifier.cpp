@@ -8,6 +8,7 @@
 #include <filesystem>
 #include <string>
 
+#include "cli_common.hpp"
 #include "nanode/models/trainer.hpp"
 #include "nanode/nanode.hpp"
 
@@ -28,8 +29,9 @@ int main(int argc, char** argv) {
   for (const auto& n : models::classifier_model_names()) models_list += (models_list.empty() ? "" : ", ") + n;
   app.add_option("--model", cfg.model.model, "dynamics family: " + models_list + " (a suffix -d sets the order)");
   app.add_option("--order", cfg.model.order, "basis order d (pieces, features, reflections, ...)")
-      ->check(CLI::PositiveNumber);
-  app.add_option("--steps", cfg.model.steps, "solver steps per NANODE block (dt = 1/steps)")->check(CLI::PositiveNumber);
+      ->check(cli::integer(1, 1000));
+  app.add_option("--steps", cfg.model.steps, "solver steps per NANODE block (dt = 1/steps)")
+      ->check(cli::integer(1, 100000));
   app.add_option("--solver", solver, "Runge-Kutta method")
       ->check(CLI::IsMember(ode::method_names()));
   app.add_option("--gradient", gradient,
@@ -38,40 +40,38 @@ int main(int argc, char** argv) {
       ->check(CLI::IsMember({"direct", "adjoint", "checkpoint", "reversible"}));
   app.add_option("--widths", cfg.model.widths, "channels per stage, one NANODE block each")
       ->delimiter(',')
-      ->check(CLI::PositiveNumber)
+      ->check(cli::integer(1, 4096))
       ->multi_option_policy(CLI::MultiOptionPolicy::TakeAll);
-  app.add_option("--epochs", cfg.epochs, "training epochs")->check(CLI::PositiveNumber);
-  app.add_option("--batch-size", cfg.batch_size, "training batch size")->check(CLI::PositiveNumber);
+  app.add_option("--epochs", cfg.epochs, "training epochs")->check(cli::integer(1, 100000));
+  app.add_option("--batch-size", cfg.batch_size, "training batch size")->check(cli::integer(1, 65536));
   app.add_option("--optimizer", cfg.optimizer, "optimizer")->check(CLI::IsMember({"adam", "adamw", "sgd"}));
-  app.add_option("--lr", cfg.lr, "base learning rate")->check(CLI::PositiveNumber);
-  app.add_option("--momentum", cfg.momentum, "SGD momentum (Nesterov when > 0)")->check(CLI::Range(0.0, 1.0));
-  app.add_option("--weight-decay", cfg.weight_decay, "weight decay")->check(CLI::NonNegativeNumber);
+  app.add_option("--lr", cfg.lr, "base learning rate")->check(cli::number(1e-12, 10.0));
+  app.add_option("--momentum", cfg.momentum, "SGD momentum (Nesterov when > 0)")->check(cli::number(0.0, 0.999999));
+  app.add_option("--weight-decay", cfg.weight_decay, "weight decay")->check(cli::number(0.0, 10.0));
   app.add_option("--schedule", cfg.schedule, "learning-rate schedule")
       ->check(CLI::IsMember({"constant", "cosine", "step"}));
-  app.add_option("--warmup", cfg.warmup, "linear warm-up steps")->check(CLI::NonNegativeNumber);
+  app.add_option("--warmup", cfg.warmup, "linear warm-up steps")->check(cli::integer(0, 1000000000));
   app.add_option("--crop-padding", cfg.crop_padding, "random-crop padding in pixels (0: no crops)")
-      ->check(CLI::NonNegativeNumber);
+      ->check(cli::integer(0, 64));
   app.add_flag("--hflip", cfg.hflip, "random horizontal flips");
-  app.add_option("--seed", cfg.seed, "random seed (initialisation, order, augmentation)");
-  app.add_option("--threads", threads, "CPU threads")->check(CLI::PositiveNumber);
+  app.add_option("--seed", cfg.seed, "random seed (initialisation, order, augmentation)")->check(cli::unsigned64());
+  app.add_option("--threads", threads, "CPU threads")->check(cli::integer(1, 1024));
   std::string device = "cpu";
   app.add_option("--device", device, "where to train: cpu, cuda or cuda:<index>");
-  app.add_option("--max-batches", cfg.max_batches, "batches per epoch at most (0: all)")->check(CLI::NonNegativeNumber);
-  app.add_option("--limit-train", limit_train, "use the first N training images (0: all)")->check(CLI::NonNegativeNumber);
-  app.add_option("--limit-test", limit_test, "use the first N test images (0: all)")->check(CLI::NonNegativeNumber);
+  app.add_option("--max-batches", cfg.max_batches, "batches per epoch at most (0: all)")
+      ->check(cli::integer(0, 1000000000));
+  app.add_option("--limit-train", limit_train, "use the first N training images (0: all)")
+      ->check(cli::integer(0, 1000000000));
+  app.add_option("--limit-test", limit_test, "use the first N test images (0: all)")->check(cli::integer(0, 1000000000));
   app.add_option("--out-dir", cfg.out_dir, "where metrics.csv and checkpoint.safetensors go (created)");
   app.add_flag("--resume", cfg.resume, "continue from the checkpoint in --out-dir");
+  app.add_flag("--overwrite", cfg.overwrite, "replace the results of an earlier run in --out-dir");
+  app.add_flag("--detect-anomaly", cfg.detect_anomaly,
+               "check every op's result and gradient for NaN/inf and name the first op that makes one (slow)");
   bool quiet = false;
   app.add_flag("--quiet", quiet, "no progress bar");
-  try {
-    app.parse(argc, argv);
-  } catch (const CLI::ExtrasError& e) {
-    // An unknown option: say so, then list the valid ones.
-    std::fprintf(stderr, "%s\n\n%s", e.what(), app.help().c_str());
-    return 2;
-  } catch (const CLI::ParseError& e) {
-    return app.exit(e);
-  }
+  bool done = false;
+  if (const int rc = cli::parse(app, argc, argv, done); done) return rc;
 
   try {
     set_num_threads(threads);
@@ -80,11 +80,6 @@ int main(int argc, char** argv) {
     cfg.model.gradient = ode::parse_gradient(gradient);
     cfg.progress = !quiet;
     if (cfg.resume && cfg.out_dir.empty()) throw Error("--resume needs --out-dir (where the checkpoint is)");
-    if (!cfg.out_dir.empty()) {
-      std::error_code ec;
-      std::filesystem::create_directories(cfg.out_dir, ec);
-      if (ec) throw Error("cannot create --out-dir " + cfg.out_dir + " (" + ec.message() + ")");
-    }
     auto [train, test] = data::load_dataset(dataset, data_dir);
     train = data::head(train, limit_train);
     test = data::head(test, limit_test);

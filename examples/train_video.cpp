@@ -13,6 +13,7 @@
 #include <filesystem>
 #include <string>
 
+#include "cli_common.hpp"
 #include "nanode/models/video_trainer.hpp"
 #include "nanode/nanode.hpp"
 
@@ -33,43 +34,40 @@ int main(int argc, char** argv) {
   app.add_option("--arch", cfg.model.arch, "frame encoder/decoder: vgg (VGG-64) or dcgan (DCGAN-64; --model svg only)")
       ->check(CLI::IsMember({"vgg", "dcgan"}));
   app.add_option("--family", cfg.model.family, "nanode's dynamics family")->check(CLI::IsMember(tv::family_names()));
-  app.add_option("--order", cfg.model.order, "the family's basis order")->check(CLI::Range(1, 1000));
-  app.add_option("--steps", cfg.model.steps, "solver steps per ODE block (dt = 1/steps)")->check(CLI::Range(1, 10000));
+  app.add_option("--order", cfg.model.order, "the family's basis order")->check(cli::integer(1, 1000));
+  app.add_option("--steps", cfg.model.steps, "solver steps per ODE block (dt = 1/steps)")->check(cli::integer(1, 10000));
   app.add_option("--solver", solver, "Runge-Kutta method")->check(CLI::IsMember(ode::method_names()));
   app.add_option("--gradient", gradient, "gradient mode of the ODE blocks")
       ->check(CLI::IsMember({"direct", "adjoint", "checkpoint", "reversible"}));
-  app.add_option("--width", cfg.model.width, "channels of the first VGG block (SVG: 64)")->check(CLI::Range(1, 4096));
-  app.add_option("--g-dim", cfg.model.g_dim, "frame encoding size")->check(CLI::Range(1, 65536));
-  app.add_option("--z-dim", cfg.model.z_dim, "latent size")->check(CLI::Range(1, 65536));
-  app.add_option("--rnn-size", cfg.model.rnn_size, "LSTM hidden size")->check(CLI::Range(1, 65536));
-  app.add_option("--n-past", cfg.n_past, "conditioning frames")->check(CLI::Range(1, 1000));
-  app.add_option("--n-future", cfg.n_future, "predicted frames")->check(CLI::Range(1, 1000));
-  app.add_option("--beta", cfg.beta, "KL weight")->check(CLI::Range(0.0, 1e6));
-  app.add_option("--lr", cfg.lr, "Adam learning rate")->check(CLI::Range(1e-12, 10.0));
-  app.add_option("--epochs", cfg.epochs, "training epochs")->check(CLI::Range(1, 1000000));
-  app.add_option("--batch-size", cfg.batch_size, "sequences per batch")->check(CLI::Range(1, 100000));
+  app.add_option("--width", cfg.model.width, "channels of the first VGG block (SVG: 64)")->check(cli::integer(1, 4096));
+  app.add_option("--g-dim", cfg.model.g_dim, "frame encoding size")->check(cli::integer(1, 65536));
+  app.add_option("--z-dim", cfg.model.z_dim, "latent size")->check(cli::integer(1, 65536));
+  app.add_option("--rnn-size", cfg.model.rnn_size, "LSTM hidden size")->check(cli::integer(1, 65536));
+  app.add_option("--n-past", cfg.n_past, "conditioning frames")->check(cli::integer(1, 1000));
+  app.add_option("--n-future", cfg.n_future, "predicted frames")->check(cli::integer(1, 1000));
+  app.add_option("--beta", cfg.beta, "KL weight")->check(cli::number(0.0, 1e6));
+  app.add_option("--lr", cfg.lr, "Adam learning rate")->check(cli::number(1e-12, 10.0));
+  app.add_option("--epochs", cfg.epochs, "training epochs")->check(cli::integer(1, 1000000));
+  app.add_option("--batch-size", cfg.batch_size, "sequences per batch")->check(cli::integer(1, 100000));
   app.add_option("--train-sequences", cfg.train_sequences, "sequences per epoch (generated data)")
-      ->check(CLI::Range(1, 100000000));
-  app.add_option("--test-sequences", cfg.test_sequences, "held-out sequences")->check(CLI::Range(1, 1000000));
-  app.add_option("--digits", cfg.num_digits, "objects per generated sequence")->check(CLI::Range(1, 8));
+      ->check(cli::integer(1, 100000000));
+  app.add_option("--test-sequences", cfg.test_sequences, "held-out sequences")->check(cli::integer(1, 1000000));
+  app.add_option("--digits", cfg.num_digits, "objects per generated sequence")->check(cli::integer(1, 8));
   app.add_flag("--deterministic", cfg.deterministic, "generated objects reflect at the walls (default: new velocity)");
-  app.add_option("--samples", cfg.samples, "prior samples per test sequence (best of k)")->check(CLI::Range(1, 1000));
-  app.add_option("--max-batches", cfg.max_batches, "batches per epoch at most (0: all)")->check(CLI::Range(0, 100000000));
-  app.add_option("--seed", cfg.seed, "random seed");
-  app.add_option("--threads", threads, "CPU threads")->check(CLI::Range(1, 4096));
+  app.add_option("--samples", cfg.samples, "prior samples per test sequence (best of k)")->check(cli::integer(1, 1000));
+  app.add_option("--max-batches", cfg.max_batches, "batches per epoch at most (0: all)")->check(cli::integer(0, 100000000));
+  app.add_option("--seed", cfg.seed, "random seed")->check(cli::unsigned64());
+  app.add_option("--threads", threads, "CPU threads")->check(cli::integer(1, 4096));
   app.add_option("--device", device, "where to train: cpu, cuda or cuda:<index>");
   app.add_option("--out-dir", cfg.out_dir, "where metrics.csv, samples_epoch<N>.png and checkpoint.safetensors go");
   app.add_flag("--resume", cfg.resume, "continue from the checkpoint in --out-dir");
+  app.add_flag("--overwrite", cfg.overwrite, "replace the results of an earlier run in --out-dir");
+  app.add_flag("--detect-anomaly", cfg.detect_anomaly,
+               "check every op's result and gradient for NaN/inf and name the first op that makes one (slow)");
   bool quiet = false;
   app.add_flag("--quiet", quiet, "no progress bar");
-  try {
-    app.parse(argc, argv);
-  } catch (const CLI::ExtrasError& e) {
-    std::fprintf(stderr, "%s\n\n%s", e.what(), app.help().c_str());
-    return 2;
-  } catch (const CLI::ParseError& e) {
-    return app.exit(e);
-  }
+  bool done = false;
+  if (const int rc = cli::parse(app, argc, argv, done); done) return rc;
 
   try {
     set_num_threads(threads);
@@ -79,11 +77,6 @@ int main(int argc, char** argv) {
     ode::check_method(solver, cfg.model.gradient);
     cfg.progress = !quiet;
     if (cfg.resume && cfg.out_dir.empty()) throw Error("--resume needs --out-dir (where the checkpoint is)");
-    if (!cfg.out_dir.empty()) {
-      std::error_code ec;
-      std::filesystem::create_directories(cfg.out_dir, ec);
-      if (ec) throw Error("cannot create --out-dir " + cfg.out_dir + " (" + ec.message() + ")");
-    }
     auto [train, test] = models::load_video_dataset(cfg);
     models::VideoTrainer trainer(cfg, train, test);
     const auto fs = train->frame_shape();

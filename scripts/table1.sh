@@ -54,7 +54,7 @@ for ds in "${datasets[@]}"; do
     echo "[table1] $ds $m" >&2
     log="$out/log.txt"
     if ! "$exe" --dataset "$ds" --model "$m" --order "$order" --epochs "$epochs" --limit-train "$limit_train" \
-        --limit-test "$limit_test" --solver "$solver" --gradient "$gradient" --threads "$(nproc)" --out-dir "$out" --quiet "${extra[@]}" > "$log" 2>&1; then
+        --limit-test "$limit_test" --solver "$solver" --gradient "$gradient" --threads "$(nproc)" --out-dir "$out" --overwrite --quiet "${extra[@]}" > "$log" 2>&1; then
       echo "| $m | failed: $(tail -1 "$log") | | | |" >> "$table"
       continue
     fi

@@ -6,7 +6,7 @@ set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 # shellcheck source=deps.sh
 . "$root/scripts/deps.sh"
-nanode_ensure_packages "${NANODE_BUILD_PACKAGES[@]}"
+nanode_ensure_packages "${NANODE_BUILD_PACKAGES[@]}" "${NANODE_TEST_PACKAGES[@]}"
 
 build="${NANODE_BUILD_DIR:-$root/build}"
 jobs="$(nproc)"

@@ -7,7 +7,9 @@
 # Metrics and checkpoints go to $NANODE_OUT (default build/out/main).
 # Extra arguments go to the trainer (see --help) and override these defaults, e.g.
 # --model b-nanode-10, --dataset cifar10 --data-dir DIR, --resume (with the same
-# arguments and the same $NANODE_OUT as the run it continues).
+# arguments and the same $NANODE_OUT as the run it continues). Without --resume the
+# script passes --overwrite: a new run of the main job replaces the previous one's
+# results in $NANODE_OUT (the trainer itself refuses to, unless told).
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 . "$root/scripts/deps.sh"
@@ -16,4 +18,6 @@ build="${NANODE_BUILD_DIR:-$root/build}"
 out="${NANODE_OUT:-$build/out/main}"
 cmake -S "$root" -B "$build" -DCMAKE_BUILD_TYPE=Release > /dev/null
 cmake --build "$build" -j"$(nproc)" --target train_classifier
-exec "$build/examples/train_classifier" --dataset fashion-mnist --out-dir "$out" --threads "$(nproc)" "$@"
+fresh=(--overwrite)
+for a in "$@"; do [ "$a" = --resume ] && fresh=(); done
+exec "$build/examples/train_classifier" --dataset fashion-mnist --out-dir "$out" --threads "$(nproc)" "${fresh[@]}" "$@"

@@ -6,6 +6,7 @@
 #include <cmath>
 #include <iostream>
 
+#include "nanode/models/video.hpp"
 #include "nanode/nanode.hpp"
 
 using namespace nanode;
@@ -149,6 +150,45 @@ TEST_CASE("cuda: an ODE solve and its gradients match the CPU in every mode (fus
     REQUIRE(grads[1].size() == grads[0].size());
     for (size_t i = 0; i < grads[0].size(); ++i) CHECK(grads[1][i] == Approx(grads[0][i]).margin(1e-4).epsilon(1e-4));
   }
+}
+
+TEST_CASE("cuda: an SVG-LP step with NANODE blocks (train_video --device cuda) matches the CPU", "[cuda][video]") {
+  // The video model end to end: VGG-64 encoder and decoder with ODE blocks, LSTMs,
+  // the Gaussian latents' noise (drawn on the host from the same generator), the ELBO.
+  const int64_t T = 2, B = 2;  // one predicted frame: the emulated device runs every kernel on the CPU
+  std::vector<float> v(static_cast<size_t>(T * B * 64 * 64), 0.0f);
+  for (int64_t t = 0; t < T; ++t)
+    for (int64_t b = 0; b < B; ++b)
+      for (int64_t r = 0; r < 10; ++r)
+        for (int64_t c = 0; c < 10; ++c)
+          v[static_cast<size_t>(((t * B + b) * 64 + 12 + 3 * t + r) * 64 + 9 + 5 * b + 2 * t + c)] = 1.0f;
+  const Tensor frames = Tensor::from_vector<float>(v, {T, B, 1, 64, 64});
+  std::vector<double> loss;
+  std::vector<std::vector<double>> grads;
+  for (const Device dev : {Device::cpu(), kGpu}) {
+    manual_seed(8);
+    models::VideoModelOptions o;
+    o.model = "nanode";
+    o.width = 2, o.g_dim = 6, o.z_dim = 2, o.rnn_size = 8, o.steps = 2;
+    models::SVGModel m(o);
+    m.to(dev);
+    Generator g(4);
+    auto L = m.loss(Var(frames.to(dev)), 1, 0.1, g);
+    L.loss.backward();
+    loss.push_back(L.loss.item());
+    std::vector<double> gr;
+    for (const auto& p : m.parameters()) {
+      REQUIRE(p.grad().device() == dev);
+      for (double x : p.grad().to_vector<double>()) gr.push_back(x);
+    }
+    grads.push_back(gr);
+  }
+  CHECK(loss[1] == Approx(loss[0]).epsilon(1e-4));
+  REQUIRE(grads[1].size() == grads[0].size());
+  double scale = 0;
+  for (double x : grads[0]) scale = std::max(scale, std::abs(x));
+  REQUIRE(scale > 0);
+  for (size_t i = 0; i < grads[0].size(); ++i) CHECK(grads[1][i] == Approx(grads[0][i]).margin(1e-3 * scale));
 }
 
 TEST_CASE("cuda: fusing the stage with the last bias and tanh cuts the launches of a training step", "[cuda][ode]") {

@@ -5,6 +5,7 @@
 
 #include <cstdio>
 #include <fstream>
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -12,71 +13,12 @@
 #include "nanode/io/state_dict.hpp"
 #include "nanode/models/trainer.hpp"
 #include "nanode/nanode.hpp"
+#include "test_files.hpp"
 
 using namespace nanode;
 using Catch::Matchers::Contains;
+using namespace nanode::testing;
 
-namespace {
-
-std::string tmp_path(const std::string& name) {
-  static const std::string dir = [] {
-    char tmpl[] = "/tmp/nanode_test_data_XXXXXX";
-    const char* d = ::mkdtemp(tmpl);
-    REQUIRE(d != nullptr);
-    return std::string(d);
-  }();
-  return dir + "/" + name;
-}
-
-void write_bytes(const std::string& path, const std::vector<uint8_t>& b) {
-  std::ofstream out(path, std::ios::binary | std::ios::trunc);
-  out.write(reinterpret_cast<const char*>(b.data()), static_cast<std::streamsize>(b.size()));
-}
-
-void write_gz(const std::string& path, const std::vector<uint8_t>& b) {
-  gzFile f = gzopen(path.c_str(), "wb");
-  REQUIRE(f != nullptr);
-  REQUIRE(gzwrite(f, b.data(), static_cast<unsigned>(b.size())) == static_cast<int>(b.size()));
-  gzclose(f);
-}
-
-std::vector<uint8_t> idx_bytes(const std::vector<uint32_t>& dims, const std::vector<uint8_t>& data) {
-  std::vector<uint8_t> b{0, 0, 0x08, static_cast<uint8_t>(dims.size())};
-  for (uint32_t d : dims)
-    for (int s = 24; s >= 0; s -= 8) b.push_back(static_cast<uint8_t>(d >> s));
-  b.insert(b.end(), data.begin(), data.end());
-  return b;
-}
-
-/// n images of h x w with pixel (i, y, x) = (i * 7 + y * 3 + x) % 256, labels i % classes.
-data::ImageSet synthetic(int64_t n, int64_t c, int64_t hw, int64_t classes) {
-  data::ImageSet s;
-  s.n = n, s.c = c, s.h = hw, s.w = hw, s.classes = classes;
-  for (int64_t i = 0; i < n; ++i) {
-    for (int64_t k = 0; k < c * hw * hw; ++k) s.images.push_back(static_cast<uint8_t>((i * 7 + k * 3 + k / hw) % 256));
-    s.labels.push_back(static_cast<int32_t>(i % classes));
-  }
-  return s;
-}
-
-/// A learnable toy: class = which quadrant holds the bright square.
-data::ImageSet quadrants(int64_t n, int64_t hw, uint64_t seed) {
-  data::ImageSet s;
-  s.n = n, s.c = 1, s.h = hw, s.w = hw, s.classes = 4;
-  Generator g(seed);
-  for (int64_t i = 0; i < n; ++i) {
-    const int q = static_cast<int>(g.randint(0, 4));
-    for (int64_t y = 0; y < hw; ++y)
-      for (int64_t x = 0; x < hw; ++x) {
-        const bool in = (y < hw / 2) == (q < 2) && (x < hw / 2) == (q % 2 == 0);
-        s.images.push_back(static_cast<uint8_t>(in ? 200 + g.randint(0, 50) : g.randint(0, 60)));
-      }
-    s.labels.push_back(q);
-  }
-  return s;
-}
-
-}  // namespace
 
 TEST_CASE("IDX: plain and gzipped files read back, corrupt ones name the problem", "[data][readers]") {
   std::vector<uint8_t> pix;
@@ -376,8 +318,8 @@ TEST_CASE("training: two batches lower the loss, resume equals an uninterrupted 
       csv << "2,9,9,9,9,9,9,9,9\n";
     }
     part.resume = true;
-    models::Trainer resumed(part, train, test);
-    const auto rr = resumed.run();
+    auto resumed = std::make_unique<models::Trainer>(part, train, test);
+    const auto rr = resumed->run();
     REQUIRE(rr.epochs.size() == 3);
     for (size_t e = 0; e < 3; ++e) {  // epoch 1 restored from the checkpoint, 2 and 3 recomputed: identical
       CHECK(rr.epochs[e].test_acc == rf.epochs[e].test_acc);
@@ -388,7 +330,7 @@ TEST_CASE("training: two batches lower the loss, resume equals an uninterrupted 
     }
     for (bool params : {true, false}) {
       auto pf = params ? full.model().named_parameters() : full.model().named_buffers();
-      auto pr = params ? resumed.model().named_parameters() : resumed.model().named_buffers();
+      auto pr = params ? resumed->model().named_parameters() : resumed->model().named_buffers();
       REQUIRE(pf.size() == pr.size());
       for (size_t i = 0; i < pf.size(); ++i) {
         INFO(pf[i].first);
@@ -400,7 +342,9 @@ TEST_CASE("training: two batches lower the loss, resume equals an uninterrupted 
     int lines = 0;
     for (std::string l; std::getline(csv, l);) ++lines;
     CHECK(lines == 4);
-    // A checkpoint from other settings is refused, naming both.
+    // A checkpoint from other settings is refused, naming both (once the folder's
+    // lock is free: a second trainer on it would be refused for that first).
+    resumed.reset();
     models::TrainConfig other = part;
     other.lr = 0.5;
     models::Trainer wrong(other, train, test);

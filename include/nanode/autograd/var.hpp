@@ -13,6 +13,7 @@
 #include <utility>
 #include <vector>
 
+#include "nanode/autograd/anomaly.hpp"
 #include "nanode/backend/dispatch.hpp"
 #include "nanode/core/profile.hpp"
 
@@ -250,6 +251,15 @@ inline std::vector<Var> defined_vars(std::initializer_list<Var> vars) {
 /// Builds the result of op `name`: records `fn` as its backward when grad mode is
 /// on and any input requires grad; otherwise returns a plain Var.
 inline Var make_result(const char* name, Tensor out, const std::vector<Var>& inputs, BackwardFn fn) {
+  if (anomaly::enabled()) {
+    if (const int64_t bad = anomaly::first_nonfinite(out); bad >= 0) {
+      std::vector<Tensor> in;
+      std::vector<std::string> names;
+      for (const auto& v : inputs) in.push_back(v.data()), names.push_back(v.describe());
+      fail("anomaly: op '", name, "' produced a non-finite value (", anomaly::describe_bad(out, bad),
+           ") from inputs: ", anomaly::describe_inputs(in, names));
+    }
+  }
   bool any = false;
   if (GradMode::is_enabled())
     for (const auto& v : inputs) any = any || v.requires_grad();
@@ -330,6 +340,26 @@ inline Tensor seed_for(const char* api, const Var& root, size_t r, const Tensor&
 /// through it, as torch.autograd.grad does.
 ///
 /// Unless retain_graph, each node that ran is freed afterwards, and only those.
+/// Anomaly mode: the gradients node's backward produced must be finite.
+inline void check_backward_finite(const VarImpl& node, const Tensor& g, GradInputs& gin) {
+  for (size_t i = 0; i < node.inputs.size(); ++i) {
+    if (!gin.need(i)) continue;
+    for (const Tensor* t : {&gin[i], &gin.outer(i).g}) {
+      if (!t->defined()) continue;
+      const int64_t bad = anomaly::first_nonfinite(*t);
+      if (bad < 0) continue;
+      std::vector<Tensor> in;
+      std::vector<std::string> names;
+      for (const auto& p : node.inputs) in.push_back(p->data), names.push_back(Var(p).describe());
+      fail("anomaly: the backward of op '", node.op, "' produced a non-finite gradient for its input ", i, " (",
+           anomaly::describe_bad(*t, bad), ") from ",
+           anomaly::first_nonfinite(g) >= 0 ? "an incoming gradient that was already non-finite"
+                                            : "a finite incoming gradient",
+           "; its inputs: ", anomaly::describe_inputs(in, names), "; its output ", node.data.shape().str());
+    }
+  }
+}
+
 inline void run_backward(const char* api, const std::vector<Var>& roots, const std::vector<Tensor>& grads,
                          bool retain_graph, const std::unordered_map<VarImpl*, size_t>* sinks,
                          std::vector<GradSlot>* sink_grads, bool stop_at_sinks = false) {
@@ -462,6 +492,7 @@ inline void run_backward(const char* api, const std::vector<Var>& roots, const s
       } else {
         node->backward(g, gin);
       }
+      if (anomaly::enabled()) check_backward_finite(*node, g, gin);
       for (size_t i = 0; i < node->inputs.size(); ++i) {
         if (gin.need(i) && gin[i].defined()) deliver(node->inputs[i].get(), std::move(gin[i]), node->op);
         if (gin.need(i) && gin.outer(i).g.defined())

@@ -7,11 +7,13 @@
 #include <png.h>
 #include <zlib.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstdint>
 #include <cstring>
 #include <fstream>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "nanode/core/error.hpp"
@@ -54,6 +56,29 @@ struct Array {
   }
 };
 
+/// At most `max` characters of untrusted text (a header, a name from a file) fit
+/// for an error message: control and non-ASCII bytes as \xNN, quotes and
+/// backslashes escaped, "..." when cut.
+inline std::string excerpt(const std::string& s, size_t max = 120) {
+  std::string out;
+  const char* hex = "0123456789abcdef";
+  for (size_t i = 0; i < s.size(); ++i) {
+    if (out.size() >= max) {
+      out += "...";
+      break;
+    }
+    const auto c = static_cast<unsigned char>(s[i]);
+    if (c == '\\' || c == '"') {
+      out += '\\', out += static_cast<char>(c);
+    } else if (c >= 0x20 && c < 0x7f) {
+      out += static_cast<char>(c);
+    } else {
+      out += "\\x", out += hex[c >> 4], out += hex[c & 15];
+    }
+  }
+  return out;
+}
+
 /// The byte count dims x elem, or fail (naming `path`) when it exceeds `limit`:
 /// a header's promise is checked against the file before any product can overflow.
 inline uint64_t checked_bytes(const std::string& path, const std::vector<int64_t>& dims, uint64_t elem,
@@ -69,29 +94,100 @@ inline uint64_t checked_bytes(const std::string& path, const std::vector<int64_t
   return n;
 }
 
-/// The whole file, gunzipped when it is gzip (zlib reads plain files unchanged).
-/// A truncated or corrupt gzip stream is an error naming the file.
-inline std::vector<uint8_t> read_maybe_gzipped(const std::string& path) {
-  gzFile f = gzopen(path.c_str(), "rb");
-  NANODE_CHECK(f != nullptr, path, ": cannot open (", std::strerror(errno), ")");
-  std::vector<uint8_t> out;
-  uint8_t buf[1 << 16];
-  for (;;) {
-    const int n = gzread(f, buf, sizeof(buf));
-    if (n < 0) {
-      int code = 0;
-      const std::string msg = gzerror(f, &code);
-      gzclose(f);
-      fail(path, ": corrupt or truncated gzip data (", msg, ")");
-    }
-    if (n == 0) break;
-    out.insert(out.end(), buf, buf + n);
+/// A file read incrementally, gunzipped on the fly when it is gzip (zlib reads
+/// plain files unchanged). It knows how many bytes the file can deliver at most
+/// (its size, or 1032x its size for deflate, the format's largest ratio), so a
+/// header's promise is checked before anything is allocated for it, and reading
+/// stops at the first inconsistency: a gzip bomb costs what its header promised.
+class ByteSource {
+ public:
+  /// deflate cannot expand data by more than 1032:1 (a 258-byte match per ~2 bits).
+  static constexpr uint64_t kDeflateRatio = 1032;
+
+  explicit ByteSource(std::string path) : path_(std::move(path)) {
+    std::ifstream probe(path_, std::ios::binary | std::ios::ate);
+    NANODE_CHECK(probe.good(), path_, ": cannot open (", std::strerror(errno), ")");
+    const auto end = probe.tellg();
+    NANODE_CHECK(end >= 0, path_, ": cannot read its size (not a regular file?)");
+    file_bytes_ = static_cast<uint64_t>(end);
+    probe.seekg(0);
+    unsigned char magic[2] = {0, 0};
+    probe.read(reinterpret_cast<char*>(magic), 2);
+    gzip_ = probe.gcount() == 2 && magic[0] == 0x1f && magic[1] == 0x8b;
+    f_ = gzopen(path_.c_str(), "rb");
+    NANODE_CHECK(f_ != nullptr, path_, ": cannot open (", std::strerror(errno), ")");
   }
-  int code = 0;
-  const std::string msg = gzerror(f, &code);
-  gzclose(f);
-  // zlib reports a stream cut short only through its error state.
-  NANODE_CHECK(code == Z_OK || code == Z_STREAM_END, path, ": corrupt or truncated gzip data (", msg, ")");
+  ByteSource(const ByteSource&) = delete;
+  ByteSource& operator=(const ByteSource&) = delete;
+  ~ByteSource() {
+    if (f_) gzclose(f_);
+  }
+
+  const std::string& path() const { return path_; }
+  bool gzip() const { return gzip_; }
+  uint64_t consumed() const { return consumed_; }
+  /// The most bytes still to come (exact for a plain file, a bound for gzip).
+  uint64_t can_deliver() const {
+    const uint64_t total = gzip_ ? file_bytes_ * kDeflateRatio : file_bytes_;
+    return total > consumed_ ? total - consumed_ : 0;
+  }
+
+  /// Up to n bytes into dst; fewer only at the end of the data.
+  size_t read(void* dst, size_t n) {
+    size_t got = 0;
+    auto* out = static_cast<uint8_t*>(dst);
+    while (got < n) {
+      const unsigned chunk = static_cast<unsigned>(std::min<size_t>(n - got, size_t{1} << 30));
+      const int r = gzread(f_, out + got, chunk);
+      if (r < 0) corrupt();
+      if (r == 0) {
+        int code = 0;
+        const char* msg = gzerror(f_, &code);
+        // zlib reports a stream cut short only through its error state.
+        if (code != Z_OK && code != Z_STREAM_END) corrupt(msg);
+        break;
+      }
+      got += static_cast<size_t>(r);
+    }
+    consumed_ += got;
+    return got;
+  }
+  /// Exactly n bytes of `what`, or an error saying how many the file held.
+  void read_exact(void* dst, size_t n, const char* what) {
+    const size_t got = read(dst, n);
+    NANODE_CHECK(got == n, path_, ": truncated ", what, " (", n, " bytes expected, ", got, " present)");
+  }
+  /// True when no byte is left (reads at most one).
+  bool at_end() {
+    uint8_t b;
+    if (read(&b, 1) == 0) return true;
+    --consumed_;
+    return false;
+  }
+
+ private:
+  [[noreturn]] void corrupt(const char* msg = nullptr) {
+    int code = 0;
+    const std::string m = msg ? msg : gzerror(f_, &code);
+    fail(path_, ": corrupt or truncated ", gzip_ ? "gzip data" : "file", " (", m, ")");
+  }
+  std::string path_;
+  gzFile f_ = nullptr;
+  uint64_t file_bytes_ = 0, consumed_ = 0;
+  bool gzip_ = false;
+};
+
+/// Reads the `expect`-byte payload a header promised, after checking that the
+/// file can deliver it, then requires the file to end there.
+inline std::vector<uint8_t> read_payload(ByteSource& src, uint64_t expect, const char* format) {
+  NANODE_CHECK(expect <= src.can_deliver(), src.path(), ": truncated or corrupt ", format, ": the header promises ",
+               expect, " bytes of data, more than the ", (src.gzip() ? "compressed " : ""), "file can hold");
+  std::vector<uint8_t> out(static_cast<size_t>(expect));
+  const size_t got = src.read(out.data(), out.size());
+  NANODE_CHECK(got == expect, src.path(), ": ", format, " truncated: header promises ", expect,
+               " bytes of data, the file holds ", got);
+  NANODE_CHECK(src.at_end(), src.path(), ": ", format, " has trailing bytes after the ", expect,
+               " bytes of data its header promises");
   return out;
 }
 
@@ -99,28 +195,26 @@ inline uint32_t read_be32(const uint8_t* p) {
   return (uint32_t(p[0]) << 24) | (uint32_t(p[1]) << 16) | (uint32_t(p[2]) << 8) | uint32_t(p[3]);
 }
 
-/// An IDX file of unsigned bytes (type 0x08), 1 to 4 dimensions.
+/// An IDX file of unsigned bytes (type 0x08), 1 to 4 dimensions, gzipped or not.
 inline Array read_idx(const std::string& path) {
-  const std::vector<uint8_t> b = read_maybe_gzipped(path);
-  NANODE_CHECK(b.size() >= 4, path, ": not an IDX file (", b.size(), " bytes, shorter than the 4-byte magic)");
+  ByteSource src(path);
+  uint8_t b[16];
+  const size_t got = src.read(b, 4);
+  NANODE_CHECK(got == 4, path, ": not an IDX file (", got, " bytes, shorter than the 4-byte magic)");
   NANODE_CHECK(b[0] == 0 && b[1] == 0, path, ": not an IDX file (magic starts ", int(b[0]), " ", int(b[1]),
                ", expected 0 0)");
   NANODE_CHECK(b[2] == 0x08, path, ": IDX element type 0x", std::hex, int(b[2]), std::dec,
                " is not supported (only unsigned bytes, 0x08)");
   const int nd = b[3];
   NANODE_CHECK(nd >= 1 && nd <= 4, path, ": IDX with ", nd, " dimensions is not supported (1 to 4)");
-  const size_t head = 4 + 4 * static_cast<size_t>(nd);
-  NANODE_CHECK(b.size() >= head, path, ": truncated IDX header (", b.size(), " bytes, need ", head, ")");
+  src.read_exact(b, 4 * static_cast<size_t>(nd), "IDX header");
   Array a;
   for (int i = 0; i < nd; ++i) {
-    const uint32_t d = read_be32(b.data() + 4 + 4 * i);
+    const uint32_t d = read_be32(b + 4 * i);
     NANODE_CHECK(d > 0 && d < (1u << 28), path, ": IDX dimension ", i, " is ", d);
     a.dims.push_back(d);
   }
-  const size_t expect = checked_bytes(path, a.dims, 1, b.size() - head);
-  NANODE_CHECK(b.size() - head == expect, path, ": IDX ", (b.size() - head < expect ? "truncated" : "has trailing bytes"),
-               ": header promises ", expect, " bytes of data, the file holds ", b.size() - head);
-  a.bytes.assign(b.begin() + static_cast<std::ptrdiff_t>(head), b.end());
+  a.bytes = read_payload(src, checked_bytes(path, a.dims, 1, src.can_deliver()), "IDX");
   return a;
 }
 
@@ -181,26 +275,30 @@ inline ImageSet read_cifar(const std::vector<std::string>& files, bool cifar100,
 /// An NPY array, C order, of uint8 ('|u1'), or little-endian float32 ('<f4'),
 /// float64 ('<f8'), int32 ('<i4') or int64 ('<i8').
 inline Array read_npy(const std::string& path) {
-  const std::vector<uint8_t> b = read_maybe_gzipped(path);
+  ByteSource src(path);
+  uint8_t pre[12];
   static const char magic[] = "\x93NUMPY";
-  NANODE_CHECK(b.size() >= 10 && std::memcmp(b.data(), magic, 6) == 0, path, ": not an NPY file (bad magic)");
-  const int major = b[6];
+  const size_t got = src.read(pre, 10);
+  NANODE_CHECK(got == 10 && std::memcmp(pre, magic, 6) == 0, path, ": not an NPY file (bad magic)");
+  const int major = pre[6];
   NANODE_CHECK(major >= 1 && major <= 3, path, ": NPY version ", major, " is not supported");
-  size_t hlen = 0, hstart = 0;
+  size_t hlen = 0;
   if (major == 1) {
-    hlen = b[8] | (size_t(b[9]) << 8), hstart = 10;
+    hlen = pre[8] | (size_t(pre[9]) << 8);
   } else {
-    NANODE_CHECK(b.size() >= 12, path, ": truncated NPY header");
-    hlen = b[8] | (size_t(b[9]) << 8) | (size_t(b[10]) << 16) | (size_t(b[11]) << 24), hstart = 12;
+    src.read_exact(pre + 10, 2, "NPY header length");
+    hlen = pre[8] | (size_t(pre[9]) << 8) | (size_t(pre[10]) << 16) | (size_t(pre[11]) << 24);
   }
-  NANODE_CHECK(b.size() >= hstart + hlen, path, ": truncated NPY header (", b.size(), " bytes, header ends at ",
-               hstart + hlen, ")");
-  const std::string h(reinterpret_cast<const char*>(b.data() + hstart), hlen);
+  // numpy writes headers of a few hundred bytes; 1 MiB bounds what a corrupt length costs.
+  NANODE_CHECK(hlen <= (size_t{1} << 20) && hlen <= src.can_deliver(), path, ": truncated or corrupt NPY header ("
+               "its length field says ", hlen, " bytes)");
+  std::string h(hlen, '\0');
+  src.read_exact(h.data(), hlen, "NPY header");
   auto value_of = [&](const std::string& key) {
     const size_t k = h.find("'" + key + "'");
-    NANODE_CHECK(k != std::string::npos, path, ": NPY header has no '", key, "': ", h);
+    NANODE_CHECK(k != std::string::npos, path, ": NPY header has no '", key, "': ", excerpt(h));
     const size_t colon = h.find(':', k);
-    NANODE_CHECK(colon != std::string::npos, path, ": malformed NPY header: ", h);
+    NANODE_CHECK(colon != std::string::npos, path, ": malformed NPY header: ", excerpt(h));
     size_t v = colon + 1;
     while (v < h.size() && h[v] == ' ') ++v;
     return v;
@@ -209,7 +307,7 @@ inline Array read_npy(const std::string& path) {
   {
     const size_t v = value_of("descr");
     const size_t e = h.find('\'', v + 1);
-    NANODE_CHECK(v < h.size() && h[v] == '\'' && e != std::string::npos, path, ": malformed NPY descr: ", h);
+    NANODE_CHECK(v < h.size() && h[v] == '\'' && e != std::string::npos, path, ": malformed NPY descr: ", excerpt(h));
     const std::string descr = h.substr(v + 1, e - v - 1);
     if (descr == "|u1" || descr == "<u1") a.elem = Elem::U8;
     else if (descr == "<f4") a.elem = Elem::F32;
@@ -228,7 +326,7 @@ inline Array read_npy(const std::string& path) {
   {
     const size_t v = value_of("shape");
     const size_t e = h.find(')', v);
-    NANODE_CHECK(v < h.size() && h[v] == '(' && e != std::string::npos, path, ": malformed NPY shape: ", h);
+    NANODE_CHECK(v < h.size() && h[v] == '(' && e != std::string::npos, path, ": malformed NPY shape: ", excerpt(h));
     std::string dims = h.substr(v + 1, e - v - 1);
     size_t pos = 0;
     while (pos < dims.size()) {
@@ -239,18 +337,14 @@ inline Array read_npy(const std::string& path) {
       try {
         d = std::stoll(dims.substr(pos), &used);
       } catch (const std::exception&) {
-        fail(path, ": malformed NPY shape '(", dims, ")'");
+        fail(path, ": malformed NPY shape '(", excerpt(dims), ")'");
       }
-      NANODE_CHECK(d >= 0, path, ": negative NPY dimension in '(", dims, ")'");
+      NANODE_CHECK(d >= 0, path, ": negative NPY dimension in '(", excerpt(dims), ")'");
       a.dims.push_back(d);
       pos += used;
     }
   }
-  const size_t esize = elem_size(a.elem), data = hstart + hlen;
-  const size_t expect = checked_bytes(path, a.dims, esize, b.size() - data);
-  NANODE_CHECK(b.size() - data == expect, path, ": NPY ", (b.size() - data < expect ? "truncated" : "has trailing bytes"),
-               ": shape promises ", expect, " bytes of data, the file holds ", b.size() - data);
-  a.bytes.assign(b.begin() + static_cast<std::ptrdiff_t>(data), b.end());
+  a.bytes = read_payload(src, checked_bytes(path, a.dims, elem_size(a.elem), src.can_deliver()), "NPY");
   return a;
 }
 
@@ -291,22 +385,43 @@ struct Image {
   std::vector<uint8_t> pixels;
 };
 
-inline Image read_png(const std::string& path, int channels = 3) {
+/// The most pixels read_png accepts unless told otherwise (8192 x 8192).
+inline constexpr int64_t kPngMaxPixels = int64_t{1} << 26;
+
+/// Reads a PNG as gray (channels = 1) or RGB (3). Before allocating, its header's
+/// size is checked against `max_pixels` and against what the file can hold: PNG
+/// rows are deflated, at least 1 bit per pixel plus a filter byte per row, and
+/// deflate expands at most 1032:1, so a tiny file cannot claim a huge image.
+inline Image read_png(const std::string& path, int channels = 3, int64_t max_pixels = kPngMaxPixels) {
   NANODE_CHECK(channels == 1 || channels == 3, "read_png: channels must be 1 or 3, got ", channels);
+  NANODE_CHECK(max_pixels > 0, "read_png: max_pixels must be positive, got ", max_pixels);
+  uint64_t file_bytes = 0;
+  {
+    std::ifstream probe(path, std::ios::binary | std::ios::ate);
+    NANODE_CHECK(probe.good(), path, ": cannot open (", std::strerror(errno), ")");
+    const auto end = probe.tellg();
+    NANODE_CHECK(end >= 0, path, ": cannot read its size (not a regular file?)");
+    file_bytes = static_cast<uint64_t>(end);
+  }
   png_image img;
   std::memset(&img, 0, sizeof(img));
   img.version = PNG_IMAGE_VERSION;
   NANODE_CHECK(png_image_begin_read_from_file(&img, path.c_str()) != 0, path, ": not a readable PNG (", img.message,
                ")");
+  const uint64_t w = img.width, h = img.height;
+  auto refuse = [&](auto&&... why) {
+    png_image_free(&img);
+    fail(path, ": PNG header claims ", w, "x", h, " pixels, ", why...);
+  };
+  if (w * h > static_cast<uint64_t>(max_pixels)) refuse("more than the limit of ", max_pixels, " (max_pixels)");
+  const uint64_t least_raw = h * (1 + (w + 7) / 8);
+  if (least_raw > file_bytes * ByteSource::kDeflateRatio + 1024)
+    refuse("which need at least ", least_raw, " bytes of image data; a ", file_bytes,
+           "-byte file cannot hold them (truncated or corrupt)");
   img.format = channels == 1 ? PNG_FORMAT_GRAY : PNG_FORMAT_RGB;
   Image out;
-  out.h = img.height, out.w = img.width, out.c = channels;
-  const uint64_t bytes = static_cast<uint64_t>(img.height) * img.width * static_cast<uint64_t>(channels);
-  if (bytes > (uint64_t{1} << 31)) {
-    png_image_free(&img);
-    fail(path, ": PNG of ", img.width, "x", img.height, " is too large");
-  }
-  out.pixels.resize(static_cast<size_t>(bytes));
+  out.h = static_cast<int64_t>(h), out.w = static_cast<int64_t>(w), out.c = channels;
+  out.pixels.resize(static_cast<size_t>(w * h * static_cast<uint64_t>(channels)));
   if (png_image_finish_read(&img, nullptr, out.pixels.data(), 0, nullptr) == 0) {
     const std::string msg = img.message;
     png_image_free(&img);

@@ -17,9 +17,11 @@ inline void save_state_dict(const nn::Module& m, const std::string& path,
 }
 
 /// Loads parameters and buffers of `m` by name from a safetensors file; see
-/// Module::load_state_dict for `strict` and the checks. Errors name the file.
+/// Module::load_state_dict for `strict` and the checks; a NaN or infinite value
+/// is refused, naming its tensor. Errors name the file.
 inline data::TensorFile load_state_dict(nn::Module& m, const std::string& path, bool strict = true) {
   data::TensorFile f = data::load_safetensors(path);
+  data::require_finite(f);
   try {
     m.load_state_dict(f.tensors, strict);
   } catch (const Error& e) {

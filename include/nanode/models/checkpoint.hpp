@@ -40,7 +40,8 @@ struct ResumeCheck {
 inline std::map<std::string, std::string> load_training_state(const std::string& path, nn::Module& model,
                                                               optim::Optimizer& opt, const ResumeCheck& check,
                                                               int64_t* epochs_done) {
-  const data::TensorFile f = data::load_safetensors(path);
+  const data::TensorFile f = data::load_safetensors(path);  // checksums checked here
+  data::require_finite(f);
   auto meta = [&](const std::string& k) {
     auto it = f.metadata.find(k);
     NANODE_CHECK(it != f.metadata.end(), path, ": not a ", check.format, " checkpoint (no '", k, "')");

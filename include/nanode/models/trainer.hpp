@@ -20,6 +20,7 @@
 #include "nanode/data/safetensors.hpp"
 #include "nanode/models/checkpoint.hpp"
 #include "nanode/models/classifier.hpp"
+#include "nanode/models/run_guard.hpp"
 #include "nanode/nn/optim.hpp"
 
 namespace nanode::models {
@@ -37,6 +38,8 @@ struct TrainConfig {
   int64_t max_batches = 0;  ///< per epoch (0: all), for smoke runs and budgets
   std::string out_dir;      ///< metrics.csv and checkpoint.safetensors (empty: neither)
   bool resume = false;
+  bool overwrite = false;       ///< replace an earlier run's results in out_dir
+  bool detect_anomaly = false;  ///< check every op's result and gradient (slow)
   bool progress = true;  ///< the progress bar on stderr
   std::string data_tag;  ///< names the data (set, directory, limits) in the fingerprint
   Device device = Device::cpu();  ///< where the model trains (batches are moved there)
@@ -130,6 +133,10 @@ class Trainer {
  public:
   Trainer(TrainConfig cfg, std::shared_ptr<data::ImageDataset> train, std::shared_ptr<data::ImageDataset> test)
       : cfg_(std::move(cfg)), train_(std::move(train)), test_(std::move(test)) {
+    NANODE_CHECK(!cfg_.resume || !cfg_.out_dir.empty(), "train: --resume needs --out-dir (where the checkpoint is)");
+    if (!cfg_.out_dir.empty())
+      folder_ = OutputFolder(cfg_.out_dir, cfg_.resume, cfg_.overwrite, {"metrics.csv", "checkpoint.safetensors"},
+                             "checkpoint.safetensors", "train");
     NANODE_CHECK(cfg_.epochs >= 1, "train: epochs must be >= 1, got ", cfg_.epochs);
     NANODE_CHECK(cfg_.batch_size >= 1 && cfg_.eval_batch_size >= 1, "train: batch sizes must be >= 1");
     const auto shape = train_->image_shape();
@@ -142,6 +149,7 @@ class Trainer {
       NANODE_CHECK(cuda_device_count() > cfg_.device.index, "train: ", cfg_.device, " requested, but this program has ",
                    cuda_device_count(), " CUDA device(s) (backend: ", cuda_backend_name(), ")");
     model_->to(cfg_.device);
+    named_params_ = model_->named_parameters();
     auto params = model_->parameters();
     if (cfg_.optimizer == "sgd") {
       optim::SGDOptions o;
@@ -185,6 +193,7 @@ class Trainer {
     TrainResult r;
     r.parameters = model_->num_parameters();
     r.parameter_bytes = r.parameters * static_cast<int64_t>(sizeof(float));
+    anomaly::Guard detect(cfg_.detect_anomaly || anomaly::enabled());
     int64_t start = 0;
     if (cfg_.resume) start = restore(r);
     if (!cfg_.out_dir.empty() && start == 0) write_csv_header();
@@ -194,7 +203,11 @@ class Trainer {
       r.epochs.push_back(m);
       if (!cfg_.out_dir.empty()) {
         append_csv(m);
-        save_checkpoint(epoch + 1, r);
+        if (guard_.diverging())
+          std::fprintf(stderr, "train: the run is diverging: no checkpoint after epoch %lld (the last one is kept)\n",
+                       static_cast<long long>(epoch + 1));
+        else
+          save_checkpoint(epoch + 1, r);
       }
       if (on_epoch) on_epoch(m);
     }
@@ -237,19 +250,26 @@ class Trainer {
       opt_->set_lr(m.lr);
       opt_->zero_grad();
       const int64_t n = b.labels.size(0);
-      {
+      guard_.at(epoch, k, m.lr);
+      try {
         PeakMemoryScope scope(cfg_.device);
         Var logits = model_->forward(Var(b.images.to(cfg_.device)));
         Var loss = cross_entropy(logits, b.labels);
         const double lv = loss.item();
-        NANODE_CHECK(std::isfinite(lv), "train: the loss became ", lv, " at epoch ", epoch + 1, ", batch ", k + 1,
-                     " (lower the learning rate?)");
+        guard_.loss(lv);
         loss.backward();
+        guard_.gradients(named_params_);
         m.peak_activation_bytes = std::max(m.peak_activation_bytes, scope.peak_above_start());
         loss_sum += lv * static_cast<double>(n);
         correct += count_correct(logits.data(), b.labels);
+      } catch (const Error& e) {
+        // An op's own error (a NaN input to a solve, an anomaly): say where it happened.
+        const std::string what = e.what();
+        if (what.rfind("train:", 0) == 0) throw;
+        fail("train: at ", guard_.where(), ": ", what);
       }
       opt_->step();
+      guard_.parameters(named_params_);
       seen += n;
       const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
       bar.set_batch_images(static_cast<double>(seen) / static_cast<double>(k + 1));
@@ -302,10 +322,8 @@ class Trainer {
   /// Loads the last checkpoint; returns the epochs it had completed.
   int64_t restore(TrainResult& r) {
     NANODE_CHECK(!cfg_.out_dir.empty(), "train: --resume needs an output directory");
-    if (!data::file_exists(checkpoint_path())) {
-      if (cfg_.progress) std::fprintf(stderr, "no checkpoint at %s: starting from scratch\n", checkpoint_path().c_str());
-      return 0;
-    }
+    NANODE_CHECK(data::file_exists(checkpoint_path()), "train: --resume, but there is no checkpoint at ",
+                 checkpoint_path());
     ResumeCheck check;
     check.format = "nanode-classifier-1", check.fingerprint = cfg_.fingerprint(), check.max_epochs = cfg_.epochs;
     check.steps_per_epoch = per_epoch_;
@@ -337,6 +355,9 @@ class Trainer {
   }
 
   TrainConfig cfg_;
+  OutputFolder folder_;  // locked for the trainer's lifetime
+  StepGuard guard_{"train"};
+  std::vector<std::pair<std::string, Var>> named_params_;
   std::shared_ptr<data::ImageDataset> train_, test_;
   std::shared_ptr<Classifier> model_;
   std::unique_ptr<optim::Optimizer> opt_;

@@ -21,6 +21,7 @@
 #include "nanode/data/datasets.hpp"
 #include "nanode/data/video.hpp"
 #include "nanode/models/checkpoint.hpp"
+#include "nanode/models/run_guard.hpp"
 #include "nanode/models/trainer.hpp"
 #include "nanode/models/video.hpp"
 #include "nanode/models/video_metrics.hpp"
@@ -48,6 +49,8 @@ struct VideoTrainConfig {
   int64_t max_batches = 0;  ///< per epoch (0: all)
   std::string out_dir;
   bool resume = false;
+  bool overwrite = false;       ///< replace an earlier run's results in out_dir
+  bool detect_anomaly = false;  ///< check every op's result and gradient (slow)
   bool progress = true;
   Device device = Device::cpu();
 
@@ -87,7 +90,7 @@ inline std::pair<std::shared_ptr<data::VideoSource>, std::shared_ptr<data::Video
     const bool fashion = c.dataset == "moving-fashion-mnist";
     const std::string dir = c.data_path.empty() ? data::default_data_dir(fashion ? "fashion-mnist" : "mnist") : c.data_path;
     std::string file;
-    for (const std::string& stem : {"train-images-idx3-ubyte.gz", "train-images-idx3-ubyte"})
+    for (const char* stem : {"train-images-idx3-ubyte.gz", "train-images-idx3-ubyte"})
       if (file.empty() && data::file_exists(dir + "/" + stem)) file = dir + "/" + stem;
     NANODE_CHECK(!file.empty(), c.dataset, ": no train-images-idx3-ubyte[.gz] in ", dir, "; ",
                  data::how_to_get(fashion ? "fashion-mnist" : "mnist"), " (or pass --data-path)");
@@ -115,6 +118,11 @@ class VideoTrainer {
  public:
   VideoTrainer(VideoTrainConfig cfg, std::shared_ptr<data::VideoSource> train, std::shared_ptr<data::VideoSource> test)
       : cfg_(std::move(cfg)), train_(std::move(train)), test_(std::move(test)) {
+    NANODE_CHECK(!cfg_.resume || !cfg_.out_dir.empty(), "train_video: --resume needs --out-dir (where the checkpoint is)");
+    if (!cfg_.out_dir.empty())
+      folder_ = OutputFolder(cfg_.out_dir, cfg_.resume, cfg_.overwrite,
+                             {"metrics.csv", "checkpoint.safetensors", "samples_epoch1.png"}, "checkpoint.safetensors",
+                             "train_video");
     NANODE_CHECK(cfg_.epochs >= 1 && cfg_.batch_size >= 1 && cfg_.samples >= 1, "train_video: epochs, batch size and "
                  "samples must be >= 1");
     NANODE_CHECK(cfg_.n_past >= 1 && cfg_.n_future >= 1, "train_video: n_past and n_future must be >= 1");
@@ -130,6 +138,7 @@ class VideoTrainer {
     manual_seed(cfg_.seed);
     model_ = std::make_shared<SVGModel>(cfg_.model);
     model_->to(cfg_.device);
+    named_params_ = model_->named_parameters();
     optim::AdamOptions ao;
     ao.lr = cfg_.lr;
     opt_ = std::make_unique<optim::Adam>(model_->parameters(), ao);
@@ -151,6 +160,7 @@ class VideoTrainer {
     VideoTrainResult r;
     r.parameters = model_->num_parameters();
     r.parameter_bytes = model_->parameter_bytes();
+    anomaly::Guard detect(cfg_.detect_anomaly || anomaly::enabled());
     int64_t start = 0;
     if (cfg_.resume) start = restore(r);
     if (!cfg_.out_dir.empty() && start == 0) write_csv(r);
@@ -160,7 +170,11 @@ class VideoTrainer {
       r.epochs.push_back(m);
       if (!cfg_.out_dir.empty()) {
         write_csv(r);
-        save_checkpoint(epoch + 1, r);
+        if (guard_.diverging())
+          std::fprintf(stderr, "train_video: the run is diverging: no checkpoint after epoch %lld (the last one is "
+                       "kept)\n", static_cast<long long>(epoch + 1));
+        else
+          save_checkpoint(epoch + 1, r);
       }
       if (on_epoch) on_epoch(m);
     }
@@ -239,19 +253,25 @@ class VideoTrainer {
     for (int64_t k = 0; k < per_epoch_ && train_loader_->next(b); ++k) {
       opt_->zero_grad();
       const Var frames(b.frames.to(cfg_.device));
-      {
+      guard_.at(epoch, k, cfg_.lr);
+      try {
         PeakMemoryScope scope(cfg_.device);
         Generator g(stream(static_cast<uint64_t>(epoch) + 1, k));  // the latent noise of this batch
         const VideoLoss L = model_->loss(frames, cfg_.n_past, cfg_.beta, g);
         const double lv = L.loss.item();
-        NANODE_CHECK(std::isfinite(lv), "train_video: the loss became ", lv, " at epoch ", epoch + 1, ", batch ", k + 1,
-                     " (lower --lr?)");
+        guard_.loss(lv);
         L.loss.backward();
+        guard_.gradients(named_params_);
         m.peak_activation_bytes = std::max(m.peak_activation_bytes, scope.peak_above_start());
         elbo += lv / static_cast<double>(L.frames), mse += L.mse.item() / static_cast<double>(L.frames);
         kl += L.kl.item() / static_cast<double>(L.frames);
+      } catch (const Error& e) {
+        const std::string what = e.what();
+        if (what.rfind("train_video:", 0) == 0) throw;
+        fail("train_video: at ", guard_.where(), ": ", what);
       }
       opt_->step();
+      guard_.parameters(named_params_);
       ++done;
       frames_seen += frames.size(0) * frames.size(1);
       const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
@@ -356,6 +376,9 @@ class VideoTrainer {
   }
 
   VideoTrainConfig cfg_;
+  OutputFolder folder_;  // locked for the trainer's lifetime
+  StepGuard guard_{"train_video"};
+  std::vector<std::pair<std::string, Var>> named_params_;
   std::shared_ptr<data::VideoSource> train_, test_;
   std::shared_ptr<SVGModel> model_;
   std::unique_ptr<optim::Adam> opt_;
