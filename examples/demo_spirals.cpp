@@ -5,6 +5,7 @@
 #include <cmath>
 #include <cstdio>
 
+#include "cli_common.hpp"
 #include "nanode/nanode.hpp"
 
 using namespace nanode;
@@ -14,12 +15,12 @@ int main(int argc, char** argv) {
   int steps = 1500, points = 512, width = 64, threads = 2;
   uint64_t seed = 0;
   double lr = 0.01;
-  app.add_option("--steps", steps, "training steps")->check(CLI::PositiveNumber);
-  app.add_option("--points", points, "points per spiral")->check(CLI::PositiveNumber);
-  app.add_option("--width", width, "hidden width")->check(CLI::PositiveNumber);
-  app.add_option("--lr", lr, "Adam learning rate")->check(CLI::PositiveNumber);
-  app.add_option("--seed", seed, "random seed");
-  app.add_option("--threads", threads, "CPU threads")->check(CLI::PositiveNumber);
+  app.add_option("--steps", steps, "training steps")->check(cli::integer(1, 100000000));
+  app.add_option("--points", points, "points per spiral")->check(cli::integer(1, 10000000));
+  app.add_option("--width", width, "hidden width")->check(cli::integer(1, 65536));
+  app.add_option("--lr", lr, "Adam learning rate")->check(cli::number(1e-12, 10.0));
+  app.add_option("--seed", seed, "random seed")->check(cli::unsigned64());
+  app.add_option("--threads", threads, "CPU threads")->check(cli::integer(1, 1024));
   CLI11_PARSE(app, argc, argv);
   set_num_threads(threads);
   manual_seed(seed);

@@ -6,6 +6,7 @@
 #include <chrono>
 #include <cstdio>
 
+#include "cli_common.hpp"
 #include "nanode/models/toys.hpp"
 #include "nanode/nanode.hpp"
 #include "svg_plot.hpp"
@@ -18,13 +19,13 @@ int main(int argc, char** argv) {
   std::string out_dir = ".";
   std::string family = "trig";
   int threads = 1;
-  app.add_option("--iterations", cfg.iterations, "Adam steps per model")->check(CLI::PositiveNumber);
-  app.add_option("--lr", cfg.lr, "Adam learning rate (cosine decay)")->check(CLI::PositiveNumber);
-  app.add_option("--order", cfg.order, "trig order d of the time-varying model")->check(CLI::NonNegativeNumber);
-  app.add_option("--width", cfg.width, "hidden width of f")->check(CLI::PositiveNumber);
+  app.add_option("--iterations", cfg.iterations, "Adam steps per model")->check(cli::integer(1, 100000000));
+  app.add_option("--lr", cfg.lr, "Adam learning rate (cosine decay)")->check(cli::number(1e-12, 10.0));
+  app.add_option("--order", cfg.order, "trig order d of the time-varying model")->check(cli::integer(0, 1000));
+  app.add_option("--width", cfg.width, "hidden width of f")->check(cli::integer(1, 65536));
   app.add_option("--family", family, "the time-varying family to compare with Auto");
-  app.add_option("--seed", cfg.seed, "random seed");
-  app.add_option("--threads", threads, "CPU threads")->check(CLI::PositiveNumber);
+  app.add_option("--seed", cfg.seed, "random seed")->check(cli::unsigned64());
+  app.add_option("--threads", threads, "CPU threads")->check(cli::integer(1, 1024));
   app.add_option("--out-dir", out_dir, "where the SVG pictures go")->check(CLI::ExistingDirectory);
   CLI11_PARSE(app, argc, argv);
   set_num_threads(threads);
