@@ -339,3 +339,48 @@ TEST_CASE("the fused RK stage gives captured leaves and non-leaf Vars the gradie
     }
   }
 }
+
+TEST_CASE("an ODE block refuses a step grid that misses its buckets' jumps instead of adding steps", "[families][ode]") {
+  tv::FamilyOptions fo;
+  fo.order = 10;  // B-NANODE-10: jumps at 0.1, ..., 0.9
+  ode::Options o;
+  o.method = "euler";
+  o.steps = 4;
+  auto f = std::make_shared<tv::MLPDynamics>("bucket", std::vector<int64_t>{2, 2}, fo, true);
+  CHECK_THROWS_WITH(tv::ODEBlock(f, o), Contains("grid of 4 steps") && Contains("multiple of 10"));
+  for (int64_t steps : {10, 20}) {
+    o.steps = steps;
+    tv::ODEBlock block(f, o);
+    block.forward(Var(Tensor::ones({1, 2})));
+    CHECK(block.stats().steps == steps);  // exactly the steps asked for
+  }
+  o.steps = 7;  // families without jumps take any grid
+  CHECK_NOTHROW(tv::ODEBlock(std::make_shared<tv::MLPDynamics>("trig", std::vector<int64_t>{2, 2}, fo, true), o));
+}
+
+TEST_CASE("random Fourier features: each layer draws its own, one seed gives the same draws", "[families][basis]") {
+  auto draws = [](uint64_t seed, double sigma) {
+    manual_seed(seed);
+    tv::FamilyOptions fo;
+    fo.order = 6, fo.sigma = sigma;
+    tv::MLPDynamics f("random", {3, 5, 3}, fo);
+    std::vector<std::vector<double>> out;
+    for (const auto& layer : f.layers()) {
+      const auto& basis = dynamic_cast<const tv::RandomFourierBasis&>(dynamic_cast<tv::TimeLinear&>(*layer).basis());
+      out.push_back(basis.frequencies());
+      out.back().insert(out.back().end(), basis.phases().begin(), basis.phases().end());
+    }
+    return out;
+  };
+  const auto a = draws(5, 1.0), b = draws(5, 1.0), c = draws(6, 1.0), wide = draws(5, 100.0);
+  REQUIRE(a.size() == 2);
+  CHECK(a[0] != a[1]);  // layers differ
+  CHECK(a == b);        // the same seed: the same draws
+  CHECK(a != c);
+  for (const auto& layer : a)
+    for (size_t k = 6; k < 12; ++k) CHECK((layer[k] >= 0.0 && layer[k] < 6.283185307179586));  // eta in [0, 2 pi)
+  double small = 0, large = 0;  // sigma scales the frequencies
+  for (size_t i = 0; i < 2; ++i)
+    for (size_t k = 0; k < 6; ++k) small += std::abs(a[i][k]), large += std::abs(wide[i][k]);
+  CHECK(large > 20 * small);
+}
