@@ -30,8 +30,6 @@ int main(int argc, char** argv) {
   app.add_option("--model", cfg.model.model, "dynamics family: " + models_list + " (a suffix -d sets the order)");
   app.add_option("--order", cfg.model.order, "basis order d (pieces, features, reflections, ...)")
       ->check(cli::integer(1, 1000));
-  app.add_option("--rff-sigma", cfg.model.rff_sigma, "random features: frequencies zeta ~ N(0, sigma^2), per layer")
-      ->check(cli::number(1e-6, 1e6));
   app.add_option("--steps", cfg.model.steps, "solver steps per NANODE block (dt = 1/steps)")
       ->check(cli::integer(1, 100000));
   app.add_option("--solver", solver, "Runge-Kutta method")

@@ -47,7 +47,6 @@ struct ClassifierOptions {
   int64_t steps = 4;                    ///< solver steps per block (dt = 1 / steps)
   std::string method = "euler";
   ode::Gradient gradient = ode::Gradient::Direct;
-  double rff_sigma = 1.0;  ///< random features: zeta ~ N(0, sigma^2), drawn per layer
 };
 
 /// The model name without its "-d" suffix, and the order it carries (or `fallback`).
@@ -132,7 +131,6 @@ class Classifier : public nn::Module {
     so_ = so;
     tv::FamilyOptions fo;
     fo.order = d;
-    fo.sigma = o.rff_sigma;
     stem_ = register_module("stem", std::make_shared<nn::Conv2d>(nn::Conv2dLayerOptions(o.in_channels, o.widths[0], 3).padding(1)));
     stem_bn_ = register_module("stem_bn", std::make_shared<nn::BatchNorm>(o.widths[0]));
     for (size_t s = 0; s < o.widths.size(); ++s) {

@@ -50,7 +50,6 @@ struct TrainConfig {
     s.precision(17);
     s << "model=" << model.model << " order=" << model.order << " widths=";
     for (auto w : model.widths) s << w << ",";
-    if (model.rff_sigma != 1.0) s << " rff_sigma=" << model.rff_sigma;  // absent: the default (older checkpoints)
     s << " steps=" << model.steps << " method=" << model.method << " gradient=" << ode::gradient_name(model.gradient)
       << " in=" << model.in_channels << "x" << model.image_size << " classes=" << model.classes
       << " epochs=" << epochs << " batch=" << batch_size << " opt=" << optimizer << " lr=" << lr

@@ -4,8 +4,6 @@
 // (B-NANODE), polynomial, trigonometric (T-NANODE), random Fourier features,
 // hypernetwork and sigmoid-gated weights, Householder-orthogonal weights; and the
 // unconstrained ResNet (separate weights per step).
-#include <algorithm>
-#include <cmath>
 #include <functional>
 #include <memory>
 #include <string>
@@ -167,22 +165,13 @@ inline const std::vector<std::string>& family_names() {
 struct FamilyOptions {
   int order = 4;            ///< d: basis order, buckets, gated sub-dynamics, or reflections (householder; 0 = n)
   double t0 = 0.0, t1 = 1.0;
-  uint64_t seed = 0;        ///< random Fourier features: mixed into each layer's draw (below)
-  /// Random Fourier features (eqs. 9-10): each layer draws its own zeta ~ N(0, sigma^2)
-  /// and eta ~ U[0, 2 pi) from the default generator (manual_seed: the model's seed),
-  /// so layers differ and one seed gives the same draws in every run.
-  double sigma = 1.0;
+  uint64_t seed = 0;        ///< random Fourier features
   bool bias = true;         ///< b(t) beside W(t) (basis, auto and gated families; appnode, hyper and
                             ///< householder layers always carry one)
 };
 
 inline BasisPtr family_basis(const std::string& family, const FamilyOptions& o) {
   if (family == "auto") return std::make_shared<ConstantBasis>();
-  if (family == "random") {
-    Generator& g = default_generator();
-    const uint64_t hi = g(), lo = g();
-    return std::make_shared<RandomFourierBasis>(o.order, o.sigma, ((hi << 32) | lo) ^ o.seed);
-  }
   return make_basis(family, o.order, o.t0, o.t1, o.seed);
 }
 
@@ -313,28 +302,8 @@ class UnconResNet : public nn::Module {
 /// gradient mode of `options`.
 class ODEBlock : public nn::Module {
  public:
-  /// With a fixed step count, every time at which the dynamics' weights jump (a
-  /// bucket basis of d pieces jumps at multiples of 1/d) must lie on the step grid:
-  /// otherwise the solver would add steps there, and "L steps" would silently mean
-  /// more. Such a pairing is an error naming the step counts that work.
   ODEBlock(std::shared_ptr<ode::Dynamics> f, ode::Options options, double t0 = 0.0, double t1 = 1.0)
-      : f_(register_module("dynamics", std::move(f))), options_(std::move(options)), t0_(t0), t1_(t1) {
-    if (options_.steps <= 0) return;
-    const double dt = (t1_ - t0_) / static_cast<double>(options_.steps);
-    const std::vector<double> jumps = f_->jump_times(t0_, t1_);
-    std::vector<double> off;
-    for (double j : jumps) {
-      const double k = std::round((j - t0_) / dt);
-      if (std::abs(t0_ + k * dt - j) > 1e-9 * std::max(1.0, std::abs(t1_ - t0_))) off.push_back(j);
-    }
-    if (off.empty()) return;
-    // The pieces: 1 + the jumps, when they are uniform (a bucket basis).
-    const int64_t pieces = static_cast<int64_t>(jumps.size()) + 1;
-    fail("ODEBlock: the dynamics' weights jump at ", jumps.size(), " times in (", t0_, ", ", t1_, "), e.g. t = ",
-         off.front(), ", which the grid of ", options_.steps, " steps (dt = ", dt,
-         ") does not hold: the solver would add steps there. Use a step count that is a multiple of ", pieces,
-         " (the buckets), e.g. ", pieces, " or ", 2 * pieces);
-  }
+      : f_(register_module("dynamics", std::move(f))), options_(std::move(options)), t0_(t0), t1_(t1) {}
   Var forward(const Var& x) { return ode::odeint_final(*f_, x, t0_, t1_, options_, stats_); }
   ode::Dynamics& dynamics() { return *f_; }
   ode::Options& options() { return options_; }
