@@ -23,6 +23,7 @@
 #include <utility>
 #include <vector>
 
+#include "nanode/autograd/anomaly.hpp"
 #include "nanode/core/error.hpp"
 #include "nanode/data/readers.hpp"
 #include "nanode/tensor.hpp"
@@ -89,31 +90,14 @@ inline uint32_t metadata_crc(const std::map<std::string, std::string>& m) {
   return c;
 }
 
-/// The index of the first NaN or infinite element of a CPU float tensor, or -1.
-inline int64_t first_nonfinite(const Tensor& t) {
-  const Tensor h = t.cpu();
-  const int64_t n = h.numel();
-  if (h.dtype() == DType::Float32) {
-    const float* p = h.data<float>();
-    for (int64_t i = 0; i < n; ++i)
-      if (!std::isfinite(p[i])) return i;
-  } else if (h.dtype() == DType::Float64) {
-    const double* p = h.data<double>();
-    for (int64_t i = 0; i < n; ++i)
-      if (!std::isfinite(p[i])) return i;
-  }
-  return -1;
-}
-
 /// Refuses a file any of whose float tensors holds a NaN or an infinity (weights
 /// and optimizer state must be finite to be loaded), naming the tensor.
 inline void require_finite(const TensorFile& f) {
   for (const auto& [name, t] : f.tensors) {
-    const int64_t i = first_nonfinite(t);
+    const int64_t i = anomaly::first_nonfinite(t);
     if (i < 0) continue;
-    const double v = t.dtype() == DType::Float32 ? static_cast<double>(t.data<float>()[i]) : t.data<double>()[i];
-    fail(f.path, ": tensor '", excerpt(name, 80), "' holds a non-finite value (element ", i, " of ", t.numel(), " is ",
-         v, "); a model cannot be loaded from it");
+    fail(f.path, ": tensor '", excerpt(name, 80), "' holds a non-finite value (", anomaly::describe_bad(t, i),
+         "); a model cannot be loaded from it");
   }
 }
 
