@@ -28,8 +28,25 @@ int main(int argc, char** argv) {
   std::string models_list;
   for (const auto& n : models::classifier_model_names()) models_list += (models_list.empty() ? "" : ", ") + n;
   app.add_option("--model", cfg.model.model, "dynamics family: " + models_list + " (a suffix -d sets the order)");
-  app.add_option("--order", cfg.model.order, "basis order d (pieces, features, reflections, ...)")
+  app.add_option("--order", cfg.model.order, "basis order d (pieces, features, gated dynamics, ...)")
       ->check(cli::integer(1, 1000));
+  app.add_option("--rff-sigma", cfg.model.rff_sigma,
+                 "random: each block draws frequencies zeta ~ N(0, sigma^2) and phases from --seed")
+      ->check(cli::number(1e-6, 1e6));
+  app.add_option("--trig-period", cfg.model.trig_period,
+                 "t-nanode: 0 = the paper's frequencies 1..d (eq. 8); T > 0: frequencies 2 pi n / T")
+      ->check(cli::number(0.0, 1e6));
+  app.add_option("--householder-basis", cfg.model.householder_basis,
+                 "householder: the basis of the reflection vectors (order --order)")
+      ->check(CLI::IsMember({"constant", "bucket", "monomial", "chebyshev", "legendre", "trig", "random"}));
+  app.add_option("--reflections", cfg.model.reflections,
+                 "householder: reflections per kernel (0: C*9, all of the orthogonal group)")
+      ->check(cli::integer(0, 100000));
+  app.add_option("--block-norm", cfg.model.block_norm, "the norm inside each block's dynamics")
+      ->check(CLI::IsMember({"group", "batch", "none"}));
+  app.add_option("--l2", cfg.l2, "L2 penalty on the time-basis coefficients (not A_0, not Householder vectors)")
+      ->check(cli::number(0.0, 1e3));
+  app.add_flag("--l2-a0", cfg.l2_a0, "the L2 penalty also covers A_0, the constant term's coefficients");
   app.add_option("--steps", cfg.model.steps, "solver steps per NANODE block (dt = 1/steps)")
       ->check(cli::integer(1, 100000));
   app.add_option("--solver", solver, "Runge-Kutta method")

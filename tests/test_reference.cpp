@@ -97,7 +97,13 @@ TEST_CASE("dense dynamics of every basis family match PyTorch (Euler, RK4, ALF)"
             fo.order = order;
             f = nn::make<tv::MLPDynamics>(mo, family, std::vector<int64_t>{4, 5, 4}, fo);
           }
-          f->load_state_dict(with_prefix(ref, "param."));
+          auto state = with_prefix(ref, "param.");
+          if (family == "random")  // the draws are buffers of each layer, saved with the weights
+            for (const char* layer : {"layer0", "layer1"}) {
+              state.emplace_back(std::string(layer) + ".rff.frequencies", ref.at("input.zeta"));
+              state.emplace_back(std::string(layer) + ".rff.phases", ref.at("input.eta"));
+            }
+          f->load_state_dict(state);
           Var x0(ref.at("input.x0").to(dt), true);
           ode::Options o;
           o.method = method;

@@ -36,11 +36,11 @@ NANODE_HD inline void eval(const BasisSpec& s, double t, double* z) {
                                                   : ((2.0 * n + 1.0) * u * z[n] - n * z[n - 1]) / (n + 1.0);
       return;
     }
-    case BasisSpec::Trig: {  // [1, cos t, sin t, ..., cos d t, sin d t]
+    case BasisSpec::Trig: {  // [1, cos w t, sin w t, ..., cos d w t, sin d w t], w = omega
       z[0] = 1.0;
       for (int n = 1; n <= s.d; ++n) {
-        z[2 * n - 1] = cos(n * t);
-        z[2 * n] = sin(n * t);
+        z[2 * n - 1] = cos(n * s.omega * t);
+        z[2 * n] = sin(n * s.omega * t);
       }
       return;
     }

@@ -65,6 +65,7 @@ struct BasisSpec {
   int K = 1;       ///< number of terms
   int d = 0;       ///< order (buckets, polynomial degree + 1, trig frequencies)
   double t0 = 0, t1 = 1;
+  double omega = 1;  ///< trig only: the base frequency (frequencies n omega, n = 1..d)
   double zeta[kMaxSpecTerms] = {}, eta[kMaxSpecTerms] = {};  ///< random features only
 };
 

@@ -16,8 +16,12 @@
 //   monomial, chebyshev, legendre   polynomial bases of order d
 //   random        random Fourier features (d features)
 //   hyper         weights from a hypernetwork of t
-//   gated         sigmoid-gated mixture of d autonomous convolutions
-//   householder   orthogonal 1x1 channel mixing from d Householder reflections
+//   gated         eq. 12: sum_n sigma_n(t) f_n(x) over d autonomous residual dynamics
+//                 (each with its own norm and convolution)
+//   gated-kernel  one convolution whose kernel is a sigmoid-gated mixture of d kernels
+//   householder   each block's kernel [C, C*3*3] orthonormal (Householder reflections,
+//                 C*9 of them by default) with reflection vectors varying through a
+//                 basis of order d (Chebyshev by default; Sec. 2.5, Fig. 3)
 // A suffix "-d" sets the order: "t-nanode-10", "b-nanode-100".
 #include <memory>
 #include <numeric>
@@ -35,7 +39,7 @@ namespace nanode::models {
 inline const std::vector<std::string>& classifier_model_names() {
   static const std::vector<std::string> names{"auto",     "appnode",   "con-resnet", "uncon-resnet", "b-nanode",
                                               "t-nanode", "monomial",  "chebyshev",  "legendre",     "random",
-                                              "hyper",    "gated",     "householder"};
+                                              "hyper",    "gated",     "gated-kernel", "householder"};
   return names;
 }
 
@@ -47,6 +51,12 @@ struct ClassifierOptions {
   int64_t steps = 4;                    ///< solver steps per block (dt = 1 / steps)
   std::string method = "euler";
   ode::Gradient gradient = ode::Gradient::Direct;
+  uint64_t seed = 0;          ///< random features: each block's draws come from (seed, block)
+  double rff_sigma = 1.0;     ///< random features: zeta ~ N(0, sigma^2)
+  double trig_period = 0.0;   ///< t-nanode: 0 = frequencies 1..d (eq. 8); T > 0: 2 pi n / T
+  std::string householder_basis = "chebyshev";  ///< householder: the reflection vectors' basis
+  int64_t reflections = 0;    ///< householder: reflections per kernel (0: C*9, all of O(C*9))
+  std::string block_norm = "group";  ///< the norm inside each block's dynamics: group, batch or none
 };
 
 /// The model name without its "-d" suffix, and the order it carries (or `fallback`).
@@ -62,43 +72,50 @@ inline std::pair<std::string, int> parse_model_name(const std::string& name, int
   return {name, fallback};
 }
 
-/// Householder dynamics on feature maps: an orthogonal (time-varying through the
-/// family's basis when given) mixing of the channels at every pixel, then tanh.
-class HouseholderPixelDynamics : public ode::Dynamics {
- public:
-  HouseholderPixelDynamics(int64_t channels, int64_t reflections)
-      : layer_(register_module("mix", std::make_shared<tv::HouseholderLayer>(channels, reflections, nullptr))) {}
-  Var forward(double t, const Var& x) override {
-    const int64_t N = x.size(0), C = x.size(1), H = x.size(2), W = x.size(3);
-    Var rows = reshape(permute(x, {0, 2, 3, 1}), {N * H * W, C});
-    Var y = reshape(tanh(layer_->forward(t, rows)), {N, H, W, C});
-    return permute(y, {0, 3, 1, 2});
-  }
-
- private:
-  std::shared_ptr<tv::HouseholderLayer> layer_;
-};
-
-/// f(t, x) = K(t) * relu(GN(x)): the residual dynamics of a NANODE block.
+/// f(t, x) = K(t) * relu(N(x)): the residual dynamics of a NANODE block, with N a
+/// group norm (default), a batch norm (statistics of each evaluation's batch) or
+/// nothing ("none").
 class ResidualConvDynamics : public ode::Dynamics {
  public:
-  ResidualConvDynamics(const std::string& family, int64_t channels, const tv::FamilyOptions& fo)
-      : norm_(register_module("norm", std::make_shared<nn::GroupNorm>(std::gcd(channels, int64_t{8}), channels))),
-        conv_(register_module("conv", tv::make_time_conv(family, channels, channels, 3, Conv2dOptions(1, 1), fo))) {}
+  ResidualConvDynamics(const std::string& family, int64_t channels, const tv::FamilyOptions& fo,
+                       const std::string& norm = "group")
+      : conv_(tv::make_time_conv(family, channels, channels, 3, Conv2dOptions(1, 1), fo)) {
+    if (norm == "group") {
+      group_ = register_module("norm", std::make_shared<nn::GroupNorm>(std::gcd(channels, int64_t{8}), channels));
+    } else if (norm == "batch") {
+      batch_ = register_module("norm", std::make_shared<nn::BatchNorm>(channels));
+    } else {
+      NANODE_CHECK(norm == "none", "block norm must be group, batch or none, got '", norm, "'");
+    }
+    register_module("conv", conv_);
+  }
   Var forward(double t, const Var& x) override {
     Var a;
     {
       profile::Scope s("norm");
-      a = norm_->forward_relu(x);
+      a = group_ ? group_->forward_relu(x) : batch_ ? batch_->forward_relu(x) : relu(x);
     }
     profile::Scope s("conv");
     return conv_->forward(t, a);
   }
 
  private:
-  std::shared_ptr<nn::GroupNorm> norm_;
+  std::shared_ptr<nn::GroupNorm> group_;
+  std::shared_ptr<nn::BatchNorm> batch_;
   std::shared_ptr<tv::TimeLayer> conv_;
 };
+
+/// The dynamics of a block: ResidualConvDynamics of the family, or for "gated"
+/// (eq. 12) sum_n sigma_n(t) f_n(x) over d autonomous ResidualConvDynamics.
+inline std::shared_ptr<ode::Dynamics> make_residual_dynamics(const std::string& family, int64_t channels,
+                                                             const tv::FamilyOptions& fo,
+                                                             const std::string& norm = "group") {
+  if (family != "gated") return std::make_shared<ResidualConvDynamics>(family, channels, fo, norm);
+  std::vector<std::shared_ptr<ode::Dynamics>> parts;
+  for (int n = 0; n < std::max(1, fo.order); ++n)
+    parts.push_back(std::make_shared<ResidualConvDynamics>("auto", channels, fo, norm));
+  return std::make_shared<tv::GatedDynamics>(parts);
+}
 
 class Classifier : public nn::Module {
  public:
@@ -129,8 +146,12 @@ class Classifier : public nn::Module {
       family = "trig";
     }
     so_ = so;
+    NANODE_CHECK(o.block_norm == "group" || o.block_norm == "batch" || o.block_norm == "none",
+                 "Classifier: block_norm must be group, batch or none, got '", o.block_norm, "'");
     tv::FamilyOptions fo;
     fo.order = d;
+    fo.seed = o.seed, fo.sigma = o.rff_sigma, fo.trig_period = o.trig_period;
+    fo.householder_basis = o.householder_basis, fo.reflections = o.reflections;
     stem_ = register_module("stem", std::make_shared<nn::Conv2d>(nn::Conv2dLayerOptions(o.in_channels, o.widths[0], 3).padding(1)));
     stem_bn_ = register_module("stem_bn", std::make_shared<nn::BatchNorm>(o.widths[0]));
     for (size_t s = 0; s < o.widths.size(); ++s) {
@@ -140,12 +161,8 @@ class Classifier : public nn::Module {
                                             nn::Conv2dLayerOptions(o.widths[s - 1], C, 3).stride(2).padding(1))));
         down_bn_.push_back(register_module("down_bn" + std::to_string(s), std::make_shared<nn::BatchNorm>(C)));
       }
-      std::shared_ptr<ode::Dynamics> f;
-      if (family == "householder") {
-        f = std::make_shared<HouseholderPixelDynamics>(C, d);
-      } else {
-        f = std::make_shared<ResidualConvDynamics>(family, C, fo);
-      }
+      fo.layer = static_cast<int64_t>(s);
+      std::shared_ptr<ode::Dynamics> f = make_residual_dynamics(family, C, fo, o.block_norm);
       blocks_.push_back(register_module("block" + std::to_string(s), std::make_shared<tv::ODEBlock>(f, so)));
     }
     head_norm_ = register_module("head_norm", std::make_shared<nn::GroupNorm>(std::gcd(o.widths.back(), int64_t{8}), o.widths.back()));

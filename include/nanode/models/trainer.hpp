@@ -30,6 +30,10 @@ struct TrainConfig {
   int64_t epochs = 5, batch_size = 128, eval_batch_size = 500;  // defaults: the README main job
   std::string optimizer = "adam";  ///< adam | adamw | sgd
   double lr = 2e-3, momentum = 0.9, weight_decay = 0.0;
+  /// L2 penalty l2 * sum of squared time-basis coefficients added to the loss
+  /// (tv::l2_penalty: not the Householder vectors; A_0 only with l2_a0).
+  double l2 = 0.0;
+  bool l2_a0 = false;
   std::string schedule = "cosine";  ///< constant | cosine | step (x0.1 after half the steps)
   int64_t warmup = 0;               ///< linear warm-up steps
   uint64_t seed = 0;
@@ -55,6 +59,14 @@ struct TrainConfig {
       << " epochs=" << epochs << " batch=" << batch_size << " opt=" << optimizer << " lr=" << lr
       << " momentum=" << momentum << " wd=" << weight_decay << " schedule=" << schedule << " warmup=" << warmup
       << " seed=" << seed << " data=" << data_tag << " crop=" << crop_padding << " hflip=" << hflip << " max_batches=" << max_batches;
+    // Options added later: named only when not at their default, so that older
+    // checkpoints keep their fingerprint.
+    if (l2 != 0.0) s << " l2=" << l2 << " l2_a0=" << l2_a0;
+    if (model.rff_sigma != 1.0) s << " rff_sigma=" << model.rff_sigma;
+    if (model.trig_period != 0.0) s << " trig_period=" << model.trig_period;
+    if (model.householder_basis != "chebyshev") s << " householder_basis=" << model.householder_basis;
+    if (model.reflections != 0) s << " reflections=" << model.reflections;
+    if (model.block_norm != "group") s << " block_norm=" << model.block_norm;
     return s.str();
   }
 };
@@ -144,7 +156,12 @@ class Trainer {
     NANODE_CHECK(shape[1] == shape[2], "train: images must be square, got ", shape[1], "x", shape[2]);
     cfg_.model.in_channels = shape[0], cfg_.model.image_size = shape[1], cfg_.model.classes = train_->classes();
     manual_seed(cfg_.seed);
+    cfg_.model.seed = cfg_.seed;  // random features draw from the run's seed
     model_ = std::make_shared<Classifier>(cfg_.model);
+    if (cfg_.l2 != 0.0) {
+      NANODE_CHECK(std::isfinite(cfg_.l2) && cfg_.l2 > 0, "train: l2 must be a positive finite number, got ", cfg_.l2);
+      (void)tv::l2_penalty(*model_, cfg_.l2_a0);  // a model without coefficients: the error says so, before training
+    }
     if (cfg_.device.is_cuda())
       NANODE_CHECK(cuda_device_count() > cfg_.device.index, "train: ", cfg_.device, " requested, but this program has ",
                    cuda_device_count(), " CUDA device(s) (backend: ", cuda_backend_name(), ")");
@@ -255,8 +272,9 @@ class Trainer {
         PeakMemoryScope scope(cfg_.device);
         Var logits = model_->forward(Var(b.images.to(cfg_.device)));
         Var loss = cross_entropy(logits, b.labels);
-        const double lv = loss.item();
-        guard_.loss(lv);
+        const double lv = loss.item();  // reported: the data term
+        if (cfg_.l2 != 0.0) loss = loss + tv::l2_penalty(*model_, cfg_.l2_a0) * cfg_.l2;
+        guard_.loss(cfg_.l2 != 0.0 ? loss.item() : lv);
         loss.backward();
         guard_.gradients(named_params_);
         m.peak_activation_bytes = std::max(m.peak_activation_bytes, scope.peak_above_start());

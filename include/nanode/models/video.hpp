@@ -69,7 +69,7 @@ class VggLayer : public nn::Module {
 /// one ODE block (the layers before and after it stay convolutions).
 class VggBlock : public nn::Module {
  public:
-  VggBlock(const std::vector<int64_t>& c, const VideoModelOptions& o) {
+  VggBlock(const std::vector<int64_t>& c, const VideoModelOptions& o, int64_t first_layer = 0) {
     const bool ode_blocks = o.model != "svg";
     size_t i = 0;
     int n = 0;
@@ -80,10 +80,11 @@ class VggBlock : public nn::Module {
         while (j + 1 < c.size() && c[j] == c[j + 1]) ++j;  // the run i .. j keeps c[i] channels
         tv::FamilyOptions fo;
         fo.order = o.order;
+        fo.layer = first_layer + n;  // random features: each ODE block its own draws
         ode::Options so;
         so.method = o.method, so.steps = o.steps, so.gradient = o.gradient;
         const std::string family = o.model == "auto" ? "auto" : o.family;
-        auto f = std::make_shared<ResidualConvDynamics>(family, c[i], fo);
+        auto f = make_residual_dynamics(family, c[i], fo);
         layers_.push_back(register_module(name, std::make_shared<tv::ODEBlock>(f, so)));
         i = j;
       } else {
@@ -159,10 +160,10 @@ class VggEncoder : public FrameEncoder {
   explicit VggEncoder(const VideoModelOptions& o) {
     const int64_t w = o.width;
     using video_detail::VggBlock;
-    b1_ = register_module("c1", std::make_shared<VggBlock>(std::vector<int64_t>{o.channels, w, w}, o));
-    b2_ = register_module("c2", std::make_shared<VggBlock>(std::vector<int64_t>{w, 2 * w, 2 * w}, o));
-    b3_ = register_module("c3", std::make_shared<VggBlock>(std::vector<int64_t>{2 * w, 4 * w, 4 * w, 4 * w}, o));
-    b4_ = register_module("c4", std::make_shared<VggBlock>(std::vector<int64_t>{4 * w, 8 * w, 8 * w, 8 * w}, o));
+    b1_ = register_module("c1", std::make_shared<VggBlock>(std::vector<int64_t>{o.channels, w, w}, o, 10));
+    b2_ = register_module("c2", std::make_shared<VggBlock>(std::vector<int64_t>{w, 2 * w, 2 * w}, o, 20));
+    b3_ = register_module("c3", std::make_shared<VggBlock>(std::vector<int64_t>{2 * w, 4 * w, 4 * w, 4 * w}, o, 30));
+    b4_ = register_module("c4", std::make_shared<VggBlock>(std::vector<int64_t>{4 * w, 8 * w, 8 * w, 8 * w}, o, 40));
     head_ = std::make_unique<video_detail::EncodingHead>(*this, 8 * w, o.g_dim);
   }
   std::pair<Var, std::vector<Var>> forward(const Var& x) override {
@@ -190,10 +191,10 @@ class VggDecoder : public FrameDecoder {
     const int64_t w = o.width;
     using video_detail::VggBlock;
     stem_ = std::make_unique<video_detail::DecodingStem>(*this, o.g_dim, 8 * w);
-    b2_ = register_module("upc2", std::make_shared<VggBlock>(std::vector<int64_t>{16 * w, 8 * w, 8 * w, 4 * w}, o));
-    b3_ = register_module("upc3", std::make_shared<VggBlock>(std::vector<int64_t>{8 * w, 4 * w, 4 * w, 2 * w}, o));
-    b4_ = register_module("upc4", std::make_shared<VggBlock>(std::vector<int64_t>{4 * w, 2 * w, w}, o));
-    b5_ = register_module("upc5", std::make_shared<VggBlock>(std::vector<int64_t>{2 * w, w}, o));
+    b2_ = register_module("upc2", std::make_shared<VggBlock>(std::vector<int64_t>{16 * w, 8 * w, 8 * w, 4 * w}, o, 50));
+    b3_ = register_module("upc3", std::make_shared<VggBlock>(std::vector<int64_t>{8 * w, 4 * w, 4 * w, 2 * w}, o, 60));
+    b4_ = register_module("upc4", std::make_shared<VggBlock>(std::vector<int64_t>{4 * w, 2 * w, w}, o, 70));
+    b5_ = register_module("upc5", std::make_shared<VggBlock>(std::vector<int64_t>{2 * w, w}, o, 80));
     out_w_ = register_parameter("out_weight", nn::uniform_fan_in(Shape{w, o.channels, 3, 3}, o.channels * 9));
     out_b_ = register_parameter("out_bias", nn::uniform_fan_in(Shape{o.channels}, o.channels * 9));
   }

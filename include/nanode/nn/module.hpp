@@ -194,7 +194,12 @@ class Module {
       Var target = assign[i].first;
       std::swap(target.mutable_data(), values[i]);
     }
+    state_loaded();
   }
+  /// Called on every module, children first, after load_state_dict has set new
+  /// values: a module that keeps a host copy of a buffer (random features' draws)
+  /// refreshes it here.
+  virtual void on_state_loaded() {}
 
   /// Adds the times in the open interval (t0, t1) at which this module's
   /// parameters jump (bucketed bases do); ODE solvers never step across them.
@@ -211,6 +216,10 @@ class Module {
   }
 
  private:
+  void state_loaded() {
+    for (auto& [n, c] : children_) c->state_loaded();
+    on_state_loaded();
+  }
   static Tensor placed(Tensor t) {
     const auto& o = ModuleOptionsGuard::current();
     if (!o || !t.defined()) return t;

@@ -1,6 +1,7 @@
 #pragma once
 // Time bases z(t): a time-varying weight is W(t) = sum_k z_k(t) A_k (DESIGN.md §1).
 #include <cmath>
+#include <cstdio>
 #include <memory>
 #include <string>
 #include <vector>
@@ -23,6 +24,9 @@ class TimeBasis {
     (void)t0, (void)t1, (void)out;
   }
   virtual std::string name() const = 0;
+  /// True when z_0(t) = 1 for every t (the constant term a_0 of the expansion):
+  /// the L2 penalty on coefficients leaves A_0 alone unless asked.
+  virtual bool has_constant_term() const { return false; }
   /// Describes the basis for kernels that evaluate z(t) themselves
   /// (backend/basis_math.hpp); false when it cannot be described (or has more than
   /// BasisSpec::kMaxSpecTerms terms), and then z is evaluated on the host.
@@ -66,6 +70,7 @@ class ConstantBasis : public TimeBasis {
   int size() const override { return 1; }
   std::vector<double> eval(double) const override { return {1.0}; }
   std::string name() const override { return "constant"; }
+  bool has_constant_term() const override { return true; }
   bool spec(BasisSpec& out) const override { return detail::describe(out, BasisSpec::Constant, 1, 0, 0, 1); }
 };
 
@@ -108,6 +113,7 @@ class MonomialBasis : public TimeBasis {
   std::vector<double> eval(double t) const override { return detail::eval_kind(BasisSpec::Monomial, d_, d_, 0, 1, t); }
   bool spec(BasisSpec& out) const override { return detail::describe(out, BasisSpec::Monomial, d_, d_, 0, 1); }
   std::string name() const override { return "monomial-" + std::to_string(d_); }
+  bool has_constant_term() const override { return true; }
 
  private:
   int d_;
@@ -128,6 +134,7 @@ class OrthoPolyBasis : public TimeBasis {
   std::string name() const override {
     return std::string(kind_ == Kind::Chebyshev ? "chebyshev-" : "legendre-") + std::to_string(d_);
   }
+  bool has_constant_term() const override { return true; }
 
  private:
   int spec_kind() const { return kind_ == Kind::Chebyshev ? BasisSpec::Chebyshev : BasisSpec::Legendre; }
@@ -136,18 +143,52 @@ class OrthoPolyBasis : public TimeBasis {
   double t0_, t1_;
 };
 
-/// [1, cos(t), sin(t), ..., cos(d t), sin(d t)]: 2d + 1 terms (T-NANODE).
+/// [1, cos(w t), sin(w t), ..., cos(d w t), sin(d w t)]: 2d + 1 terms (T-NANODE,
+/// eq. 8). The paper's literal basis has w = 1 (period 0 here); a period T > 0
+/// sets w = 2 pi / T, so that the terms are orthogonal over any interval of length T
+/// (on [0, 1] with w = 1 they are nearly collinear: the Gram matrix of d = 4 has
+/// condition number about 1e14).
 class TrigBasis : public TimeBasis {
  public:
-  explicit TrigBasis(int d) : d_(d) { NANODE_CHECK(d >= 0, "TrigBasis: order must be >= 0, got ", d); }
+  explicit TrigBasis(int d, double period = 0.0) : d_(d), period_(period) {
+    NANODE_CHECK(d >= 0, "TrigBasis: order must be >= 0, got ", d);
+    NANODE_CHECK(std::isfinite(period) && period >= 0, "TrigBasis: period must be 0 (frequencies 1..d) or positive, "
+                 "got ", period);
+  }
   int size() const override { return 2 * d_ + 1; }
   int order() const { return d_; }
-  std::vector<double> eval(double t) const override { return detail::eval_kind(BasisSpec::Trig, 2 * d_ + 1, d_, 0, 1, t); }
-  bool spec(BasisSpec& out) const override { return detail::describe(out, BasisSpec::Trig, 2 * d_ + 1, d_, 0, 1); }
-  std::string name() const override { return "trig-" + std::to_string(d_); }
+  double period() const { return period_; }
+  /// The base frequency w: 1, or 2 pi / period.
+  double omega() const { return period_ > 0 ? 6.283185307179586 / period_ : 1.0; }
+  std::vector<double> eval(double t) const override {
+    BasisSpec s;
+    spec(s);
+    std::vector<double> z(static_cast<size_t>(size()));
+    basis::eval(s, t, z.data());
+    return z;
+  }
+  bool spec(BasisSpec& out) const override {
+    BasisSpec s;
+    detail::describe(s, BasisSpec::Trig, 2 * d_ + 1, d_, 0, 1);
+    s.omega = omega();
+    if (s.K > BasisSpec::kMaxSpecTerms) return false;  // eval() still uses it
+    out = s;
+    return true;
+  }
+  bool has_constant_term() const override { return true; }
+  std::string name() const override {
+    std::string n = "trig-" + std::to_string(d_);
+    if (period_ > 0) {
+      char buf[48];
+      std::snprintf(buf, sizeof buf, "-period-%g", period_);
+      n += buf;
+    }
+    return n;
+  }
 
  private:
   int d_;
+  double period_;
 };
 
 /// Random Fourier features cos(zeta_k t + eta_k), zeta ~ N(0, sigma^2),
@@ -157,10 +198,15 @@ class RandomFourierBasis : public TimeBasis {
   RandomFourierBasis(int d, double sigma = 1.0, uint64_t seed = 0) : d_(d), sigma_(sigma) {
     NANODE_CHECK(d >= 1, "RandomFourierBasis: need at least one feature, got ", d);
     NANODE_CHECK(sigma > 0, "RandomFourierBasis: sigma must be positive, got ", sigma);
+    NANODE_CHECK(std::isfinite(sigma), "RandomFourierBasis: sigma must be finite, got ", sigma);
     Generator g(seed);
+    // Rounded to float32, so that the float32 buffers that save them (layers.hpp)
+    // hold them exactly and a saved model reloads to the same function.
     for (int k = 0; k < d; ++k) {
-      zeta_.push_back(g.normal(0.0, sigma));
-      eta_.push_back(g.uniform(0.0, 6.283185307179586));
+      zeta_.push_back(static_cast<float>(g.normal(0.0, sigma)));
+      float e = static_cast<float>(g.uniform(0.0, 6.283185307179586));
+      if (!(e < 6.2831855f)) e = 0.0f;  // keep eta in [0, 2 pi)
+      eta_.push_back(e);
     }
   }
   /// Given frequencies and phases (as drawn elsewhere, e.g. a reference in PyTorch).

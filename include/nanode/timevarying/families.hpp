@@ -4,6 +4,8 @@
 // (B-NANODE), polynomial, trigonometric (T-NANODE), random Fourier features,
 // hypernetwork and sigmoid-gated weights, Householder-orthogonal weights; and the
 // unconstrained ResNet (separate weights per step).
+#include <algorithm>
+#include <cmath>
 #include <functional>
 #include <memory>
 #include <string>
@@ -101,77 +103,123 @@ class HyperConv2d : public TimeLayer {
   Conv2dOptions opt_;
 };
 
-// ---- gated: sum_n sigmoid(a_n t + b_n) f_n(x) -------------------------------------
+// ---- gated ------------------------------------------------------------------------
 
-/// Mixes d autonomous layers with time gates sigma_n(t) = sigmoid(a_n t + b_n).
+/// The gates sigma_n(t) = sigmoid(a_n t + b_n), n < d, of the gated families.
+class TimeGates : public nn::Module {
+ public:
+  explicit TimeGates(int64_t d, Generator& gen = default_generator()) {
+    NANODE_CHECK(d >= 1, "TimeGates: need at least one gate, got ", d);
+    slope = register_parameter("slope", Tensor::normal({d}, 0.0, 2.0, gen));
+    offset = register_parameter("offset", Tensor::zeros({d}));
+  }
+  Var at(double t) const { return sigmoid(slope * t + offset); }  // [d]
+  /// Gate n of the gates g = at(t) as a [1] Var (broadcasts).
+  static Var gate(const Var& g, size_t n) { return slice(g, 0, static_cast<int64_t>(n), static_cast<int64_t>(n + 1)); }
+  Var slope, offset;
+};
+
+/// The "gated-kernel" variant (not eq. 12): one layer whose output is
+/// sum_n sigma_n(t) L_n(x), a sigmoid-gated mixture of d autonomous linear maps
+/// (a mixture of kernels inside the dynamics' nonlinearity).
 class GatedLayer : public TimeLayer {
  public:
   GatedLayer(std::vector<std::shared_ptr<TimeLayer>> parts, Generator& gen = default_generator())
       : parts_(std::move(parts)) {
     NANODE_CHECK(!parts_.empty(), "GatedLayer: need at least one sub-layer");
-    const int64_t d = static_cast<int64_t>(parts_.size());
-    for (int64_t n = 0; n < d; ++n) register_module("f" + std::to_string(n), parts_[static_cast<size_t>(n)]);
-    gate_slope = register_parameter("gate_slope", Tensor::normal({d}, 0.0, 2.0, gen));
-    gate_bias = register_parameter("gate_bias", Tensor::zeros({d}));
+    for (size_t n = 0; n < parts_.size(); ++n) register_module("f" + std::to_string(n), parts_[n]);
+    gates = register_module("gates", std::make_shared<TimeGates>(static_cast<int64_t>(parts_.size()), gen));
   }
   Var forward(double t, const Var& x) const override {
-    const Var gates = sigmoid(gate_slope * t + gate_bias);  // [d]
+    const Var g = gates->at(t);
     Var out;
     for (size_t n = 0; n < parts_.size(); ++n) {
-      const Var g = slice(gates, 0, static_cast<int64_t>(n), static_cast<int64_t>(n + 1));  // [1], broadcasts
-      const Var term = parts_[n]->forward(t, x) * g;
+      const Var term = parts_[n]->forward(t, x) * TimeGates::gate(g, n);
       out = out.defined() ? out + term : term;
     }
     return out;
   }
-  Var gate_slope, gate_bias;
+  std::shared_ptr<TimeGates> gates;
 
  private:
   std::vector<std::shared_ptr<TimeLayer>> parts_;
 };
 
-// ---- Householder: y = x M(t)^T + b(t) ---------------------------------------------
-
-class HouseholderLayer : public TimeLayer {
+/// Gated dynamics (eq. 12): dx/dt = sum_n sigma_n(t) f_n(x), a sigmoid-gated
+/// mixture of d autonomous dynamics f_n, each with its own weights (and
+/// nonlinearities: the mixture is of whole vector fields, not of kernels).
+class GatedDynamics : public ode::Dynamics {
  public:
-  HouseholderLayer(int64_t n, int64_t k, BasisPtr basis, HouseholderMode mode = HouseholderMode::CompactWY)
-      : basis_(basis ? basis : std::make_shared<ConstantBasis>()) {
-    rot = register_module("orthogonal", std::make_shared<HouseholderLinear>(n, k, basis, mode));
-    bias_coeffs = register_parameter("bias_coeffs", Tensor::zeros({basis_->size(), n}));
+  GatedDynamics(std::vector<std::shared_ptr<ode::Dynamics>> parts, Generator& gen = default_generator())
+      : parts_(std::move(parts)) {
+    NANODE_CHECK(!parts_.empty(), "GatedDynamics: need at least one sub-dynamics");
+    for (size_t n = 0; n < parts_.size(); ++n) register_module("f" + std::to_string(n), parts_[n]);
+    gates = register_module("gates", std::make_shared<TimeGates>(static_cast<int64_t>(parts_.size()), gen));
   }
-  Var forward(double t, const Var& x) const override {
-    return rot->forward(t, x) + combine_at(bias_coeffs, *basis_, t);
+  Var forward(double t, const Var& x) override {
+    const Var g = gates->at(t);
+    Var out;
+    for (size_t n = 0; n < parts_.size(); ++n) {
+      const Var term = parts_[n]->forward(t, x) * TimeGates::gate(g, n);
+      out = out.defined() ? out + term : term;
+    }
+    return out;
   }
-  void collect_jump_times(double t0, double t1, std::vector<double>& out) const override {
-    basis_->collect_jump_times(t0, t1, out);
-  }
-  std::shared_ptr<HouseholderLinear> rot;
-  Var bias_coeffs;
+  const std::vector<std::shared_ptr<ode::Dynamics>>& parts() const { return parts_; }
+  std::shared_ptr<TimeGates> gates;
 
  private:
-  BasisPtr basis_;
+  std::vector<std::shared_ptr<ode::Dynamics>> parts_;
 };
 
 // ---- families by name ---------------------------------------------------------------
 
 /// Family names: auto, appnode, bucket, monomial, chebyshev, legendre, trig, random,
-/// hyper, gated, householder ("con-resnet" is "auto"; the difference is the solver).
+/// hyper, gated (eq. 12: a gated mixture of d dynamics), gated-kernel (a gated
+/// mixture of d kernels inside one layer), householder (orthogonal weights whose
+/// reflection vectors vary through FamilyOptions::householder_basis).
+/// ("con-resnet" is "auto"; the difference is the solver.)
 inline const std::vector<std::string>& family_names() {
-  static const std::vector<std::string> names{"auto",  "appnode", "bucket", "monomial", "chebyshev",  "legendre",
-                                              "trig",  "random",  "hyper",  "gated",    "householder"};
+  static const std::vector<std::string> names{"auto",  "appnode", "bucket", "monomial", "chebyshev",    "legendre",
+                                              "trig",  "random",  "hyper",  "gated",    "gated-kernel", "householder"};
   return names;
 }
 
 struct FamilyOptions {
-  int order = 4;            ///< d: basis order, buckets, gated sub-dynamics, or reflections (householder; 0 = n)
+  int order = 4;            ///< d: basis order, buckets, features, or gated sub-dynamics
   double t0 = 0.0, t1 = 1.0;
-  uint64_t seed = 0;        ///< random Fourier features
+  /// Random Fourier features (eqs. 9-10): each layer draws its own zeta ~ N(0, sigma^2)
+  /// and eta ~ U[0, 2 pi) from (seed, layer): layers differ, and one seed gives the
+  /// same draws in every run. The draws are buffers of the layer (saved and loaded).
+  uint64_t seed = 0;
+  int64_t layer = 0;        ///< the index of the layer being made (dynamics count their layers from it)
+  double sigma = 1.0;
+  /// Trig (eq. 8): 0 = the paper's frequencies 1..d; T > 0: frequencies 2 pi n / T.
+  double trig_period = 0.0;
+  /// Householder: the basis of the reflection vectors (any basis name; its order is
+  /// `order`) and the number of reflections (0 = the dimension, as Lemma 1 needs).
+  std::string householder_basis = "chebyshev";
+  int64_t reflections = 0;
   bool bias = true;         ///< b(t) beside W(t) (basis, auto and gated families; appnode, hyper and
                             ///< householder layers always carry one)
 };
 
+/// The seed of layer `layer`'s random draws under model seed `seed` (splitmix64).
+inline uint64_t layer_seed(uint64_t seed, int64_t layer) {
+  uint64_t z = seed + 0x9E3779B97F4A7C15ull * (static_cast<uint64_t>(layer) + 1);
+  z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+  z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+  return z ^ (z >> 31);
+}
+
 inline BasisPtr family_basis(const std::string& family, const FamilyOptions& o) {
-  if (family == "auto") return std::make_shared<ConstantBasis>();
+  if (family == "auto" || family == "constant") return std::make_shared<ConstantBasis>();
+  if (family == "random") return std::make_shared<RandomFourierBasis>(o.order, o.sigma, layer_seed(o.seed, o.layer));
+  if (family == "trig") return std::make_shared<TrigBasis>(o.order, o.trig_period);
+  if (family == "householder") {
+    NANODE_CHECK(o.householder_basis != "householder", "householder_basis must be a basis name, not 'householder'");
+    return family_basis(o.householder_basis, o);
+  }
   return make_basis(family, o.order, o.t0, o.t1, o.seed);
 }
 
@@ -181,6 +229,13 @@ inline BasisPtr family_basis(const std::string& family, const FamilyOptions& o) 
   fail("unknown dynamics family '", family, "' (valid: ", valid, ")");
 }
 
+namespace detail {
+[[noreturn]] inline void gated_is_dynamics(const std::string& what) {
+  fail("family 'gated' (eq. 12) mixes whole dynamics, not ", what, ": build it with MLPDynamics, ConvDynamics or "
+       "GatedDynamics, or use 'gated-kernel' for a gated mixture of kernels inside one layer");
+}
+}  // namespace detail
+
 /// A time-varying dense layer in -> out of the family.
 inline std::shared_ptr<TimeLayer> make_time_linear(const std::string& family, int64_t in, int64_t out,
                                                    const FamilyOptions& o) {
@@ -188,16 +243,16 @@ inline std::shared_ptr<TimeLayer> make_time_linear(const std::string& family, in
                "family '", family, "' always has a bias: bias = false is not available for it");
   if (family == "appnode") return std::make_shared<AppendTimeLinear>(in, out);
   if (family == "hyper") return std::make_shared<HyperLinear>(in, out);
-  if (family == "gated") {
+  if (family == "gated") detail::gated_is_dynamics("layers");
+  if (family == "gated-kernel") {
     std::vector<std::shared_ptr<TimeLayer>> parts;
     for (int n = 0; n < std::max(1, o.order); ++n)
       parts.push_back(std::make_shared<TimeLinear>(in, out, std::make_shared<ConstantBasis>(), o.bias, o.t0, o.t1));
     return std::make_shared<GatedLayer>(parts);
   }
-  if (family == "householder") {
-    NANODE_CHECK(in == out, "householder layers are square: got ", in, " -> ", out);
-    return std::make_shared<HouseholderLayer>(in, o.order > 0 ? o.order : in, std::make_shared<ConstantBasis>());
-  }
+  if (family == "householder")
+    return std::make_shared<HouseholderLinear>(in, out, o.reflections, family_basis(family, o),
+                                               HouseholderMode::CompactWY, /*bias=*/true);
   for (const auto& n : family_names())
     if (n == family) return std::make_shared<TimeLinear>(in, out, family_basis(family, o), o.bias, o.t0, o.t1);
   unknown_family(family);
@@ -206,17 +261,19 @@ inline std::shared_ptr<TimeLayer> make_time_linear(const std::string& family, in
 /// A time-varying convolution in -> out (kernel k) of the family.
 inline std::shared_ptr<TimeLayer> make_time_conv(const std::string& family, int64_t in, int64_t out, int64_t kernel,
                                                  Conv2dOptions opt, const FamilyOptions& o) {
-  NANODE_CHECK(o.bias || (family != "appnode" && family != "hyper"),
+  NANODE_CHECK(o.bias || (family != "appnode" && family != "hyper" && family != "householder"),
                "family '", family, "' always has a bias: bias = false is not available for it");
   if (family == "appnode") return std::make_shared<AppendTimeConv2d>(in, out, kernel, opt);
   if (family == "hyper") return std::make_shared<HyperConv2d>(in, out, kernel, opt);
-  if (family == "gated") {
+  if (family == "gated") detail::gated_is_dynamics("convolutions");
+  if (family == "gated-kernel") {
     std::vector<std::shared_ptr<TimeLayer>> parts;
     for (int n = 0; n < std::max(1, o.order); ++n)
       parts.push_back(std::make_shared<TimeConv2d>(in, out, kernel, std::make_shared<ConstantBasis>(), opt, o.bias, o.t0, o.t1));
     return std::make_shared<GatedLayer>(parts);
   }
-  NANODE_CHECK(family != "householder", "householder weights are dense only; no convolutional form");
+  if (family == "householder")
+    return std::make_shared<HouseholderConv2d>(in, out, kernel, family_basis(family, o), opt, o.reflections);
   for (const auto& n : family_names())
     if (n == family) return std::make_shared<TimeConv2d>(in, out, kernel, family_basis(family, o), opt, o.bias, o.t0, o.t1);
   unknown_family(family);
@@ -226,6 +283,9 @@ inline std::shared_ptr<TimeLayer> make_time_conv(const std::string& family, int6
 
 /// dx/dt = MLP(t, x): time layers of the given widths {n, h_1, ..., n} with tanh
 /// between them, and after the last one when final_tanh (W1: one layer, final tanh).
+/// Layer i of a random-feature family draws with FamilyOptions::layer + i. The
+/// family "gated" is eq. 12: sum_n sigma_n(t) MLP_n(x) over d autonomous MLPs of
+/// these widths (the sub-dynamics "gated.f<n>").
 class MLPDynamics : public ode::Dynamics {
  public:
   MLPDynamics(const std::string& family, const std::vector<int64_t>& widths, const FamilyOptions& o,
@@ -233,10 +293,20 @@ class MLPDynamics : public ode::Dynamics {
       : final_tanh_(final_tanh) {
     NANODE_CHECK(widths.size() >= 2 && widths.front() == widths.back(), "MLPDynamics: widths must start and end "
                  "with the state size (got ", widths.size(), " widths)");
-    for (size_t i = 0; i + 1 < widths.size(); ++i)
-      layers_.push_back(register_module("layer" + std::to_string(i), make_time_linear(family, widths[i], widths[i + 1], o)));
+    if (family == "gated") {
+      std::vector<std::shared_ptr<ode::Dynamics>> parts;
+      for (int n = 0; n < std::max(1, o.order); ++n) parts.push_back(std::make_shared<MLPDynamics>("auto", widths, o, final_tanh));
+      gated_ = register_module("gated", std::make_shared<GatedDynamics>(parts));
+      return;
+    }
+    for (size_t i = 0; i + 1 < widths.size(); ++i) {
+      FamilyOptions li = o;
+      li.layer = o.layer + static_cast<int64_t>(i);
+      layers_.push_back(register_module("layer" + std::to_string(i), make_time_linear(family, widths[i], widths[i + 1], li)));
+    }
   }
   Var forward(double t, const Var& x) override {
+    if (gated_) return gated_->forward(t, x);
     Var h = x;
     for (size_t i = 0; i < layers_.size(); ++i) {
       h = layers_[i]->forward(t, h);
@@ -248,7 +318,7 @@ class MLPDynamics : public ode::Dynamics {
   /// With a final tanh after a time-varying linear layer, the solvers fuse that
   /// layer's bias and the tanh with the RK stage (Dynamics::has_preactivation).
   bool has_preactivation() const override {
-    return final_tanh_ && std::dynamic_pointer_cast<TimeLinear>(layers_.back()) != nullptr;
+    return final_tanh_ && !gated_ && std::dynamic_pointer_cast<TimeLinear>(layers_.back()) != nullptr;
   }
   Var forward_preactivation(double t, const Var& x, Var& bias, UnaryOp& act) override {
     NANODE_CHECK(has_preactivation(), "MLPDynamics::forward_preactivation: needs a final tanh after a TimeLinear");
@@ -262,18 +332,30 @@ class MLPDynamics : public ode::Dynamics {
 
  private:
   std::vector<std::shared_ptr<TimeLayer>> layers_;
+  std::shared_ptr<GatedDynamics> gated_;
   bool final_tanh_;
 };
 
-/// dx/dt = tanh(conv(x; K(t))) with a same-size convolution (W2's dynamics).
+/// dx/dt = tanh(conv(x; K(t))) with a same-size convolution (W2's dynamics). The
+/// family "gated" is eq. 12: sum_n sigma_n(t) tanh(conv_n(x)) over d autonomous
+/// convolutions (the sub-dynamics "gated.f<n>").
 class ConvDynamics : public ode::Dynamics {
  public:
   ConvDynamics(const std::string& family, int64_t channels, int64_t kernel, const FamilyOptions& o) {
+    if (family == "gated") {
+      std::vector<std::shared_ptr<ode::Dynamics>> parts;
+      for (int n = 0; n < std::max(1, o.order); ++n) parts.push_back(std::make_shared<ConvDynamics>("auto", channels, kernel, o));
+      gated = register_module("gated", std::make_shared<GatedDynamics>(parts));
+      return;
+    }
     conv = register_module("conv", make_time_conv(family, channels, channels, kernel,
                                                   Conv2dOptions(1, kernel / 2), o));
   }
-  Var forward(double t, const Var& x) override { return tanh(conv->forward(t, x)); }
-  std::shared_ptr<TimeLayer> conv;
+  Var forward(double t, const Var& x) override {
+    return gated ? gated->forward(t, x) : tanh(conv->forward(t, x));
+  }
+  std::shared_ptr<TimeLayer> conv;        ///< (not for "gated")
+  std::shared_ptr<GatedDynamics> gated;   ///< (only for "gated")
 };
 
 // ---- Uncon-ResNet: separate weights per step ----------------------------------------
@@ -302,8 +384,27 @@ class UnconResNet : public nn::Module {
 /// gradient mode of `options`.
 class ODEBlock : public nn::Module {
  public:
+  /// With a fixed step count, every time at which the dynamics' weights jump (a
+  /// bucket basis of d pieces jumps at multiples of 1/d) must lie on the step grid:
+  /// otherwise the solver would add steps there, and "L steps" would silently mean
+  /// more. Such a pairing is an error naming the step counts that work.
   ODEBlock(std::shared_ptr<ode::Dynamics> f, ode::Options options, double t0 = 0.0, double t1 = 1.0)
-      : f_(register_module("dynamics", std::move(f))), options_(std::move(options)), t0_(t0), t1_(t1) {}
+      : f_(register_module("dynamics", std::move(f))), options_(std::move(options)), t0_(t0), t1_(t1) {
+    if (options_.steps <= 0) return;
+    const double dt = (t1_ - t0_) / static_cast<double>(options_.steps);
+    const std::vector<double> jumps = f_->jump_times(t0_, t1_);
+    std::vector<double> off;
+    for (double j : jumps) {
+      const double k = std::round((j - t0_) / dt);
+      if (std::abs(t0_ + k * dt - j) > 1e-9 * std::max(1.0, std::abs(t1_ - t0_))) off.push_back(j);
+    }
+    if (off.empty()) return;
+    const int64_t pieces = static_cast<int64_t>(jumps.size()) + 1;  // a bucket basis: d pieces, d - 1 jumps
+    fail("ODEBlock: the dynamics' weights jump at ", jumps.size(), " times in (", t0_, ", ", t1_, "), e.g. t = ",
+         off.front(), ", which the grid of ", options_.steps, " steps (dt = ", dt,
+         ") does not hold: the solver would add steps there. Use a step count that is a multiple of ", pieces,
+         " (the buckets), e.g. ", pieces, " or ", 2 * pieces);
+  }
   Var forward(const Var& x) { return ode::odeint_final(*f_, x, t0_, t1_, options_, stats_); }
   ode::Dynamics& dynamics() { return *f_; }
   ode::Options& options() { return options_; }

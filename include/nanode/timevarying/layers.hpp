@@ -1,7 +1,7 @@
 #pragma once
 // Layers whose weights are functions of time: W(t) = sum_k z_k(t) A_k for a time
 // basis z. The coefficients A are parameters named "weight_coeffs" and
-// "bias_coeffs" (l2_penalty finds them by that name).
+// "bias_coeffs"; l2_penalty sums their squares.
 #include <cmath>
 
 #include "nanode/nn/layers.hpp"
@@ -29,10 +29,56 @@ inline Var combine_at(const Var& coeffs, const TimeBasis& basis, double t) {
   return basis_combine(coeffs, basis.eval(t));
 }
 
+/// The draws of a random-feature basis kept as buffers of the layer that uses it
+/// ("frequencies" zeta and "phases" eta), so that they are saved and loaded with
+/// the weights; after a load the layer's basis is rebuilt from them.
+class FourierDraws : public nn::Module {
+ public:
+  FourierDraws(BasisPtr& basis) : basis_(basis) {
+    const auto& b = dynamic_cast<const RandomFourierBasis&>(*basis);
+    const int64_t d = b.size();
+    zeta = register_buffer("frequencies", Tensor::from_vector(b.frequencies(), {d}).to(DType::Float32));
+    eta = register_buffer("phases", Tensor::from_vector(b.phases(), {d}).to(DType::Float32));
+  }
+  void on_state_loaded() override {
+    const auto z = zeta.data().to(Device::cpu()).to(DType::Float64).to_vector<double>();
+    const auto e = eta.data().to(Device::cpu()).to(DType::Float64).to_vector<double>();
+    for (size_t k = 0; k < z.size(); ++k)
+      NANODE_CHECK(std::isfinite(z[k]) && std::isfinite(e[k]), "random features: the loaded frequencies and phases "
+                   "must be finite (feature ", k, " is ", z[k], ", ", e[k], ")");
+    basis_ = std::make_shared<RandomFourierBasis>(z, e);
+  }
+  Var zeta, eta;
+
+ private:
+  BasisPtr& basis_;
+};
+
 /// A layer evaluated at a time t: the building block of every dynamics family.
 class TimeLayer : public nn::Module {
  public:
   virtual Var forward(double t, const Var& x) const = 0;
+  /// Adds the sum of squares of this layer's time-basis coefficients to `total`
+  /// (the L2 penalty of l2_penalty): all of them, or all but A_0 (the constant
+  /// term's, when the basis has one) unless include_a0. Layers without basis
+  /// coefficients add nothing.
+  virtual void add_l2(Var& total, bool include_a0) const { (void)total, (void)include_a0; }
+
+ protected:
+  /// Registers the draws of a random-feature basis as buffers (see FourierDraws).
+  void keep_basis_draws(BasisPtr& basis) {
+    if (dynamic_cast<const RandomFourierBasis*>(basis.get())) register_module("rff", std::make_shared<FourierDraws>(basis));
+  }
+  static void add_squares(Var& total, const Var& coeffs, const TimeBasis& basis, bool include_a0) {
+    if (!coeffs.defined()) return;
+    Var c = coeffs;
+    if (!include_a0 && basis.has_constant_term()) {
+      if (coeffs.size(0) == 1) return;
+      c = slice(coeffs, 0, 1, coeffs.size(0));
+    }
+    Var s = sum(square(c));
+    total = total.defined() ? total + s : s;
+  }
 };
 
 /// y = x W(t)^T + b(t) with W(t) [out, in] and b(t) [out] from the basis.
@@ -45,6 +91,11 @@ class TimeLinear : public TimeLayer {
     NANODE_CHECK(in > 0 && out > 0, "TimeLinear: feature counts must be positive, got ", in, " -> ", out);
     weight_coeffs = register_parameter("weight_coeffs", detail::init_coeffs(*basis_, {out, in}, in, t0, t1, gen));
     if (bias) bias_coeffs = register_parameter("bias_coeffs", detail::init_coeffs(*basis_, {out}, in, t0, t1, gen));
+    keep_basis_draws(basis_);
+  }
+  void add_l2(Var& total, bool include_a0) const override {
+    add_squares(total, weight_coeffs, *basis_, include_a0);
+    add_squares(total, bias_coeffs, *basis_, include_a0);
   }
   /// W(t) [out, in].
   Var weight(double t) const { return combine_at(weight_coeffs, *basis_, t); }
@@ -72,7 +123,13 @@ class TimeConv2d : public TimeLayer {
     weight_coeffs =
         register_parameter("weight_coeffs", detail::init_coeffs(*basis_, {out, in, kernel, kernel}, fan_in, t0, t1, gen));
     if (bias) bias_coeffs = register_parameter("bias_coeffs", detail::init_coeffs(*basis_, {out}, fan_in, t0, t1, gen));
+    keep_basis_draws(basis_);
   }
+  void add_l2(Var& total, bool include_a0) const override {
+    add_squares(total, weight_coeffs, *basis_, include_a0);
+    add_squares(total, bias_coeffs, *basis_, include_a0);
+  }
+  const TimeBasis& basis() const { return *basis_; }
   Var forward(double t, const Var& x) const override {
     return conv2d(x, combine_at(weight_coeffs, *basis_, t),
                   bias_coeffs.defined() ? combine_at(bias_coeffs, *basis_, t) : Var(), opt_);
@@ -87,16 +144,19 @@ class TimeConv2d : public TimeLayer {
   Conv2dOptions opt_;
 };
 
-/// sum of squares of every time-basis coefficient in `m` (parameters named
-/// *_coeffs): the L2 penalty that damps high frequencies of trig bases.
-inline Var l2_penalty(const nn::Module& m) {
+/// The L2 penalty on time-basis coefficients: the sum of squares of every
+/// coefficient of every time layer in `m` (TimeLayer::add_l2), without A_0 (the
+/// constant term's coefficients) unless include_a0. Householder reflection vectors
+/// are not coefficients of W (they are normalised before use) and are left out.
+inline void collect_l2(const nn::Module& m, Var& total, bool include_a0) {
+  if (auto* layer = dynamic_cast<const TimeLayer*>(&m)) layer->add_l2(total, include_a0);
+  for (const auto& [n, c] : m.children()) collect_l2(*c, total, include_a0);
+}
+inline Var l2_penalty(const nn::Module& m, bool include_a0 = false) {
   Var total;
-  for (auto& [name, p] : m.named_parameters()) {
-    if (name.size() < 6 || name.compare(name.size() - 6, 6, "coeffs") != 0) continue;
-    Var s = sum(square(p));
-    total = total.defined() ? total + s : s;
-  }
-  NANODE_CHECK(total.defined(), "l2_penalty: the module has no time-basis coefficients");
+  collect_l2(m, total, include_a0);
+  NANODE_CHECK(total.defined(), "l2_penalty: the module has no time-basis coefficients",
+               include_a0 ? "" : " other than A_0 (pass include_a0 to penalise those too)");
   return total;
 }
 
