@@ -44,6 +44,9 @@ int main(int argc, char** argv) {
       ->check(cli::integer(0, 100000));
   app.add_option("--block-norm", cfg.model.block_norm, "the norm inside each block's dynamics")
       ->check(CLI::IsMember({"group", "batch", "none"}));
+  app.add_flag("--cross-jumps", cfg.model.cross_jumps,
+               "b-nanode: let the fixed steps cross bucket edges (a bucket count that does not divide --steps is "
+               "otherwise an error)");
   app.add_option("--l2", cfg.l2, "L2 penalty on the time-basis coefficients (not A_0, not Householder vectors)")
       ->check(cli::number(0.0, 1e3));
   app.add_flag("--l2-a0", cfg.l2_a0, "the L2 penalty also covers A_0, the constant term's coefficients");
@@ -113,6 +116,10 @@ int main(int argc, char** argv) {
                 static_cast<long long>(trainer.batches_per_epoch()));
     const ode::Options& so = trainer.model().ode_options();
     std::printf("gradients: %s\n", ode::gradient_summary(so.method, so.gradient, so.steps).c_str());
+    if (!so.split_at_jumps && trainer.model().base_model() == "b-nanode" && so.steps % trainer.model().order() != 0)
+      std::printf("buckets: --cross-jumps: the %lld fixed steps cross the edges of the %d buckets; the weights switch "
+                  "at the stage times that land in a new bucket, and buckets that no stage lands in never train\n",
+                  static_cast<long long>(so.steps), trainer.model().order());
     std::fflush(stdout);
     auto result = trainer.run([](const models::EpochMetrics& m) {
       std::printf("epoch %lld: train loss %.4f acc %.2f%% | test loss %.4f acc %.2f%% | %.0f img/s, %.1f s, "
@@ -124,8 +131,13 @@ int main(int argc, char** argv) {
     int64_t peak = 0;
     double secs = 0;
     for (const auto& m : result.epochs) peak = std::max(peak, m.peak_activation_bytes), secs += m.seconds;
-    std::printf("peak activation memory %.1f MiB, parameter memory %.2f MiB, training time %.0f s\n",
-                static_cast<double>(peak) / (1 << 20), static_cast<double>(result.parameter_bytes) / (1 << 20), secs);
+    int64_t block_bytes = 0;  // the ODE blocks' own parameters (no stem, downsampling or head)
+    for (const auto& [n, p] : trainer.model().named_parameters())
+      if (n.rfind("block", 0) == 0) block_bytes += static_cast<int64_t>(p.data().nbytes());
+    std::printf("peak activation memory %.1f MiB, parameter memory %.2f MiB (ODE blocks %.2f MiB), training time "
+                "%.0f s\n",
+                static_cast<double>(peak) / (1 << 20), static_cast<double>(result.parameter_bytes) / (1 << 20),
+                static_cast<double>(block_bytes) / (1 << 20), secs);
     if (!cfg.out_dir.empty())
       std::printf("metrics: %s/metrics.csv, checkpoint: %s/checkpoint.safetensors\n", cfg.out_dir.c_str(),
                   cfg.out_dir.c_str());

@@ -445,6 +445,26 @@ TEST_CASE("an ODE block refuses a step grid that misses its buckets' jumps inste
     block.forward(Var(Tensor::ones({1, 2})));
     CHECK(block.stats().steps == steps);  // exactly the steps asked for
   }
+  // Crossing the jumps, as a fixed-grid solver does: 4 steps are 4 steps, and the
+  // weights are those of the bucket each stage time lands in.
+  o.steps = 4;
+  o.split_at_jumps = false;
+  tv::ODEBlock crossing(f, o);
+  const Var x0(Tensor::ones({1, 2}));
+  const Tensor y = crossing.forward(x0).data();
+  CHECK(crossing.stats().steps == 4);
+  Var x = x0;  // Euler by hand: W and b of bucket floor(10 t) at t = 0, 0.25, 0.5, 0.75
+  auto& layer = dynamic_cast<tv::TimeLinear&>(*f->layers()[0]);
+  for (int k = 0; k < 4; ++k) {
+    const double t = 0.25 * k;
+    const int64_t bucket = static_cast<int64_t>(std::floor(10 * t + 1e-9));
+    const Var w = reshape(slice(layer.weight_coeffs, 0, bucket, bucket + 1), {2, 2}),
+              b = reshape(slice(layer.bias_coeffs, 0, bucket, bucket + 1), {2});
+    x = x + tanh(linear(x, w, b)) * 0.25;
+    CHECK(layer.weight(t + 1e-12).data().to_vector<float>() == w.data().to_vector<float>());
+  }
+  CHECK(max_abs_diff(y, x.data()) < 1e-6);
+  o.split_at_jumps = true;
   o.steps = 7;  // families without jumps take any grid
   CHECK_NOTHROW(tv::ODEBlock(std::make_shared<tv::MLPDynamics>("trig", std::vector<int64_t>{2, 2}, fo, true), o));
 }

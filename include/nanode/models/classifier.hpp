@@ -57,6 +57,10 @@ struct ClassifierOptions {
   std::string householder_basis = "chebyshev";  ///< householder: the reflection vectors' basis
   int64_t reflections = 0;    ///< householder: reflections per kernel (0: C*9, all of O(C*9))
   std::string block_norm = "group";  ///< the norm inside each block's dynamics: group, batch or none
+  /// b-nanode with buckets that do not divide the steps: false refuses (the steps
+  /// would silently grow); true lets the fixed steps cross the bucket edges
+  /// (ode::Options::split_at_jumps = false), as the paper's fixed-grid runs do.
+  bool cross_jumps = false;
 };
 
 /// The model name without its "-d" suffix, and the order it carries (or `fallback`).
@@ -136,6 +140,7 @@ class Classifier : public nn::Module {
     std::string family = base;
     ode::Options so;
     so.method = o.method, so.steps = o.steps, so.gradient = o.gradient;
+    so.split_at_jumps = !o.cross_jumps;
     if (base == "con-resnet" || base == "uncon-resnet") {
       so.method = "euler", so.gradient = ode::Gradient::Direct;
       family = base == "con-resnet" ? "auto" : "bucket";

@@ -67,6 +67,7 @@ struct TrainConfig {
     if (model.householder_basis != "chebyshev") s << " householder_basis=" << model.householder_basis;
     if (model.reflections != 0) s << " reflections=" << model.reflections;
     if (model.block_norm != "group") s << " block_norm=" << model.block_norm;
+    if (model.cross_jumps) s << " cross_jumps=1";
     return s.str();
   }
 };

@@ -207,7 +207,7 @@ inline std::vector<Var> odeint(Dynamics& f, const Var& x0, const std::vector<dou
   detail::validate(x0, t, o, o.method, !alf && tableau(o.method).adaptive());
   if (!stats) stats = std::make_shared<Stats>();
   *stats = Stats();
-  const std::vector<double> jumps = f.jump_times(t.front(), t.back());
+  const std::vector<double> jumps = o.split_at_jumps ? f.jump_times(t.front(), t.back()) : std::vector<double>{};
   if (alf) return detail::odeint_alf(f, x0, t, jumps, o, stats);
   const Tableau& tb = tableau(o.method);
   switch (o.gradient) {

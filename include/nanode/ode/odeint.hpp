@@ -121,6 +121,13 @@ struct Options {
   /// Fuse the dynamics' last bias and activation with the stage combination that
   /// follows (Dynamics::has_preactivation); false evaluates them apart (same graph).
   bool fuse_stages = true;
+  /// Steps never cross a time where the dynamics' weights jump (a bucket basis's
+  /// edges): the solver ends a step there and starts the next on the other side.
+  /// false: fixed steps cross the jumps, as a fixed-grid solver that only evaluates
+  /// W(t) at its stage times does (the paper's B-NANODE with more buckets than
+  /// steps); the weights then switch at whichever stage lands in a new piece, and
+  /// pieces that no stage lands in are never used.
+  bool split_at_jumps = true;
 };
 
 /// Counters of the last solve, for reports and tests.

@@ -387,10 +387,11 @@ class ODEBlock : public nn::Module {
   /// With a fixed step count, every time at which the dynamics' weights jump (a
   /// bucket basis of d pieces jumps at multiples of 1/d) must lie on the step grid:
   /// otherwise the solver would add steps there, and "L steps" would silently mean
-  /// more. Such a pairing is an error naming the step counts that work.
+  /// more. Such a pairing is an error naming the step counts that work, unless
+  /// the options say to cross the jumps (Options::split_at_jumps = false).
   ODEBlock(std::shared_ptr<ode::Dynamics> f, ode::Options options, double t0 = 0.0, double t1 = 1.0)
       : f_(register_module("dynamics", std::move(f))), options_(std::move(options)), t0_(t0), t1_(t1) {
-    if (options_.steps <= 0) return;
+    if (options_.steps <= 0 || !options_.split_at_jumps) return;
     const double dt = (t1_ - t0_) / static_cast<double>(options_.steps);
     const std::vector<double> jumps = f_->jump_times(t0_, t1_);
     std::vector<double> off;
@@ -403,7 +404,8 @@ class ODEBlock : public nn::Module {
     fail("ODEBlock: the dynamics' weights jump at ", jumps.size(), " times in (", t0_, ", ", t1_, "), e.g. t = ",
          off.front(), ", which the grid of ", options_.steps, " steps (dt = ", dt,
          ") does not hold: the solver would add steps there. Use a step count that is a multiple of ", pieces,
-         " (the buckets), e.g. ", pieces, " or ", 2 * pieces);
+         " (the buckets), e.g. ", pieces, " or ", 2 * pieces, ", or let the steps cross the jumps as a fixed-grid "
+         "solver does (ode::Options::split_at_jumps = false; train_classifier --cross-jumps)");
   }
   Var forward(const Var& x) { return ode::odeint_final(*f_, x, t0_, t1_, options_, stats_); }
   ode::Dynamics& dynamics() { return *f_; }
