@@ -6,7 +6,7 @@
 # a progress bar, each epoch's test accuracy and, last, the final test accuracy.
 # Metrics and checkpoints go to $NANODE_OUT (default build/out/main).
 # Extra arguments go to the trainer (see --help) and override these defaults, e.g.
-# --model b-nanode-10, --dataset cifar10 --data-dir DIR, --resume (with the same
+# --model b-nanode-10 --steps 10, --dataset cifar10 --data-dir DIR, --resume (with the same
 # arguments and the same $NANODE_OUT as the run it continues). Without --resume the
 # script passes --overwrite: a new run of the main job replaces the previous one's
 # results in $NANODE_OUT (the trainer itself refuses to, unless told).

@@ -270,7 +270,7 @@ TEST_CASE("conv dynamics of every convolutional family: gradients match finite d
   }
 }
 
-TEST_CASE("gated dynamics are eq. 12, sum_n sigma_n(t) f_n(x); gated-kernel mixes kernels", "[families]") {
+TEST_CASE("gated dynamics are eq. 12 (the sum of sigma_n(t) f_n(x)) and gated-kernel mixes kernels", "[families]") {
   tv::FamilyOptions fo;
   fo.order = 2;
   auto f = nn::make<tv::MLPDynamics>(nn::ModuleOptions().dtype(DType::Float64), "gated", std::vector<int64_t>{2, 2},

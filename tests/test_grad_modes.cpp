@@ -261,7 +261,7 @@ TEST_CASE("ALF is second order and its reversible gradient equals direct backpro
 
   // Every dense family, at L = 4, 10 and 100, several outputs, float64.
   for (const std::string family : {"trig", "bucket", "monomial", "chebyshev", "legendre", "random", "auto", "appnode",
-                                   "hyper", "gated", "householder"}) {
+                                   "hyper", "gated", "gated-kernel", "householder"}) {
     manual_seed(3);
     tv::FamilyOptions fo;
     fo.order = 3;
