@@ -325,6 +325,13 @@ TEST_CASE("the trig basis: the paper's frequencies 1..d, or 2 pi n / T with a pe
   REQUIRE(tv::TrigBasis(2, 0.5).spec(s));
   CHECK(s.omega == Approx(4 * M_PI));
   CHECK_THROWS_WITH(tv::TrigBasis(2, -1.0), Contains("period"));
+  // More terms than the kernels' description holds: evaluated on the host, in full.
+  const auto big = tv::TrigBasis(200, 2.0).eval(0.3);
+  REQUIRE(big.size() == 401);
+  CHECK(big[399] == Approx(std::cos(200 * M_PI * 0.3)).margin(1e-9));
+  CHECK(big[400] == Approx(std::sin(200 * M_PI * 0.3)).margin(1e-9));
+  BasisSpec too_big;
+  CHECK_FALSE(tv::TrigBasis(200).spec(too_big));
   // The Gram matrix of [1, cos t, sin t, ..., cos 4t, sin 4t] on [0, 1] against
   // the periodic basis of period 1: nearly collinear against orthogonal.
   auto gram_min_eig_ratio = [](const tv::TrigBasis& b) {

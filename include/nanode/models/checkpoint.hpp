@@ -74,6 +74,7 @@ inline std::map<std::string, std::string> load_training_state(const std::string&
   };
   for (auto& [n, v] : model.named_parameters()) load_into("model." + n, v);
   for (auto& [n, v] : model.named_buffers()) load_into("buffer." + n, v);
+  model.notify_state_loaded();  // e.g. random features rebuild their bases from the loaded draws
   // Optimizer state "optim.<i>.<name>": each entry must belong to parameter i and
   // match its shape; after any step every parameter must have its full state.
   const auto& params = opt.params();

@@ -77,8 +77,12 @@ inline std::pair<std::string, int> parse_model_name(const std::string& name, int
 }
 
 /// f(t, x) = K(t) * relu(N(x)): the residual dynamics of a NANODE block, with N a
-/// group norm (default), a batch norm (statistics of each evaluation's batch) or
-/// nothing ("none").
+/// group norm (default), a batch norm or nothing ("none"). The batch norm inside the
+/// dynamics normalises with the statistics of each evaluation's batch, in training
+/// and in evaluation alike: the solver evaluates f at many times (and again in the
+/// backward pass of the reversible, checkpoint and adjoint modes), so running
+/// averages would mix the statistics of every t into one, weighted by the last
+/// evaluations; per-batch statistics keep each evaluation at its own t.
 class ResidualConvDynamics : public ode::Dynamics {
  public:
   ResidualConvDynamics(const std::string& family, int64_t channels, const tv::FamilyOptions& fo,
@@ -97,7 +101,10 @@ class ResidualConvDynamics : public ode::Dynamics {
     Var a;
     {
       profile::Scope s("norm");
-      a = group_ ? group_->forward_relu(x) : batch_ ? batch_->forward_relu(x) : relu(x);
+      a = group_ ? group_->forward_relu(x)
+                 : batch_ ? batch_norm(x, Tensor(), Tensor(), batch_->weight, batch_->bias, /*training=*/true, 0.1,
+                                       1e-5, /*relu=*/true)
+                          : relu(x);
     }
     profile::Scope s("conv");
     return conv_->forward(t, a);

@@ -36,6 +36,7 @@ struct VideoModelOptions {
   std::string arch = "vgg";     ///< frame encoder/decoder: vgg (VGG-64) or dcgan (DCGAN-64, svg only)
   std::string family = "trig";  ///< nanode's dynamics family (any of tv::family_names())
   int order = 3;                ///< its basis order
+  uint64_t seed = 0;            ///< random features: each ODE block draws from (seed, block)
   int64_t steps = 3;            ///< solver steps per ODE block (dt = 1/steps; the paper: 0.33)
   std::string method = "euler";
   ode::Gradient gradient = ode::Gradient::Direct;
@@ -80,6 +81,7 @@ class VggBlock : public nn::Module {
         while (j + 1 < c.size() && c[j] == c[j + 1]) ++j;  // the run i .. j keeps c[i] channels
         tv::FamilyOptions fo;
         fo.order = o.order;
+        fo.seed = o.seed;
         fo.layer = first_layer + n;  // random features: each ODE block its own draws
         ode::Options so;
         so.method = o.method, so.steps = o.steps, so.gradient = o.gradient;

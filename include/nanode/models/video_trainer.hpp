@@ -136,6 +136,7 @@ class VideoTrainer {
       NANODE_CHECK(cuda_device_count() > cfg_.device.index, "train_video: ", cfg_.device, " requested, but this program "
                    "has ", cuda_device_count(), " CUDA device(s) (backend: ", cuda_backend_name(), ")");
     manual_seed(cfg_.seed);
+    cfg_.model.seed = cfg_.seed;  // random features draw from the run's seed
     model_ = std::make_shared<SVGModel>(cfg_.model);
     model_->to(cfg_.device);
     named_params_ = model_->named_parameters();

@@ -194,7 +194,13 @@ class Module {
       Var target = assign[i].first;
       std::swap(target.mutable_data(), values[i]);
     }
-    state_loaded();
+    notify_state_loaded();
+  }
+  /// Runs on_state_loaded on this module and all below it (children first): for
+  /// code that sets parameters or buffers by other means than load_state_dict.
+  void notify_state_loaded() {
+    for (auto& [n, c] : children_) c->notify_state_loaded();
+    on_state_loaded();
   }
   /// Called on every module, children first, after load_state_dict has set new
   /// values: a module that keeps a host copy of a buffer (random features' draws)
@@ -216,10 +222,6 @@ class Module {
   }
 
  private:
-  void state_loaded() {
-    for (auto& [n, c] : children_) c->state_loaded();
-    on_state_loaded();
-  }
   static Tensor placed(Tensor t) {
     const auto& o = ModuleOptionsGuard::current();
     if (!o || !t.defined()) return t;

@@ -161,18 +161,15 @@ class TrigBasis : public TimeBasis {
   /// The base frequency w: 1, or 2 pi / period.
   double omega() const { return period_ > 0 ? 6.283185307179586 / period_ : 1.0; }
   std::vector<double> eval(double t) const override {
-    BasisSpec s;
-    spec(s);
+    BasisSpec s;  // filled directly: basis::eval needs no zeta/eta, so any order works here
+    s.kind = BasisSpec::Trig, s.K = 2 * d_ + 1, s.d = d_, s.omega = omega();
     std::vector<double> z(static_cast<size_t>(size()));
     basis::eval(s, t, z.data());
     return z;
   }
   bool spec(BasisSpec& out) const override {
-    BasisSpec s;
-    detail::describe(s, BasisSpec::Trig, 2 * d_ + 1, d_, 0, 1);
-    s.omega = omega();
-    if (s.K > BasisSpec::kMaxSpecTerms) return false;  // eval() still uses it
-    out = s;
+    if (!detail::describe(out, BasisSpec::Trig, 2 * d_ + 1, d_, 0, 1)) return false;  // too many terms for kernels
+    out.omega = omega();
     return true;
   }
   bool has_constant_term() const override { return true; }

@@ -34,7 +34,7 @@ inline Var combine_at(const Var& coeffs, const TimeBasis& basis, double t) {
 /// the weights; after a load the layer's basis is rebuilt from them.
 class FourierDraws : public nn::Module {
  public:
-  FourierDraws(BasisPtr& basis) : basis_(basis) {
+  explicit FourierDraws(BasisPtr& basis) : basis_(basis) {
     const auto& b = dynamic_cast<const RandomFourierBasis&>(*basis);
     const int64_t d = b.size();
     zeta = register_buffer("frequencies", Tensor::from_vector(b.frequencies(), {d}).to(DType::Float32));
