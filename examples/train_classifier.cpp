@@ -9,12 +9,24 @@
 #include <string>
 
 #include "cli_common.hpp"
+#include "nanode/dist/nccl.hpp"
 #include "nanode/models/trainer.hpp"
 #include "nanode/nanode.hpp"
 
 using namespace nanode;
 
 int main(int argc, char** argv) {
+  // Under mpirun: one rank of a data-parallel run (nanode::dist); else a world of one.
+  try {
+    dist::init(&argc, &argv);
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "train_classifier: %s\n", e.what());
+    return 1;
+  }
+  struct Finalize {
+    ~Finalize() { dist::finalize(); }
+  } finalize;
+  const bool main_rank = dist::is_main();
   CLI::App app{"nanode: train a NANODE image classifier"};
   // An option given twice keeps its last value: scripts/train.sh passes defaults
   // that the user's own arguments then override.
@@ -44,6 +56,9 @@ int main(int argc, char** argv) {
       ->check(cli::integer(0, 100000));
   app.add_option("--block-norm", cfg.model.block_norm, "the norm inside each block's dynamics")
       ->check(CLI::IsMember({"group", "batch", "none"}));
+  app.add_flag("--sync-bn", cfg.sync_batch_norm,
+               "under mpirun: batch norm with the statistics of the global batch (sums added over ranks), as one "
+               "process computes them; default: each rank's own");
   app.add_flag("--cross-jumps", cfg.model.cross_jumps,
                "b-nanode: let the fixed steps cross bucket edges (a bucket count that does not divide --steps is "
                "otherwise an error)");
@@ -92,10 +107,23 @@ int main(int argc, char** argv) {
   app.add_flag("--quiet", quiet, "no progress bar");
   bool done = false;
   if (const int rc = cli::parse(app, argc, argv, done); done) return rc;
+  // Only rank 0 prints (the usage errors above are the same on every rank).
+  if (!main_rank) quiet = true;
+  auto say = [main_rank](const char* fmt, auto... args) {
+    if (!main_rank) return;
+    std::printf(fmt, args...);
+    std::fflush(stdout);
+  };
 
   try {
     set_num_threads(threads);
     cfg.device = Device::parse(device);
+    if (dist::world_size() > 1 && cfg.device.is_cuda()) {
+      // One GPU per rank: plain "cuda" means the rank's own among this host's GPUs.
+      if (device == "cuda" && cuda_device_count() > 0) cfg.device = Device::cuda(dist::local_rank() % cuda_device_count());
+      // Gradients of CUDA tensors over NCCL when built with it (else through host memory over MPI).
+      if (dist::built_with_nccl()) dist::use_nccl(cfg.device.index);
+    }
     cfg.model.method = solver;
     cfg.model.gradient = ode::parse_gradient(gradient);
     cfg.progress = !quiet;
@@ -106,7 +134,7 @@ int main(int argc, char** argv) {
     cfg.data_tag = dataset + "@" + (data_dir.empty() ? data::default_data_dir(dataset) : data_dir) + ":" +
                    std::to_string(train->size()) + "/" + std::to_string(test->size());
     models::Trainer trainer(cfg, train, test);
-    std::printf("%s: %lld train / %lld test images of %lldx%lldx%lld; model %s (order %d, %lld parameters, "
+    say("%s: %lld train / %lld test images of %lldx%lldx%lld; model %s (order %d, %lld parameters, "
                 "%lld steps/block, %s, %s gradients) on %s; %lld epochs of %lld batches\n",
                 dataset.c_str(), static_cast<long long>(train->size()), static_cast<long long>(test->size()),
                 static_cast<long long>(train->image_shape()[0]), static_cast<long long>(train->image_shape()[1]),
@@ -115,18 +143,21 @@ int main(int argc, char** argv) {
                 solver.c_str(), gradient.c_str(), cfg.device.str().c_str(), static_cast<long long>(cfg.epochs),
                 static_cast<long long>(trainer.batches_per_epoch()));
     const ode::Options& so = trainer.model().ode_options();
-    std::printf("gradients: %s\n", ode::gradient_summary(so.method, so.gradient, so.steps).c_str());
+    say("gradients: %s\n", ode::gradient_summary(so.method, so.gradient, so.steps).c_str());
     if (!so.split_at_jumps && trainer.model().base_model() == "b-nanode" && so.steps % trainer.model().order() != 0)
-      std::printf("buckets: --cross-jumps: the %lld fixed steps cross the edges of the %d buckets; the weights switch "
+      say("buckets: --cross-jumps: the %lld fixed steps cross the edges of the %d buckets; the weights switch "
                   "at the stage times that land in a new bucket, and buckets that no stage lands in never train\n",
                   static_cast<long long>(so.steps), trainer.model().order());
-    std::fflush(stdout);
-    auto result = trainer.run([](const models::EpochMetrics& m) {
-      std::printf("epoch %lld: train loss %.4f acc %.2f%% | test loss %.4f acc %.2f%% | %.0f img/s, %.1f s, "
+    if (dist::world_size() > 1)
+      say("data-parallel: %d ranks (%s), global batch %lld = %lld x %d, batch norm %s\n", dist::world_size(),
+          dist::backend().name().c_str(), static_cast<long long>(cfg.batch_size * dist::world_size()),
+          static_cast<long long>(cfg.batch_size), dist::world_size(),
+          cfg.sync_batch_norm ? "synchronised (the global batch's statistics)" : "per rank (--sync-bn: global)");
+    auto result = trainer.run([&say](const models::EpochMetrics& m) {
+      say("epoch %lld: train loss %.4f acc %.2f%% | test loss %.4f acc %.2f%% | %.0f img/s, %.1f s, "
                   "peak activation %.1f MiB\n",
                   static_cast<long long>(m.epoch), m.train_loss, 100 * m.train_acc, m.test_loss, 100 * m.test_acc,
                   m.images_per_s, m.seconds, static_cast<double>(m.peak_activation_bytes) / (1 << 20));
-      std::fflush(stdout);
     });
     int64_t peak = 0;
     double secs = 0;
@@ -134,15 +165,21 @@ int main(int argc, char** argv) {
     int64_t block_bytes = 0;  // the ODE blocks' own parameters (no stem, downsampling or head)
     for (const auto& [n, p] : trainer.model().named_parameters())
       if (n.rfind("block", 0) == 0) block_bytes += static_cast<int64_t>(p.data().nbytes());
-    std::printf("peak activation memory %.1f MiB, parameter memory %.2f MiB (ODE blocks %.2f MiB), training time "
+    say("peak activation memory %.1f MiB, parameter memory %.2f MiB (ODE blocks %.2f MiB), training time "
                 "%.0f s\n",
                 static_cast<double>(peak) / (1 << 20), static_cast<double>(result.parameter_bytes) / (1 << 20),
                 static_cast<double>(block_bytes) / (1 << 20), secs);
     if (!cfg.out_dir.empty())
-      std::printf("metrics: %s/metrics.csv, checkpoint: %s/checkpoint.safetensors\n", cfg.out_dir.c_str(),
+      say("metrics: %s/metrics.csv, checkpoint: %s/checkpoint.safetensors\n", cfg.out_dir.c_str(),
                   cfg.out_dir.c_str());
-    std::printf("test accuracy: %.2f%%\n", 100.0 * result.final_test_acc());
+    say("test accuracy: %.2f%%\n", 100.0 * result.final_test_acc());
   } catch (const std::exception& e) {
+    if (dist::world_size() > 1) {
+      // The other ranks would wait in their next collective: end them all now.
+      std::fprintf(stderr, "train_classifier: rank %d of %d: %s\n", dist::rank(), dist::world_size(), e.what());
+      std::fflush(stderr);
+      dist::abort(1);
+    }
     std::fprintf(stderr, "train_classifier: %s\n", e.what());
     return 1;
   }

@@ -18,6 +18,7 @@ nanode_ensure_packages() {
 }
 
 # What building nanode and its tests needs.
-NANODE_BUILD_PACKAGES=(build-essential cmake libeigen3-dev catch2 libcli11-dev zlib1g-dev libpng-dev nlohmann-json3-dev)
+NANODE_BUILD_PACKAGES=(build-essential cmake libeigen3-dev catch2 libcli11-dev zlib1g-dev libpng-dev nlohmann-json3-dev
+  libopenmpi-dev openmpi-bin)
 # What the test suite adds: clang's libFuzzer for the readers' fuzz targets.
 NANODE_TEST_PACKAGES=(clang libclang-rt-14-dev)

@@ -3,6 +3,7 @@
 // and the node that made it; an op computes its forward and records its backward
 // right beside it (see ops/). backward() runs the graph in reverse topological
 // order, accumulates gradients into leaves, and frees the graph it has used.
+#include <algorithm>
 #include <atomic>
 #include <cstdint>
 #include <functional>
@@ -324,6 +325,15 @@ inline Tensor seed_for(const char* api, const Var& root, size_t r, const Tensor&
   return g;
 }
 
+/// Called by backward() (not grad()) with each leaf that requires grad as soon as
+/// its .grad is final for this pass: the last node that uses it has run (or, for
+/// outer-product gradients, when they are summed at the end). The data-parallel
+/// gradient reducer starts its transfers from it. One per thread.
+inline std::function<void(VarImpl*)>*& leaf_ready_hook() {
+  thread_local std::function<void(VarImpl*)>* hook = nullptr;
+  return hook;
+}
+
 /// The one reverse pass behind backward() and grad().
 ///
 /// backward() (sinks == nullptr): runs every node reachable from the roots and
@@ -410,6 +420,14 @@ inline void run_backward(const char* api, const std::vector<Var>& roots, const s
       }
     }
   }
+
+  // Leaves that wait for the nodes still to run (only with a leaf-ready hook).
+  std::function<void(VarImpl*)>* ready_hook = sinks ? nullptr : leaf_ready_hook();
+  std::unordered_map<VarImpl*, int64_t> leaf_uses;
+  if (ready_hook)
+    for (const auto& n : order)
+      for (const auto& in : n->inputs)
+        if (in->is_leaf && in->requires_grad) ++leaf_uses[in.get()];
 
   std::unordered_map<VarImpl*, GradSlot> pending;
   // Outer-product gradients (GradInputs::set_outer) per Var, summed when needed;
@@ -499,6 +517,10 @@ inline void run_backward(const char* api, const std::vector<Var>& roots, const s
           deliver_outer(node->inputs[i].get(), std::move(gin.outer(i)), node->op);
       }
     }
+    if (ready_hook)
+      for (const auto& in : node->inputs)
+        if (in->is_leaf && in->requires_grad && --leaf_uses[in.get()] == 0 && !deferred.count(in.get()))
+          (*ready_hook)(in.get());
     if (!retain_graph) {
       node->backward = nullptr;
       node->inputs.clear();
@@ -508,8 +530,13 @@ inline void run_backward(const char* api, const std::vector<Var>& roots, const s
   // Outer-product terms left over belong to leaves and to sinks not expanded.
   std::vector<VarImpl*> rest;
   for (const auto& [v, d] : deferred) rest.push_back(v);
+  // In the order the Vars were made, not the map's (which differs between runs).
+  std::sort(rest.begin(), rest.end(), [](const VarImpl* a, const VarImpl* b) { return a->seq < b->seq; });
   for (VarImpl* v : rest)
-    if (v->is_leaf || terminal_sink(v)) deliver(v, take_deferred(v), "basis_combine");
+    if (v->is_leaf || terminal_sink(v)) {
+      deliver(v, take_deferred(v), "basis_combine");
+      if (ready_hook && v->is_leaf) (*ready_hook)(v);
+    }
 }
 
 /// grad() with every input a wall: see run_backward's stop_at_sinks. What the ODE
@@ -526,6 +553,33 @@ inline std::vector<Tensor> grad_stopping(const std::vector<Var>& outputs, const 
 inline void backward(const std::vector<Var>& roots, const std::vector<Tensor>& grads, bool retain_graph = false) {
   detail::run_backward("backward", roots, grads, retain_graph, nullptr, nullptr);
 }
+
+/// Installs a leaf-ready callback (see detail::leaf_ready_hook) on this thread
+/// while armed.
+class LeafReadyHook {
+ public:
+  LeafReadyHook() = default;
+  LeafReadyHook(const LeafReadyHook&) = delete;
+  LeafReadyHook& operator=(const LeafReadyHook&) = delete;
+  ~LeafReadyHook() { disarm(); }
+  void arm(std::function<void(VarImpl*)> fn) {
+    disarm();
+    fn_ = std::move(fn);
+    prev_ = detail::leaf_ready_hook();
+    detail::leaf_ready_hook() = &fn_;
+    armed_ = true;
+  }
+  void disarm() {
+    if (!armed_) return;
+    detail::leaf_ready_hook() = prev_;
+    armed_ = false;
+  }
+
+ private:
+  std::function<void(VarImpl*)> fn_;
+  std::function<void(VarImpl*)>* prev_ = nullptr;
+  bool armed_ = false;
+};
 
 namespace detail {
 inline std::vector<Tensor> grad_impl(const std::vector<Var>& outputs, const std::vector<Tensor>& grad_outputs,

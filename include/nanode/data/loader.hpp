@@ -70,12 +70,24 @@ struct LoaderOptions {
   bool hflip = false;        ///< horizontal flip with probability 1/2
   std::vector<float> mean, stddev;  ///< per channel, applied after augmentation (empty: none)
   int prefetch = 2;          ///< batches prepared ahead on the background thread (0: none)
+  /// Data-parallel sharding (nanode::dist): this process is `rank` of `world`.
+  /// Every rank draws the same permutation of each epoch; global batch b holds
+  /// the samples one process with batch_size x world would put in its batch b,
+  /// and rank r takes the r-th contiguous share of it (batch_size each; a last,
+  /// partial batch is split as evenly as it goes, the first ranks taking one more,
+  /// so a rank may get none). Batch::global_count says how many the global batch
+  /// holds, for weighting each rank's mean loss.
+  int rank = 0, world = 1;
+  /// Instead: whole batches of batch_size, rank r taking batches r, r + world, ...
+  /// (evaluation, where each batch's composition must be that of one process).
+  bool whole_batches_by_rank = false;
 };
 
 struct Batch {
   Tensor images;  ///< float32 [B, C, H, W]
   Tensor labels;  ///< int32 [B]
   int64_t index = 0;
+  int64_t global_count = 0;  ///< images in the global batch over all ranks (B in one process)
 };
 
 class DataLoader {
@@ -91,14 +103,24 @@ class DataLoader {
                  "DataLoader: mean and stddev need one value per channel (", shape[0], "), got ", o_.mean.size(),
                  " and ", o_.stddev.size());
     for (float s : o_.stddev) NANODE_CHECK(s > 0, "DataLoader: stddev must be positive, got ", s);
+    NANODE_CHECK(o_.world >= 1 && o_.rank >= 0 && o_.rank < o_.world, "DataLoader: rank ", o_.rank,
+                 " outside a world of ", o_.world);
+    NANODE_CHECK(o_.batch_size <= (int64_t{1} << 40) / o_.world, "DataLoader: batch size ", o_.batch_size, " x ",
+                 o_.world, " ranks is too large");
   }
   DataLoader(const DataLoader&) = delete;
   DataLoader& operator=(const DataLoader&) = delete;
 
+  /// Batches this rank takes per epoch (the global batches, unless
+  /// whole_batches_by_rank).
   int64_t batches_per_epoch() const {
-    const int64_t n = ds_->size();
-    return o_.drop_last ? n / o_.batch_size : (n + o_.batch_size - 1) / o_.batch_size;
+    const int64_t all = global_batches();
+    if (!o_.whole_batches_by_rank) return all;
+    return all / o_.world + (o_.rank < all % o_.world ? 1 : 0);
   }
+  /// Images in a global batch: batch_size x world (batch_size alone for
+  /// whole_batches_by_rank).
+  int64_t global_batch_size() const { return o_.whole_batches_by_rank ? o_.batch_size : o_.batch_size * o_.world; }
   const Dataset& dataset() const { return *ds_; }
 
   /// The sample order of `epoch`: a permutation drawn from (seed, epoch), or 0..n-1.
@@ -118,7 +140,7 @@ class DataLoader {
     epoch_ = epoch;
     order_ = order(epoch);
     started_ = true;
-    prefetch_.start(batches_per_epoch(), o_.prefetch, [this](int64_t b) { return fill_batch(b); });
+    prefetch_.start(batches_per_epoch(), o_.prefetch, [this](int64_t k) { return fill_batch(global_index(k)); });
   }
 
   bool next(Batch& out) {
@@ -129,12 +151,12 @@ class DataLoader {
     return true;
   }
 
-  /// Builds batch b of the current epoch (deterministic in seed, epoch and b).
+  /// Builds this rank's batch k of the current epoch (deterministic in seed, epoch and k).
   Batch make_batch(int64_t b) const {
     NANODE_CHECK(started_, "DataLoader::make_batch: call start_epoch(epoch) first");
     NANODE_CHECK(b >= 0 && b < batches_per_epoch(), "DataLoader::make_batch: batch ", b, " outside [0, ",
                  batches_per_epoch(), ")");
-    return to_batch(fill_batch(b));
+    return to_batch(fill_batch(global_index(b)));
   }
 
  private:
@@ -142,8 +164,14 @@ class DataLoader {
   /// consumer makes the tensors, so for in-memory image sets every tensor
   /// allocation (and the allocator's peak-memory figures) happens on the training
   /// thread.
+  int64_t global_batches() const {
+    const int64_t n = ds_->size(), g = global_batch_size();
+    return o_.drop_last ? n / g : (n + g - 1) / g;
+  }
+  int64_t global_index(int64_t k) const { return o_.whole_batches_by_rank ? o_.rank + k * o_.world : k; }
+
   struct HostBatch {
-    int64_t index = 0, count = 0;
+    int64_t index = 0, count = 0, global_count = 0;
     std::vector<float> images;
     std::vector<int32_t> labels;
   };
@@ -152,6 +180,7 @@ class DataLoader {
     const auto shape = ds_->image_shape();
     Batch out;
     out.index = h.index;
+    out.global_count = h.global_count;
     out.images = Tensor::from_vector<float>(h.images, Shape{h.count, shape[0], shape[1], shape[2]});
     out.labels = Tensor::from_vector<int32_t>(h.labels, Shape{h.count});
     return out;
@@ -160,9 +189,15 @@ class DataLoader {
   HostBatch fill_batch(int64_t b) const {
     const auto shape = ds_->image_shape();
     const int64_t C = shape[0], H = shape[1], W = shape[2], n = ds_->size();
-    const int64_t begin = b * o_.batch_size, end = std::min(n, begin + o_.batch_size), B = end - begin;
+    const int64_t G = global_batch_size(), gbegin = b * G, gcount = std::min(n, gbegin + G) - gbegin;
+    int64_t begin = gbegin, B = gcount;
+    if (!o_.whole_batches_by_rank && o_.world > 1) {  // this rank's share of global batch b
+      const int64_t base = gcount / o_.world, extra = gcount % o_.world;
+      begin = gbegin + o_.rank * base + std::min<int64_t>(o_.rank, extra);
+      B = base + (o_.rank < extra ? 1 : 0);
+    }
     HostBatch out;
-    out.index = b, out.count = B;
+    out.index = b, out.count = B, out.global_count = gcount;
     out.images.resize(static_cast<size_t>(B * C * H * W));
     out.labels.resize(static_cast<size_t>(B));
     float* img = out.images.data();

@@ -9,7 +9,10 @@
 #include <chrono>
 #include <cmath>
 #include <cstdio>
+#include <cstdlib>
 #include <fstream>
+#include <iterator>
+#include <map>
 #include <functional>
 #include <memory>
 #include <sstream>
@@ -18,6 +21,7 @@
 
 #include "nanode/data/datasets.hpp"
 #include "nanode/data/safetensors.hpp"
+#include "nanode/dist/dist.hpp"
 #include "nanode/models/checkpoint.hpp"
 #include "nanode/models/classifier.hpp"
 #include "nanode/models/run_guard.hpp"
@@ -47,6 +51,14 @@ struct TrainConfig {
   bool progress = true;  ///< the progress bar on stderr
   std::string data_tag;  ///< names the data (set, directory, limits) in the fingerprint
   Device device = Device::cpu();  ///< where the model trains (batches are moved there)
+  /// Data-parallel runs (nanode::dist, world size > 1): batch_size is per rank, the
+  /// global batch batch_size x ranks. Batch norm uses each rank's own statistics
+  /// unless sync_batch_norm (the global batch's, as one process would).
+  bool sync_batch_norm = false;
+  /// false: train as one process even inside a data-parallel job (a reference
+  /// run on one rank; no collectives).
+  bool distributed = true;
+  int world() const { return distributed ? dist::world_size() : 1; }
 
   /// Everything that decides the results, for checking a checkpoint against.
   std::string fingerprint() const {
@@ -68,6 +80,8 @@ struct TrainConfig {
     if (model.reflections != 0) s << " reflections=" << model.reflections;
     if (model.block_norm != "group") s << " block_norm=" << model.block_norm;
     if (model.cross_jumps) s << " cross_jumps=1";
+    if (world() > 1) s << " ranks=" << world();
+    if (sync_batch_norm && world() > 1) s << " sync_bn=1";
     return s.str();
   }
 };
@@ -147,7 +161,10 @@ class Trainer {
   Trainer(TrainConfig cfg, std::shared_ptr<data::ImageDataset> train, std::shared_ptr<data::ImageDataset> test)
       : cfg_(std::move(cfg)), train_(std::move(train)), test_(std::move(test)) {
     NANODE_CHECK(!cfg_.resume || !cfg_.out_dir.empty(), "train: --resume needs --out-dir (where the checkpoint is)");
-    if (!cfg_.out_dir.empty())
+    world_ = cfg_.world(), rank_ = world_ > 1 ? dist::rank() : 0;
+    main_ = rank_ == 0;
+    if (!main_) cfg_.progress = false;  // one progress bar, one set of files: rank 0's
+    if (!cfg_.out_dir.empty() && main_)
       folder_ = OutputFolder(cfg_.out_dir, cfg_.resume, cfg_.overwrite, {"metrics.csv", "checkpoint.safetensors"},
                              "checkpoint.safetensors", "train");
     NANODE_CHECK(cfg_.epochs >= 1, "train: epochs must be >= 1, got ", cfg_.epochs);
@@ -167,8 +184,10 @@ class Trainer {
       NANODE_CHECK(cuda_device_count() > cfg_.device.index, "train: ", cfg_.device, " requested, but this program has ",
                    cuda_device_count(), " CUDA device(s) (backend: ", cuda_backend_name(), ")");
     model_->to(cfg_.device);
+    if (world_ > 1) dist::broadcast_state(*model_);  // rank 0's initial parameters and buffers everywhere
     named_params_ = model_->named_parameters();
     auto params = model_->parameters();
+    if (world_ > 1) reducer_ = std::make_unique<dist::GradientReducer>(params);
     if (cfg_.optimizer == "sgd") {
       optim::SGDOptions o;
       o.lr = cfg_.lr, o.momentum = cfg_.momentum, o.weight_decay = cfg_.weight_decay, o.nesterov = cfg_.momentum > 0;
@@ -184,9 +203,19 @@ class Trainer {
     data::LoaderOptions lo;
     lo.batch_size = cfg_.batch_size, lo.seed = cfg_.seed, lo.crop_padding = cfg_.crop_padding, lo.hflip = cfg_.hflip;
     lo.mean = mean, lo.stddev = sd;
+    lo.rank = rank_, lo.world = world_;
     train_loader_ = std::make_unique<data::DataLoader>(train_, lo);
     lo.shuffle = false, lo.crop_padding = 0, lo.hflip = false, lo.batch_size = cfg_.eval_batch_size;
+    lo.whole_batches_by_rank = true;  // evaluation: one process's batches, dealt out to the ranks
     test_loader_ = std::make_unique<data::DataLoader>(test_, lo);
+    if (world_ > 1 && cfg_.sync_batch_norm) {
+      // A rank with no images in the last global batch could not take part in
+      // the statistics' sums.
+      const int64_t last = train_->size() % (cfg_.batch_size * world_);
+      NANODE_CHECK(last == 0 || last >= world_, "train: synchronised batch norm: the last global batch holds ", last,
+                   " images, fewer than the ", world_, " ranks; choose a batch size or --limit-train that leaves at "
+                   "least one image per rank");
+    }
     per_epoch_ = train_loader_->batches_per_epoch();
     if (cfg_.max_batches > 0) per_epoch_ = std::min(per_epoch_, cfg_.max_batches);
     sched_.base = cfg_.lr, sched_.total = per_epoch_ * cfg_.epochs, sched_.warmup = cfg_.warmup;
@@ -214,12 +243,16 @@ class Trainer {
     anomaly::Guard detect(cfg_.detect_anomaly || anomaly::enabled());
     int64_t start = 0;
     if (cfg_.resume) start = restore(r);
-    if (!cfg_.out_dir.empty() && start == 0) write_csv_header();
+    if (!cfg_.out_dir.empty() && main_ && start == 0) write_csv_header();
     for (int64_t epoch = start; epoch < cfg_.epochs; ++epoch) {
       EpochMetrics m = train_epoch(epoch);
+      // Per-rank batch norm leaves each rank its own running statistics: rank 0's
+      // are evaluated and saved, everywhere.
+      if (world_ > 1 && !cfg_.sync_batch_norm)
+        for (auto& [n, b] : model_->named_buffers()) dist::broadcast(b.mutable_data(), 0, "broadcast of '" + n + "'");
       evaluate(m);
       r.epochs.push_back(m);
-      if (!cfg_.out_dir.empty()) {
+      if (!cfg_.out_dir.empty() && main_) {
         append_csv(m);
         if (guard_.diverging())
           std::fprintf(stderr, "train: the run is diverging: no checkpoint after epoch %lld (the last one is kept)\n",
@@ -236,6 +269,7 @@ class Trainer {
   void evaluate(EpochMetrics& m) {
     model_->eval();
     NoGradGuard ng;
+    SyncScope sync(false);  // evaluation: each batch alone, whichever rank has it
     test_loader_->start_epoch(0);
     data::Batch b;
     double loss = 0;
@@ -247,20 +281,30 @@ class Trainer {
       correct += count_correct(logits.data(), b.labels);
       seen += n;
     }
-    m.test_loss = loss / static_cast<double>(seen);
-    m.test_acc = static_cast<double>(correct) / static_cast<double>(seen);
+    std::vector<double> sums{loss, static_cast<double>(correct), static_cast<double>(seen)};
+    if (world_ > 1) dist::all_reduce_sum(sums, "evaluation sums");
+    m.test_loss = sums[0] / sums[2];
+    m.test_acc = sums[1] / sums[2];
   }
 
  private:
+  /// Synchronised batch norm on (in training, when asked) or off, for a scope.
+  struct SyncScope {
+    explicit SyncScope(bool on) : prev(dist::sync_batch_norm()) { dist::set_sync_batch_norm(on); }
+    ~SyncScope() { dist::set_sync_batch_norm(prev); }
+    bool prev;
+  };
+
   EpochMetrics train_epoch(int64_t epoch) {
     model_->train();
+    SyncScope sync(cfg_.sync_batch_norm && world_ > 1);
     EpochMetrics m;
     m.epoch = epoch + 1;
     train_loader_->start_epoch(epoch);
     ProgressBar bar(cfg_.progress, epoch, cfg_.epochs, per_epoch_);
     const auto t0 = std::chrono::steady_clock::now();
     double loss_sum = 0;
-    int64_t correct = 0, seen = 0;
+    int64_t correct = 0, seen = 0, seen_global = 0;
     data::Batch b;
     for (int64_t k = 0; k < per_epoch_ && train_loader_->next(b); ++k) {
       const int64_t step = epoch * per_epoch_ + k;
@@ -271,16 +315,27 @@ class Trainer {
       guard_.at(epoch, k, m.lr);
       try {
         PeakMemoryScope scope(cfg_.device);
-        Var logits = model_->forward(Var(b.images.to(cfg_.device)));
-        Var loss = cross_entropy(logits, b.labels);
-        const double lv = loss.item();  // reported: the data term
-        if (cfg_.l2 != 0.0) loss = loss + tv::l2_penalty(*model_, cfg_.l2_a0) * cfg_.l2;
-        guard_.loss(cfg_.l2 != 0.0 ? loss.item() : lv);
-        loss.backward();
+        if (n == 0) {  // a rank with no share of a short last batch: zero gradients
+          if (reducer_) reducer_->begin(), reducer_->finish();
+        } else {
+          Var logits = model_->forward(Var(b.images.to(cfg_.device)));
+          Var loss = cross_entropy(logits, b.labels);
+          const double lv = loss.item();  // reported: the data term
+          // Ranks average their gradients; weighting each rank's mean loss by its
+          // share of the global batch makes that average the global batch's mean.
+          if (world_ > 1 && n * world_ != b.global_count)
+            loss = loss * (static_cast<double>(n * world_) / static_cast<double>(b.global_count));
+          if (cfg_.l2 != 0.0) loss = loss + tv::l2_penalty(*model_, cfg_.l2_a0) * cfg_.l2;
+          guard_.loss(cfg_.l2 != 0.0 ? loss.item() : lv);
+          if (reducer_)
+            reducer_->backward(loss);
+          else
+            loss.backward();
+          loss_sum += lv * static_cast<double>(n);
+          correct += count_correct(logits.data(), b.labels);
+        }
         guard_.gradients(named_params_);
         m.peak_activation_bytes = std::max(m.peak_activation_bytes, scope.peak_above_start());
-        loss_sum += lv * static_cast<double>(n);
-        correct += count_correct(logits.data(), b.labels);
       } catch (const Error& e) {
         // An op's own error (a NaN input to a solve, an anomaly): say where it happened.
         const std::string what = e.what();
@@ -290,15 +345,23 @@ class Trainer {
       opt_->step();
       guard_.parameters(named_params_);
       seen += n;
+      seen_global += world_ > 1 ? b.global_count : n;
       const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-      bar.set_batch_images(static_cast<double>(seen) / static_cast<double>(k + 1));
-      bar.update(k + 1, loss_sum / static_cast<double>(seen), static_cast<double>(correct) / static_cast<double>(seen),
-                 static_cast<double>(seen) / std::max(1e-9, secs));
+      // The bar (rank 0's): its own loss and accuracy, all ranks' images per second.
+      bar.set_batch_images(static_cast<double>(seen_global) / static_cast<double>(k + 1));
+      bar.update(k + 1, loss_sum / static_cast<double>(std::max<int64_t>(1, seen)),
+                 static_cast<double>(correct) / static_cast<double>(std::max<int64_t>(1, seen)),
+                 static_cast<double>(seen_global) / std::max(1e-9, secs));
     }
     m.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-    m.train_loss = loss_sum / static_cast<double>(std::max<int64_t>(1, seen));
-    m.train_acc = static_cast<double>(correct) / static_cast<double>(std::max<int64_t>(1, seen));
-    m.images_per_s = static_cast<double>(seen) / std::max(1e-9, m.seconds);
+    std::vector<double> sums{loss_sum, static_cast<double>(correct), static_cast<double>(seen), m.seconds,
+                             static_cast<double>(m.peak_activation_bytes)};
+    if (world_ > 1) dist::all_reduce_sum(sums, "training sums");
+    m.train_loss = sums[0] / std::max(1.0, sums[2]);
+    m.train_acc = sums[1] / std::max(1.0, sums[2]);
+    m.seconds = sums[3] / world_;  // the ranks' mean
+    m.images_per_s = sums[2] / std::max(1e-9, m.seconds);
+    m.peak_activation_bytes = static_cast<int64_t>(sums[4] / world_);  // per rank, the ranks' mean
     return m;
   }
 
@@ -348,15 +411,49 @@ class Trainer {
     check.steps_per_epoch = per_epoch_;
     check.state_per_param = cfg_.optimizer == "sgd" ? (cfg_.momentum > 0 ? 1 : 0) : 2;
     int64_t done = 0;
-    const auto meta = load_training_state(checkpoint_path(), *model_, *opt_, check, &done);
+    std::map<std::string, std::string> meta;
+    if (world_ == 1) {
+      meta = load_training_state(checkpoint_path(), *model_, *opt_, check, &done);
+    } else {
+      // Rank 0 reads the checkpoint and sends its bytes; every rank loads them
+      // (no shared file system needed).
+      std::string bytes;
+      if (main_) {
+        std::ifstream in(checkpoint_path(), std::ios::binary);
+        NANODE_CHECK(in.good(), checkpoint_path(), ": cannot read");
+        bytes.assign(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
+      }
+      bytes = dist::broadcast_string(bytes, 0, "broadcast of the checkpoint");
+      std::string path = checkpoint_path();
+      if (!main_) {
+        char tmpl[] = "/tmp/nanode-resume-XXXXXX";
+        const int fd = ::mkstemp(tmpl);
+        NANODE_CHECK(fd >= 0, "train: rank ", rank_, ": cannot create a temporary file for the checkpoint");
+        ::close(fd);
+        path = tmpl;
+        std::ofstream out(path, std::ios::binary | std::ios::trunc);
+        out.write(bytes.data(), static_cast<std::streamsize>(bytes.size()));
+        NANODE_CHECK(out.good(), path, ": cannot write the received checkpoint");
+      }
+      try {
+        meta = load_training_state(path, *model_, *opt_, check, &done);
+      } catch (...) {
+        if (!main_) std::remove(path.c_str());
+        throw;
+      }
+      if (!main_) std::remove(path.c_str());
+    }
     // The metrics of the restored epochs: back into the result and the CSV.
     const auto rows_it = meta.find("metrics");
     NANODE_CHECK(rows_it != meta.end(), checkpoint_path(), ": not a nanode classifier checkpoint (no 'metrics')");
     std::istringstream rows(rows_it->second);
     std::string line;
-    std::ofstream csv(metrics_path(), std::ios::trunc);
-    NANODE_CHECK(csv.good(), metrics_path(), ": cannot write");
-    csv << kCsvHeader << "\n";
+    std::ofstream csv;
+    if (main_) {
+      csv.open(metrics_path(), std::ios::trunc);
+      NANODE_CHECK(csv.good(), metrics_path(), ": cannot write");
+      csv << kCsvHeader << "\n";
+    }
     while (std::getline(rows, line)) {
       if (line.empty()) continue;
       EpochMetrics m;
@@ -365,7 +462,7 @@ class Trainer {
                                   &m.train_acc, &m.test_loss, &m.test_acc, &m.lr, &m.images_per_s, &m.seconds, &peak);
       NANODE_CHECK(got == 9, checkpoint_path(), ": malformed metrics row '", line, "'");
       m.epoch = ep, m.peak_activation_bytes = peak;
-      csv << csv_row(m) << "\n";
+      if (main_) csv << csv_row(m) << "\n";
       r.epochs.push_back(m);
     }
     if (cfg_.progress)
@@ -383,6 +480,9 @@ class Trainer {
   std::unique_ptr<data::DataLoader> train_loader_, test_loader_;
   optim::Schedule sched_;
   int64_t per_epoch_ = 0;
+  int rank_ = 0, world_ = 1;
+  bool main_ = true;
+  std::unique_ptr<dist::GradientReducer> reducer_;
 };
 
 }  // namespace nanode::models
