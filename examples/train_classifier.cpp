@@ -9,6 +9,7 @@
 #include <string>
 
 #include "cli_common.hpp"
+#include "dist_session.hpp"
 #include "nanode/dist/nccl.hpp"
 #include "nanode/models/trainer.hpp"
 #include "nanode/nanode.hpp"
@@ -17,16 +18,8 @@ using namespace nanode;
 
 int main(int argc, char** argv) {
   // Under mpirun: one rank of a data-parallel run (nanode::dist); else a world of one.
-  try {
-    dist::init(&argc, &argv);
-  } catch (const std::exception& e) {
-    std::fprintf(stderr, "train_classifier: %s\n", e.what());
-    return 1;
-  }
-  struct Finalize {
-    ~Finalize() { dist::finalize(); }
-  } finalize;
-  const bool main_rank = dist::is_main();
+  const cli::DistSession session(&argc, &argv, "train_classifier");
+  if (!session.ok()) return 1;
   CLI::App app{"nanode: train a NANODE image classifier"};
   // An option given twice keeps its last value: scripts/train.sh passes defaults
   // that the user's own arguments then override.
@@ -108,12 +101,8 @@ int main(int argc, char** argv) {
   bool done = false;
   if (const int rc = cli::parse(app, argc, argv, done); done) return rc;
   // Only rank 0 prints (the usage errors above are the same on every rank).
-  if (!main_rank) quiet = true;
-  auto say = [main_rank](const char* fmt, auto... args) {
-    if (!main_rank) return;
-    std::printf(fmt, args...);
-    std::fflush(stdout);
-  };
+  if (!session.main_rank()) quiet = true;
+  auto say = [&session](const char* fmt, auto... args) { session.say(fmt, args...); };
 
   try {
     set_num_threads(threads);
@@ -174,14 +163,7 @@ int main(int argc, char** argv) {
                   cfg.out_dir.c_str());
     say("test accuracy: %.2f%%\n", 100.0 * result.final_test_acc());
   } catch (const std::exception& e) {
-    if (dist::world_size() > 1) {
-      // The other ranks would wait in their next collective: end them all now.
-      std::fprintf(stderr, "train_classifier: rank %d of %d: %s\n", dist::rank(), dist::world_size(), e.what());
-      std::fflush(stderr);
-      dist::abort(1);
-    }
-    std::fprintf(stderr, "train_classifier: %s\n", e.what());
-    return 1;
+    return session.fail(e);
   }
   return 0;
 }

@@ -14,12 +14,16 @@
 #include <string>
 
 #include "cli_common.hpp"
+#include "dist_session.hpp"
 #include "nanode/models/video_trainer.hpp"
 #include "nanode/nanode.hpp"
 
 using namespace nanode;
 
 int main(int argc, char** argv) {
+  // Under mpirun: one rank of a data-parallel run (nanode::dist); else a world of one.
+  const cli::DistSession session(&argc, &argv, "train_video");
+  if (!session.ok()) return 1;
   CLI::App app{"nanode: train a video-prediction model (SVG-LP with VGG or NANODE blocks)"};
   app.option_defaults()->multi_option_policy(CLI::MultiOptionPolicy::TakeLast);
   models::VideoTrainConfig cfg;
@@ -66,12 +70,18 @@ int main(int argc, char** argv) {
                "check every op's result and gradient for NaN/inf and name the first op that makes one (slow)");
   bool quiet = false;
   app.add_flag("--quiet", quiet, "no progress bar");
+  app.add_flag("--sync-bn", cfg.sync_batch_norm,
+               "under mpirun: batch norm with the statistics of the global batch (sums added over ranks); default: "
+               "each rank's own");
   bool done = false;
   if (const int rc = cli::parse(app, argc, argv, done); done) return rc;
+  if (!session.main_rank()) quiet = true;  // only rank 0 prints
 
   try {
     set_num_threads(threads);
     cfg.device = Device::parse(device);
+    if (dist::world_size() > 1 && cfg.device.is_cuda() && device == "cuda" && cuda_device_count() > 0)
+      cfg.device = Device::cuda(dist::local_rank() % cuda_device_count());  // one GPU per rank
     cfg.model.method = solver;
     cfg.model.gradient = ode::parse_gradient(gradient);
     ode::check_method(solver, cfg.model.gradient);
@@ -80,7 +90,7 @@ int main(int argc, char** argv) {
     auto [train, test] = models::load_video_dataset(cfg);
     models::VideoTrainer trainer(cfg, train, test);
     const auto fs = train->frame_shape();
-    std::printf("%s: %lld train / %lld test sequences of %lld frames %lldx%lldx%lld (%lld past, %lld future); model %s "
+    session.say("%s: %lld train / %lld test sequences of %lld frames %lldx%lldx%lld (%lld past, %lld future); model %s "
                 "(%s order %d, %lld steps/block, %s, %s gradients; width %lld, g %lld, z %lld; %lld parameters) on "
                 "%s; %lld epochs of %lld batches of %lld\n",
                 train->describe().c_str(), static_cast<long long>(train->size()), static_cast<long long>(test->size()),
@@ -92,33 +102,35 @@ int main(int argc, char** argv) {
                 static_cast<long long>(cfg.model.z_dim), static_cast<long long>(trainer.model().num_parameters()),
                 cfg.device.str().c_str(), static_cast<long long>(cfg.epochs),
                 static_cast<long long>(trainer.batches_per_epoch()), static_cast<long long>(cfg.batch_size));
+    if (dist::world_size() > 1)
+      session.say("data-parallel: %d ranks (%s), global batch %lld = %lld x %d, batch norm %s\n", dist::world_size(),
+                  dist::backend().name().c_str(), static_cast<long long>(cfg.batch_size * dist::world_size()),
+                  static_cast<long long>(cfg.batch_size), dist::world_size(),
+                  cfg.sync_batch_norm ? "synchronised" : "per rank (--sync-bn: global)");
     if (cfg.model.model != "svg")
-      std::printf("gradients: %s\n", ode::gradient_summary(solver, cfg.model.gradient, cfg.model.steps).c_str());
-    std::fflush(stdout);
-    auto result = trainer.run([](const models::VideoEpochMetrics& m) {
-      std::printf("epoch %lld: train -ELBO/frame %.5f (MSE/pixel %.5f, KL %.3f nats) | test -ELBO/frame %.5f (MSE "
+      session.say("gradients: %s\n", ode::gradient_summary(solver, cfg.model.gradient, cfg.model.steps).c_str());
+    auto result = trainer.run([&session](const models::VideoEpochMetrics& m) {
+      session.say("epoch %lld: train -ELBO/frame %.5f (MSE/pixel %.5f, KL %.3f nats) | test -ELBO/frame %.5f (MSE "
                   "%.5f, KL %.3f) | best of k: MSE %.5f, PSNR %.2f dB, SSIM %.4f | %.0f frames/s, %.1f s, peak "
                   "activation %.1f MiB\n",
                   static_cast<long long>(m.epoch), m.train_elbo, m.train_mse, m.train_kl, m.test_elbo, m.test_mse,
                   m.test_kl, m.best_mse, m.best_psnr, m.best_ssim, m.frames_per_s, m.seconds,
                   static_cast<double>(m.peak_activation_bytes) / (1 << 20));
-      std::fflush(stdout);
     });
     int64_t peak = 0;
     double secs = 0;
     for (const auto& m : result.epochs) peak = std::max(peak, m.peak_activation_bytes), secs += m.seconds;
-    std::printf("peak activation memory %.1f MiB, parameter memory %.2f MiB, training time %.0f s\n",
+    session.say("peak activation memory %.1f MiB, parameter memory %.2f MiB, training time %.0f s\n",
                 static_cast<double>(peak) / (1 << 20), static_cast<double>(result.parameter_bytes) / (1 << 20), secs);
     if (!cfg.out_dir.empty())
-      std::printf("metrics: %s/metrics.csv, strips: %s/samples_epoch<N>.png, checkpoint: %s/checkpoint.safetensors\n",
+      session.say("metrics: %s/metrics.csv, strips: %s/samples_epoch<N>.png, checkpoint: %s/checkpoint.safetensors\n",
                   cfg.out_dir.c_str(), cfg.out_dir.c_str(), cfg.out_dir.c_str());
     const auto& last = result.epochs.back();
-    std::printf("test -ELBO per frame: %.6f (MSE %.6f, KL %.4f nats); best of %lld: PSNR %.2f dB, SSIM %.4f\n",
+    session.say("test -ELBO per frame: %.6f (MSE %.6f, KL %.4f nats); best of %lld: PSNR %.2f dB, SSIM %.4f\n",
                 last.test_elbo, last.test_mse, last.test_kl, static_cast<long long>(cfg.samples), last.best_psnr,
                 last.best_ssim);
   } catch (const std::exception& e) {
-    std::fprintf(stderr, "train_video: %s\n", e.what());
-    return 1;
+    return session.fail(e);
   }
   return 0;
 }

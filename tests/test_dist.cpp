@@ -15,6 +15,7 @@
 
 #include "nanode/dist/dist.hpp"
 #include "nanode/models/trainer.hpp"
+#include "nanode/models/video_trainer.hpp"
 #include "nanode/nanode.hpp"
 #include "test_files.hpp"
 
@@ -356,6 +357,51 @@ TEST_CASE("training: a distributed run resumed after a kill equals the uninterru
   CHECK(rr.epochs[1].test_loss == rf.epochs[1].test_loss);
   CHECK(max_param_diff(resumed.model(), full.model()) == 0.0);
   CHECK(ranks_agree(resumed.model()));
+}
+
+TEST_CASE("video: a distributed run (batch norm per rank) resumed after a kill equals the uninterrupted run",
+          "[dist][video]") {
+  if (!two_ranks()) return;
+  auto digits = std::make_shared<data::Array>();
+  digits->dims = {2, 28, 28};
+  digits->bytes.assign(2 * 784, 0);
+  for (int64_t k = 0; k < 2; ++k)
+    for (int64_t r = 0; r < 10; ++r)
+      for (int64_t c = 0; c < 10; ++c) digits->bytes[static_cast<size_t>(k * 784 + (r + 4 + k) * 28 + c + 9)] = 255;
+  models::VideoTrainConfig c;
+  c.model.model = "nanode", c.model.width = 2, c.model.g_dim = 6, c.model.z_dim = 2, c.model.rnn_size = 8;
+  c.model.steps = 2;
+  c.n_past = 2, c.n_future = 2, c.epochs = 2, c.batch_size = 1, c.samples = 2, c.progress = false;
+  const std::string base = dist::broadcast_string(dist::is_main() ? nanode::testing::tmp_path("video") : "");
+  auto run = [&](const std::string& out, bool resume, bool killed) {
+    c.out_dir = base + "/" + out, c.resume = resume;
+    if (dist::is_main()) REQUIRE(std::system(("mkdir -p " + c.out_dir).c_str()) == 0);
+    data::MovingDigitsOptions o;
+    o.frames = 4, o.sequences = 4, o.seed = 1;
+    auto train = std::make_shared<data::MovingDigits>(digits, "squares", o);
+    o.sequences = 3, o.seed = 2;
+    auto test = std::make_shared<data::MovingDigits>(digits, "squares", o);
+    auto t = std::make_unique<models::VideoTrainer>(c, train, test);
+    CHECK(t->batches_per_epoch() == 2);  // 4 sequences in global batches of 1 x 2 ranks
+    models::VideoTrainResult r;
+    try {
+      r = t->run([&](const models::VideoEpochMetrics& m) {
+        if (killed && m.epoch == 1) throw std::runtime_error("killed");
+      });
+    } catch (const std::runtime_error&) {
+    }
+    return std::make_pair(r, std::move(t));
+  };
+  auto whole = run("whole", false, false);
+  REQUIRE(whole.first.epochs.size() == 2);
+  CHECK(std::isfinite(whole.first.epochs[1].test_elbo));
+  CHECK(ranks_agree(whole.second->model()));
+  if (dist::is_main()) CHECK(data::file_exists(c.out_dir + "/samples_epoch2.png"));
+  run("part", false, true);
+  auto resumed = run("part", true, false);
+  REQUIRE(resumed.first.epochs.size() == 2);
+  CHECK(resumed.first.epochs[1].test_elbo == whole.first.epochs[1].test_elbo);
+  CHECK(max_param_diff(resumed.second->model(), whole.second->model()) == 0.0);
 }
 
 int main(int argc, char** argv) {

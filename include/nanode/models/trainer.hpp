@@ -86,6 +86,39 @@ struct TrainConfig {
   }
 };
 
+/// load_training_state in a data-parallel run of `world` ranks: rank 0 reads the
+/// checkpoint and sends its bytes, and every rank loads them (no shared file
+/// system needed). With one rank, the plain load.
+inline std::map<std::string, std::string> load_training_state_on_ranks(const std::string& path, nn::Module& model,
+                                                                       optim::Optimizer& opt, const ResumeCheck& check,
+                                                                       int64_t* done, int world) {
+  if (world == 1) return load_training_state(path, model, opt, check, done);
+  const bool main = dist::is_main();
+  std::string bytes;
+  if (main) {
+    std::ifstream in(path, std::ios::binary);
+    NANODE_CHECK(in.good(), path, ": cannot read");
+    bytes.assign(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
+  }
+  bytes = dist::broadcast_string(bytes, 0, "broadcast of the checkpoint");
+  if (main) return load_training_state(path, model, opt, check, done);
+  char tmpl[] = "/tmp/nanode-resume-XXXXXX";
+  const int fd = ::mkstemp(tmpl);
+  NANODE_CHECK(fd >= 0, "train: rank ", dist::rank(), ": cannot create a temporary file for the checkpoint");
+  ::close(fd);
+  const std::string local = tmpl;
+  struct Remove {
+    std::string p;
+    ~Remove() { std::remove(p.c_str()); }
+  } remove{local};
+  {
+    std::ofstream out(local, std::ios::binary | std::ios::trunc);
+    out.write(bytes.data(), static_cast<std::streamsize>(bytes.size()));
+    NANODE_CHECK(out.good(), local, ": cannot write the received checkpoint");
+  }
+  return load_training_state(local, model, opt, check, done);
+}
+
 struct EpochMetrics {
   int64_t epoch = 0;
   double train_loss = 0, train_acc = 0, test_loss = 0, test_acc = 0, lr = 0, images_per_s = 0, seconds = 0;
@@ -404,45 +437,15 @@ class Trainer {
   /// Loads the last checkpoint; returns the epochs it had completed.
   int64_t restore(TrainResult& r) {
     NANODE_CHECK(!cfg_.out_dir.empty(), "train: --resume needs an output directory");
-    NANODE_CHECK(data::file_exists(checkpoint_path()), "train: --resume, but there is no checkpoint at ",
+    // Rank 0's folder: the other ranks get the checkpoint from it.
+    NANODE_CHECK(!main_ || data::file_exists(checkpoint_path()), "train: --resume, but there is no checkpoint at ",
                  checkpoint_path());
     ResumeCheck check;
     check.format = "nanode-classifier-1", check.fingerprint = cfg_.fingerprint(), check.max_epochs = cfg_.epochs;
     check.steps_per_epoch = per_epoch_;
     check.state_per_param = cfg_.optimizer == "sgd" ? (cfg_.momentum > 0 ? 1 : 0) : 2;
     int64_t done = 0;
-    std::map<std::string, std::string> meta;
-    if (world_ == 1) {
-      meta = load_training_state(checkpoint_path(), *model_, *opt_, check, &done);
-    } else {
-      // Rank 0 reads the checkpoint and sends its bytes; every rank loads them
-      // (no shared file system needed).
-      std::string bytes;
-      if (main_) {
-        std::ifstream in(checkpoint_path(), std::ios::binary);
-        NANODE_CHECK(in.good(), checkpoint_path(), ": cannot read");
-        bytes.assign(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
-      }
-      bytes = dist::broadcast_string(bytes, 0, "broadcast of the checkpoint");
-      std::string path = checkpoint_path();
-      if (!main_) {
-        char tmpl[] = "/tmp/nanode-resume-XXXXXX";
-        const int fd = ::mkstemp(tmpl);
-        NANODE_CHECK(fd >= 0, "train: rank ", rank_, ": cannot create a temporary file for the checkpoint");
-        ::close(fd);
-        path = tmpl;
-        std::ofstream out(path, std::ios::binary | std::ios::trunc);
-        out.write(bytes.data(), static_cast<std::streamsize>(bytes.size()));
-        NANODE_CHECK(out.good(), path, ": cannot write the received checkpoint");
-      }
-      try {
-        meta = load_training_state(path, *model_, *opt_, check, &done);
-      } catch (...) {
-        if (!main_) std::remove(path.c_str());
-        throw;
-      }
-      if (!main_) std::remove(path.c_str());
-    }
+    const auto meta = load_training_state_on_ranks(checkpoint_path(), *model_, *opt_, check, &done, world_);
     // The metrics of the restored epochs: back into the result and the CSV.
     const auto rows_it = meta.find("metrics");
     NANODE_CHECK(rows_it != meta.end(), checkpoint_path(), ": not a nanode classifier checkpoint (no 'metrics')");

@@ -53,6 +53,11 @@ struct VideoTrainConfig {
   bool detect_anomaly = false;  ///< check every op's result and gradient (slow)
   bool progress = true;
   Device device = Device::cpu();
+  /// Data-parallel runs (nanode::dist): batch_size is per rank; batch norm per
+  /// rank unless sync_batch_norm; distributed = false trains as one process.
+  bool sync_batch_norm = false;
+  bool distributed = true;
+  int world() const { return distributed ? dist::world_size() : 1; }
 
   std::string fingerprint() const {
     std::ostringstream s;
@@ -64,6 +69,8 @@ struct VideoTrainConfig {
       << " epochs=" << epochs << " batch=" << batch_size << " train_seq=" << train_sequences
       << " test_seq=" << test_sequences << " digits=" << num_digits << " det=" << deterministic << " lr=" << lr
       << " beta=" << beta << " k=" << samples << " seed=" << seed << " max_batches=" << max_batches;
+    if (world() > 1) s << " ranks=" << world();
+    if (sync_batch_norm && world() > 1) s << " sync_bn=1";
     return s.str();
   }
 };
@@ -119,7 +126,10 @@ class VideoTrainer {
   VideoTrainer(VideoTrainConfig cfg, std::shared_ptr<data::VideoSource> train, std::shared_ptr<data::VideoSource> test)
       : cfg_(std::move(cfg)), train_(std::move(train)), test_(std::move(test)) {
     NANODE_CHECK(!cfg_.resume || !cfg_.out_dir.empty(), "train_video: --resume needs --out-dir (where the checkpoint is)");
-    if (!cfg_.out_dir.empty())
+    world_ = cfg_.world(), rank_ = world_ > 1 ? dist::rank() : 0;
+    main_ = rank_ == 0;
+    if (!main_) cfg_.progress = false;  // one progress bar, one set of files: rank 0's
+    if (!cfg_.out_dir.empty() && main_)
       folder_ = OutputFolder(cfg_.out_dir, cfg_.resume, cfg_.overwrite,
                              {"metrics.csv", "checkpoint.safetensors", "samples_epoch1.png"}, "checkpoint.safetensors",
                              "train_video");
@@ -139,14 +149,17 @@ class VideoTrainer {
     cfg_.model.seed = cfg_.seed;  // random features draw from the run's seed
     model_ = std::make_shared<SVGModel>(cfg_.model);
     model_->to(cfg_.device);
+    if (world_ > 1) dist::broadcast_state(*model_);  // rank 0's initial parameters and buffers everywhere
     named_params_ = model_->named_parameters();
+    if (world_ > 1) reducer_ = std::make_unique<dist::GradientReducer>(model_->parameters());
     optim::AdamOptions ao;
     ao.lr = cfg_.lr;
     opt_ = std::make_unique<optim::Adam>(model_->parameters(), ao);
     data::VideoLoaderOptions lo;
     lo.batch_size = cfg_.batch_size, lo.frames = cfg_.n_past + cfg_.n_future, lo.seed = cfg_.seed;
-    train_loader_ = std::make_unique<data::VideoLoader>(train_, lo);
-    lo.shuffle = false, lo.drop_last = false;
+    lo.rank = rank_, lo.world = world_;
+    train_loader_ = std::make_unique<data::VideoLoader>(train_, lo);  // drop_last: every rank a full share
+    lo.shuffle = false, lo.drop_last = false, lo.whole_batches_by_rank = true;
     test_loader_ = std::make_unique<data::VideoLoader>(test_, lo);
     per_epoch_ = train_loader_->batches_per_epoch();
     if (cfg_.max_batches > 0) per_epoch_ = std::min(per_epoch_, cfg_.max_batches);
@@ -164,12 +177,14 @@ class VideoTrainer {
     anomaly::Guard detect(cfg_.detect_anomaly || anomaly::enabled());
     int64_t start = 0;
     if (cfg_.resume) start = restore(r);
-    if (!cfg_.out_dir.empty() && start == 0) write_csv(r);
+    if (!cfg_.out_dir.empty() && main_ && start == 0) write_csv(r);
     for (int64_t epoch = start; epoch < cfg_.epochs; ++epoch) {
       VideoEpochMetrics m = train_epoch(epoch);
+      if (world_ > 1 && !cfg_.sync_batch_norm)  // per-rank running statistics: rank 0's, everywhere
+        for (auto& [n, b] : model_->named_buffers()) dist::broadcast(b.mutable_data(), 0, "broadcast of '" + n + "'");
       evaluate(m, epoch);
       r.epochs.push_back(m);
-      if (!cfg_.out_dir.empty()) {
+      if (!cfg_.out_dir.empty() && main_) {
         write_csv(r);
         if (guard_.diverging())
           std::fprintf(stderr, "train_video: the run is diverging: no checkpoint after epoch %lld (the last one is "
@@ -186,6 +201,8 @@ class VideoTrainer {
   void evaluate(VideoEpochMetrics& m, int64_t epoch) {
     model_->eval();
     NoGradGuard ng;
+    const bool synced = dist::sync_batch_norm();
+    dist::set_sync_batch_norm(false);  // evaluation: each batch alone, whichever rank has it
     test_loader_->start_epoch(0);
     data::VideoBatch b;
     double elbo = 0, mse = 0, kl = 0, bm = 0, bp = 0, bs = 0;
@@ -226,12 +243,14 @@ class VideoTrainer {
         }
         ++seqs;
       }
-      if (b.index == 0 && !cfg_.out_dir.empty()) write_strip(b.frames, L.reconstruction.data().cpu(), first_samples, epoch);
+      if (b.index == 0 && !cfg_.out_dir.empty() && main_)
+        write_strip(b.frames, L.reconstruction.data().cpu(), first_samples, epoch);
     }
-    m.test_elbo = elbo / static_cast<double>(batches), m.test_mse = mse / static_cast<double>(batches);
-    m.test_kl = kl / static_cast<double>(batches);
-    m.best_mse = bm / static_cast<double>(seqs), m.best_psnr = bp / static_cast<double>(seqs);
-    m.best_ssim = bs / static_cast<double>(seqs);
+    std::vector<double> sums{elbo, mse, kl, bm, bp, bs, static_cast<double>(seqs), static_cast<double>(batches)};
+    if (world_ > 1) dist::all_reduce_sum(sums, "evaluation sums");
+    m.test_elbo = sums[0] / sums[7], m.test_mse = sums[1] / sums[7], m.test_kl = sums[2] / sums[7];
+    m.best_mse = sums[3] / sums[6], m.best_psnr = sums[4] / sums[6], m.best_ssim = sums[5] / sums[6];
+    dist::set_sync_batch_norm(synced);
     model_->train();
   }
 
@@ -242,6 +261,10 @@ class VideoTrainer {
 
   VideoEpochMetrics train_epoch(int64_t epoch) {
     model_->train();
+    dist::set_sync_batch_norm(cfg_.sync_batch_norm && world_ > 1);
+    struct Unsync {
+      ~Unsync() { dist::set_sync_batch_norm(false); }
+    } unsync;
     VideoEpochMetrics m;
     m.epoch = epoch + 1;
     train_loader_->start_epoch(epoch);
@@ -257,11 +280,16 @@ class VideoTrainer {
       guard_.at(epoch, k, cfg_.lr);
       try {
         PeakMemoryScope scope(cfg_.device);
-        Generator g(stream(static_cast<uint64_t>(epoch) + 1, k));  // the latent noise of this batch
+        // The latent noise of this batch (and, in a data-parallel run, this rank's share).
+        Generator g(world_ > 1 ? stream(stream(static_cast<uint64_t>(epoch) + 1, k), rank_)
+                               : stream(static_cast<uint64_t>(epoch) + 1, k));
         const VideoLoss L = model_->loss(frames, cfg_.n_past, cfg_.beta, g);
         const double lv = L.loss.item();
         guard_.loss(lv);
-        L.loss.backward();
+        if (reducer_)  // equal shares (drop_last): the ranks' mean is the global batch's
+          reducer_->backward(L.loss);
+        else
+          L.loss.backward();
         guard_.gradients(named_params_);
         m.peak_activation_bytes = std::max(m.peak_activation_bytes, scope.peak_above_start());
         elbo += lv / static_cast<double>(L.frames), mse += L.mse.item() / static_cast<double>(L.frames);
@@ -274,14 +302,18 @@ class VideoTrainer {
       opt_->step();
       guard_.parameters(named_params_);
       ++done;
-      frames_seen += frames.size(0) * frames.size(1);
+      frames_seen += frames.size(0) * (world_ > 1 ? b.global_count : frames.size(1));
       const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
       bar.set_batch_images(static_cast<double>(frames_seen) / static_cast<double>(done));
       bar.update(done, elbo / static_cast<double>(done), -1.0, static_cast<double>(frames_seen) / std::max(1e-9, secs));
     }
     m.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-    const double d = static_cast<double>(std::max<int64_t>(1, done));
-    m.train_elbo = elbo / d, m.train_mse = mse / d, m.train_kl = kl / d;
+    std::vector<double> sums{elbo, mse, kl, static_cast<double>(done), m.seconds, static_cast<double>(m.peak_activation_bytes)};
+    if (world_ > 1) dist::all_reduce_sum(sums, "training sums");
+    const double d = std::max(1.0, sums[3]);
+    m.train_elbo = sums[0] / d, m.train_mse = sums[1] / d, m.train_kl = sums[2] / d;
+    m.seconds = sums[4] / world_;  // the ranks' mean
+    m.peak_activation_bytes = static_cast<int64_t>(sums[5] / world_);
     m.frames_per_s = static_cast<double>(frames_seen) / std::max(1e-9, m.seconds);
     return m;
   }
@@ -348,13 +380,13 @@ class VideoTrainer {
 
   int64_t restore(VideoTrainResult& r) {
     NANODE_CHECK(!cfg_.out_dir.empty(), "train_video: --resume needs --out-dir");
-    NANODE_CHECK(data::file_exists(checkpoint_path()), "train_video: --resume, but there is no checkpoint at ",
+    NANODE_CHECK(!main_ || data::file_exists(checkpoint_path()), "train_video: --resume, but there is no checkpoint at ",
                  checkpoint_path());
     ResumeCheck check;
     check.format = "nanode-video-1", check.fingerprint = cfg_.fingerprint(), check.max_epochs = cfg_.epochs;
     check.steps_per_epoch = per_epoch_, check.state_per_param = 2;  // Adam: m and v
     int64_t done = 0;
-    const auto meta = load_training_state(checkpoint_path(), *model_, *opt_, check, &done);
+    const auto meta = load_training_state_on_ranks(checkpoint_path(), *model_, *opt_, check, &done, world_);
     std::istringstream rows(meta.at("metrics"));
     std::string line;
     while (std::getline(rows, line)) {
@@ -370,7 +402,7 @@ class VideoTrainer {
     }
     NANODE_CHECK(static_cast<int64_t>(r.epochs.size()) == done, checkpoint_path(), ": ", r.epochs.size(),
                  " metrics rows for ", done, " epochs");
-    write_csv(r);
+    if (main_) write_csv(r);
     if (cfg_.progress)
       std::fprintf(stderr, "resumed from %s after epoch %lld\n", checkpoint_path().c_str(), static_cast<long long>(done));
     return done;
@@ -385,6 +417,9 @@ class VideoTrainer {
   std::unique_ptr<optim::Adam> opt_;
   std::unique_ptr<data::VideoLoader> train_loader_, test_loader_;
   int64_t per_epoch_ = 0;
+  int rank_ = 0, world_ = 1;
+  bool main_ = true;
+  std::unique_ptr<dist::GradientReducer> reducer_;
 };
 
 }  // namespace nanode::models
