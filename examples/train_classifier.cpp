@@ -161,6 +161,10 @@ int main(int argc, char** argv) {
     if (!cfg.out_dir.empty())
       say("metrics: %s/metrics.csv, checkpoint: %s/checkpoint.safetensors\n", cfg.out_dir.c_str(),
                   cfg.out_dir.c_str());
+    if (dist::world_size() > 1)
+      say("data-parallel: rank 0 waited %.1f s in %lld collectives (gradient all-reduces not hidden by the backward "
+          "pass, batch-norm sums, metrics, and any wait for a slower rank)\n",
+          dist::waited_seconds(), static_cast<long long>(dist::collectives_waited()));
     say("test accuracy: %.2f%%\n", 100.0 * result.final_test_acc());
   } catch (const std::exception& e) {
     return session.fail(e);

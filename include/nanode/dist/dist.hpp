@@ -209,6 +209,8 @@ struct State {
   std::unique_ptr<Backend> backend;
   double timeout_s = 300;
   bool sync_batch_norm = false;
+  double waited_s = 0;     // seconds spent in wait(), all collectives
+  int64_t collectives = 0;  // collectives waited for
 };
 inline State& state() {
   static State s;
@@ -256,6 +258,13 @@ inline void wait(Pending& p, const std::string& what) {
   const auto t0 = std::chrono::steady_clock::now();
   const auto limit = std::chrono::duration<double>(timeout_s());
   int64_t polls = 0;
+  struct Account {
+    std::chrono::steady_clock::time_point t0;
+    ~Account() {
+      detail::state().waited_s += std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+      ++detail::state().collectives;
+    }
+  } account{t0};
   while (!p.done()) {
     // Spin briefly, then sleep between polls: a waiting rank must not take the
     // core a computing rank on the same machine needs.
@@ -268,6 +277,12 @@ inline void wait(Pending& p, const std::string& what) {
   }
   p.finish();
 }
+
+/// Seconds this process has spent waiting for collectives to complete (the
+/// communication the computation did not hide, and the time a faster rank waits
+/// for a slower one), and how many it waited for.
+inline double waited_seconds() { return detail::state().waited_s; }
+inline int64_t collectives_waited() { return detail::state().collectives; }
 
 /// Starts the process group: MPI when built with it (MPI_Init when nobody did),
 /// else a world of one. A program built without MPI but started by mpirun with
