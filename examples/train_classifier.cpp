@@ -138,10 +138,13 @@ int main(int argc, char** argv) {
                   "at the stage times that land in a new bucket, and buckets that no stage lands in never train\n",
                   static_cast<long long>(so.steps), trainer.model().order());
     if (dist::world_size() > 1)
-      say("data-parallel: %d ranks (%s), global batch %lld = %lld x %d, batch norm %s\n", dist::world_size(),
-          dist::backend().name().c_str(), static_cast<long long>(cfg.batch_size * dist::world_size()),
-          static_cast<long long>(cfg.batch_size), dist::world_size(),
-          cfg.sync_batch_norm ? "synchronised (the global batch's statistics)" : "per rank (--sync-bn: global)");
+      say("data-parallel: %d ranks (%s), global batch %lld = %lld x %d, batch norm %s, gradients averaged in %zu "
+          "buckets\n",
+          dist::world_size(), dist::backend().name().c_str(),
+          static_cast<long long>(cfg.batch_size * dist::world_size()), static_cast<long long>(cfg.batch_size),
+          dist::world_size(),
+          cfg.sync_batch_norm ? "synchronised (the global batch's statistics)" : "per rank (--sync-bn: global)",
+          trainer.gradient_buckets());
     auto result = trainer.run([&say](const models::EpochMetrics& m) {
       say("epoch %lld: train loss %.4f acc %.2f%% | test loss %.4f acc %.2f%% | %.0f img/s, %.1f s, "
                   "peak activation %.1f MiB\n",

@@ -265,6 +265,8 @@ class Trainer {
 
   Classifier& model() { return *model_; }
   int64_t batches_per_epoch() const { return per_epoch_; }
+  /// The gradient all-reduce's buckets in a data-parallel run (0 in one process).
+  size_t gradient_buckets() const { return reducer_ ? reducer_->buckets() : 0; }
   std::string checkpoint_path() const { return cfg_.out_dir + "/checkpoint.safetensors"; }
   std::string metrics_path() const { return cfg_.out_dir + "/metrics.csv"; }
 
