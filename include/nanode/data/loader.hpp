@@ -14,6 +14,7 @@
 #include "nanode/tensor.hpp"
 #include "nanode/data/prefetch.hpp"
 #include "nanode/data/readers.hpp"
+#include "nanode/data/shard.hpp"
 
 namespace nanode::data {
 
@@ -103,24 +104,18 @@ class DataLoader {
                  "DataLoader: mean and stddev need one value per channel (", shape[0], "), got ", o_.mean.size(),
                  " and ", o_.stddev.size());
     for (float s : o_.stddev) NANODE_CHECK(s > 0, "DataLoader: stddev must be positive, got ", s);
-    NANODE_CHECK(o_.world >= 1 && o_.rank >= 0 && o_.rank < o_.world, "DataLoader: rank ", o_.rank,
-                 " outside a world of ", o_.world);
-    NANODE_CHECK(o_.batch_size <= (int64_t{1} << 40) / o_.world, "DataLoader: batch size ", o_.batch_size, " x ",
-                 o_.world, " ranks is too large");
+    shard_ = BatchSharding{o_.batch_size, o_.rank, o_.world, o_.whole_batches_by_rank, o_.drop_last};
+    shard_.check("DataLoader");
   }
   DataLoader(const DataLoader&) = delete;
   DataLoader& operator=(const DataLoader&) = delete;
 
   /// Batches this rank takes per epoch (the global batches, unless
   /// whole_batches_by_rank).
-  int64_t batches_per_epoch() const {
-    const int64_t all = global_batches();
-    if (!o_.whole_batches_by_rank) return all;
-    return all / o_.world + (o_.rank < all % o_.world ? 1 : 0);
-  }
+  int64_t batches_per_epoch() const { return shard_.batches(ds_->size()); }
   /// Images in a global batch: batch_size x world (batch_size alone for
   /// whole_batches_by_rank).
-  int64_t global_batch_size() const { return o_.whole_batches_by_rank ? o_.batch_size : o_.batch_size * o_.world; }
+  int64_t global_batch_size() const { return shard_.global_batch_size(); }
   const Dataset& dataset() const { return *ds_; }
 
   /// The sample order of `epoch`: a permutation drawn from (seed, epoch), or 0..n-1.
@@ -140,7 +135,7 @@ class DataLoader {
     epoch_ = epoch;
     order_ = order(epoch);
     started_ = true;
-    prefetch_.start(batches_per_epoch(), o_.prefetch, [this](int64_t k) { return fill_batch(global_index(k)); });
+    prefetch_.start(batches_per_epoch(), o_.prefetch, [this](int64_t k) { return fill_batch(shard_.global_index(k)); });
   }
 
   bool next(Batch& out) {
@@ -156,7 +151,7 @@ class DataLoader {
     NANODE_CHECK(started_, "DataLoader::make_batch: call start_epoch(epoch) first");
     NANODE_CHECK(b >= 0 && b < batches_per_epoch(), "DataLoader::make_batch: batch ", b, " outside [0, ",
                  batches_per_epoch(), ")");
-    return to_batch(fill_batch(global_index(b)));
+    return to_batch(fill_batch(shard_.global_index(b)));
   }
 
  private:
@@ -164,12 +159,6 @@ class DataLoader {
   /// consumer makes the tensors, so for in-memory image sets every tensor
   /// allocation (and the allocator's peak-memory figures) happens on the training
   /// thread.
-  int64_t global_batches() const {
-    const int64_t n = ds_->size(), g = global_batch_size();
-    return o_.drop_last ? n / g : (n + g - 1) / g;
-  }
-  int64_t global_index(int64_t k) const { return o_.whole_batches_by_rank ? o_.rank + k * o_.world : k; }
-
   struct HostBatch {
     int64_t index = 0, count = 0, global_count = 0;
     std::vector<float> images;
@@ -189,15 +178,10 @@ class DataLoader {
   HostBatch fill_batch(int64_t b) const {
     const auto shape = ds_->image_shape();
     const int64_t C = shape[0], H = shape[1], W = shape[2], n = ds_->size();
-    const int64_t G = global_batch_size(), gbegin = b * G, gcount = std::min(n, gbegin + G) - gbegin;
-    int64_t begin = gbegin, B = gcount;
-    if (!o_.whole_batches_by_rank && o_.world > 1) {  // this rank's share of global batch b
-      const int64_t base = gcount / o_.world, extra = gcount % o_.world;
-      begin = gbegin + o_.rank * base + std::min<int64_t>(o_.rank, extra);
-      B = base + (o_.rank < extra ? 1 : 0);
-    }
+    const BatchSharding::Range share = shard_.range(b, n);  // this rank's share of global batch b
+    const int64_t begin = share.begin, B = share.count;
     HostBatch out;
-    out.index = b, out.count = B, out.global_count = gcount;
+    out.index = b, out.count = B, out.global_count = share.global_count;
     out.images.resize(static_cast<size_t>(B * C * H * W));
     out.labels.resize(static_cast<size_t>(B));
     float* img = out.images.data();
@@ -253,6 +237,7 @@ class DataLoader {
 
   std::shared_ptr<const Dataset> ds_;
   LoaderOptions o_;
+  BatchSharding shard_;
   int64_t epoch_ = 0;
   std::vector<int64_t> order_;
   bool started_ = false;

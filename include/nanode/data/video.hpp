@@ -25,6 +25,7 @@
 #include "nanode/core/rng.hpp"
 #include "nanode/data/prefetch.hpp"
 #include "nanode/data/readers.hpp"
+#include "nanode/data/shard.hpp"
 #include "nanode/tensor.hpp"
 
 namespace nanode::data {
@@ -360,22 +361,18 @@ class VideoLoader {
     NANODE_CHECK(src_ && src_->size() > 0, "VideoLoader: no sequences");
     NANODE_CHECK(o_.batch_size > 0, "VideoLoader: batch size must be positive, got ", o_.batch_size);
     NANODE_CHECK(o_.prefetch >= 0, "VideoLoader: prefetch must be >= 0, got ", o_.prefetch);
-    NANODE_CHECK(o_.world >= 1 && o_.rank >= 0 && o_.rank < o_.world, "VideoLoader: rank ", o_.rank,
-                 " outside a world of ", o_.world);
+    shard_ = BatchSharding{o_.batch_size, o_.rank, o_.world, o_.whole_batches_by_rank, o_.drop_last};
+    shard_.check("VideoLoader");
     src_->check_frames(o_.frames);
-    NANODE_CHECK(global_batches() > 0, src_->describe(), ": ", src_->size(), " sequences make no full batch of ",
-                 global_batch_size(), o_.world > 1 && !o_.whole_batches_by_rank ? " (the global batch)" : "");
+    NANODE_CHECK(shard_.global_batches(src_->size()) > 0, src_->describe(), ": ", src_->size(), " sequences make no full batch of ",
+                 shard_.global_batch_size(), o_.world > 1 && !o_.whole_batches_by_rank ? " (the global batch)" : "");
   }
   VideoLoader(const VideoLoader&) = delete;
   VideoLoader& operator=(const VideoLoader&) = delete;
 
   /// Batches this rank takes per epoch.
-  int64_t batches_per_epoch() const {
-    const int64_t all = global_batches();
-    if (!o_.whole_batches_by_rank) return all;
-    return all / o_.world + (o_.rank < all % o_.world ? 1 : 0);
-  }
-  int64_t global_batch_size() const { return o_.whole_batches_by_rank ? o_.batch_size : o_.batch_size * o_.world; }
+  int64_t batches_per_epoch() const { return shard_.batches(src_->size()); }
+  int64_t global_batch_size() const { return shard_.global_batch_size(); }
   const VideoSource& source() const { return *src_; }
 
   std::vector<int64_t> order(int64_t epoch) const {
@@ -393,7 +390,7 @@ class VideoLoader {
     epoch_ = epoch;
     order_ = order(epoch);
     started_ = true;
-    prefetch_.start(batches_per_epoch(), o_.prefetch, [this](int64_t k) { return fill(global_index(k)); });
+    prefetch_.start(batches_per_epoch(), o_.prefetch, [this](int64_t k) { return fill(shard_.global_index(k)); });
   }
 
   bool next(VideoBatch& out) {
@@ -408,16 +405,10 @@ class VideoLoader {
   VideoBatch make_batch(int64_t epoch, int64_t b) const {
     NANODE_CHECK(b >= 0 && b < batches_per_epoch(), "VideoLoader::make_batch: batch ", b, " outside [0, ",
                  batches_per_epoch(), ")");
-    return to_batch(fill_from(order(epoch), epoch, global_index(b)));
+    return to_batch(fill_from(order(epoch), epoch, shard_.global_index(b)));
   }
 
  private:
-  int64_t global_batches() const {
-    const int64_t n = src_->size(), g = global_batch_size();
-    return o_.drop_last ? n / g : (n + g - 1) / g;
-  }
-  int64_t global_index(int64_t k) const { return o_.whole_batches_by_rank ? o_.rank + k * o_.world : k; }
-
   struct Host {
     int64_t index = 0, count = 0, global_count = 0;
     std::vector<float> frames;  // [B, T, C, H, W]
@@ -428,15 +419,10 @@ class VideoLoader {
   Host fill_from(const std::vector<int64_t>& ord, int64_t epoch, int64_t b) const {
     const auto fs = src_->frame_shape();
     const int64_t per = fs[0] * fs[1] * fs[2], T = o_.frames, n = src_->size();
-    const int64_t G = global_batch_size(), gbegin = b * G, gcount = std::min(n, gbegin + G) - gbegin;
-    int64_t begin = gbegin, count = gcount;
-    if (!o_.whole_batches_by_rank && o_.world > 1) {  // this rank's share of global batch b
-      const int64_t base = gcount / o_.world, extra = gcount % o_.world;
-      begin = gbegin + o_.rank * base + std::min<int64_t>(o_.rank, extra);
-      count = base + (o_.rank < extra ? 1 : 0);
-    }
+    const BatchSharding::Range share = shard_.range(b, n);  // this rank's share of global batch b
+    const int64_t begin = share.begin;
     Host h;
-    h.index = b, h.count = count, h.global_count = gcount;
+    h.index = b, h.count = share.count, h.global_count = share.global_count;
     h.frames.resize(static_cast<size_t>(h.count * T * per));
     for (int64_t k = 0; k < h.count; ++k)
       src_->read(ord[static_cast<size_t>(begin + k)], epoch, 0, T, h.frames.data() + k * T * per);
@@ -460,6 +446,7 @@ class VideoLoader {
 
   std::shared_ptr<const VideoSource> src_;
   VideoLoaderOptions o_;
+  BatchSharding shard_;
   int64_t epoch_ = 0;
   std::vector<int64_t> order_;
   bool started_ = false;
