@@ -108,9 +108,21 @@ inline void mpi_check(int rc, const char* what) {
   fail("dist: ", what, " failed: ", std::string(msg, static_cast<size_t>(len)));
 }
 
+/// Buffers of collectives abandoned before they completed (after an error): MPI
+/// may still write into them and offers no way to cancel a non-blocking
+/// collective, so they are kept until the process ends.
+inline std::vector<std::shared_ptr<void>>& abandoned_buffers() {
+  static std::vector<std::shared_ptr<void>> kept;
+  return kept;
+}
+
 class MpiRequest : public Pending {
  public:
-  explicit MpiRequest(std::function<void()> finish = {}) : finish_(std::move(finish)) {}
+  explicit MpiRequest(std::function<void()> finish = {}, std::shared_ptr<void> buffer = {})
+      : finish_(std::move(finish)), buffer_(std::move(buffer)) {}
+  ~MpiRequest() override {
+    if (req != MPI_REQUEST_NULL && buffer_) abandoned_buffers().push_back(std::move(buffer_));
+  }
   MPI_Request req = MPI_REQUEST_NULL;
   bool done() override {
     int flag = 0;
@@ -123,6 +135,7 @@ class MpiRequest : public Pending {
 
  private:
   std::function<void()> finish_;
+  std::shared_ptr<void> buffer_;
 };
 
 /// MPI on a duplicate of MPI_COMM_WORLD. Tensors are packed into one host buffer
@@ -134,6 +147,9 @@ class MpiBackend : public Backend {
     MPI_Comm_rank(comm_, &rank_);
     MPI_Comm_size(comm_, &size_);
   }
+  MpiBackend(const MpiBackend&) = delete;
+  MpiBackend& operator=(const MpiBackend&) = delete;
+  ~MpiBackend() override { MpiBackend::finalize(); }
   int rank() const override { return rank_; }
   int size() const override { return size_; }
   std::string name() const override { return "mpi"; }
@@ -168,7 +184,7 @@ class MpiBackend : public Backend {
         }
         off += t.nbytes();
       }
-    });
+    }, buf);
     mpi_check(MPI_Iallreduce(MPI_IN_PLACE, buf->data(), static_cast<int>(total),
                              dt == DType::Float32 ? MPI_FLOAT : MPI_DOUBLE, MPI_SUM, comm_, &p->req),
               "MPI_Iallreduce");
@@ -191,10 +207,11 @@ class MpiBackend : public Backend {
     std::exit(code);
   }
   void finalize() override {
-    if (comm_ != MPI_COMM_NULL) MPI_Comm_free(&comm_);
     int fin = 0;
     MPI_Finalized(&fin);
-    if (owns_init_ && !fin) MPI_Finalize();
+    if (fin) return;
+    if (comm_ != MPI_COMM_NULL) MPI_Comm_free(&comm_);
+    if (owns_init_) MPI_Finalize(), owns_init_ = false;
   }
   MPI_Comm comm() const { return comm_; }
 
@@ -219,7 +236,9 @@ inline State& state() {
 
 /// The world size the launcher announces in the environment (1 when none).
 inline int launcher_world_size() {
-  for (const char* v : {"OMPI_COMM_WORLD_SIZE", "PMI_SIZE", "PMIX_SIZE", "MPI_LOCALNRANKS", "SLURM_NTASKS"}) {
+  // (SLURM_NTASKS would count the whole allocation, also for one process started
+  // from a batch script; SLURM_STEP_NUM_TASKS is srun's step.)
+  for (const char* v : {"OMPI_COMM_WORLD_SIZE", "PMI_SIZE", "PMIX_SIZE", "SLURM_STEP_NUM_TASKS"}) {
     if (const char* s = std::getenv(v)) {
       const int n = std::atoi(s);
       if (n > 1) return n;
@@ -307,6 +326,13 @@ inline void init(int* argc = nullptr, char*** argv = nullptr, Options o = {}) {
     detail::mpi_check(MPI_Init_thread(argc, argv, MPI_THREAD_FUNNELED, &provided), "MPI_Init_thread");
   }
   st.backend = std::make_unique<detail::MpiBackend>(!inited);
+  const int announced = detail::launcher_world_size();
+  if (announced > 1 && st.backend->size() == 1) {
+    st.backend.reset();
+    fail("dist: the launcher started ", announced, " processes, but MPI made each a world of one (is mpirun from "
+         "the same MPI as the library this program was built with?); refusing to train ", announced,
+         " unconnected copies");
+  }
 #else
   (void)argc, (void)argv;
   const int n = detail::launcher_world_size();
@@ -442,13 +468,16 @@ class GradientReducer {
         buckets_.push_back(Bucket{{}, 0, p.dtype(), p.device()});
       buckets_.back().members.push_back(k);
       buckets_.back().bytes += static_cast<int64_t>(p.data().nbytes());
-      where_[p.impl().get()] = {buckets_.size() - 1};
+      where_[p.impl().get()] = {buckets_.size() - 1, k};
     }
   }
 
   /// Arms the hook for the next backward pass.
   void begin() {
+    NANODE_CHECK(!broken_, "GradientReducer: an earlier step failed with collectives in flight; this rank can no "
+                 "longer take part (end the job: dist::abort)");
     ready_.assign(buckets_.size(), 0);
+    reported_.assign(params_.size(), 0);
     pending_.clear();
     pending_.resize(buckets_.size());
     staged_.assign(buckets_.size(), {});
@@ -459,19 +488,33 @@ class GradientReducer {
   /// gradients.
   void finish() {
     hook_.disarm();
-    while (next_ < buckets_.size()) start(next_++);
-    const double scale = 1.0 / world_size();
-    for (size_t b = 0; b < buckets_.size(); ++b) {
-      if (pending_[b]) wait(*pending_[b], "gradient all-reduce (bucket " + std::to_string(b) + " of " +
-                                              std::to_string(buckets_.size()) + ")");
-      pending_[b].reset();
-      for (size_t i = 0; i < buckets_[b].members.size(); ++i) {
-        Var& p = params_[buckets_[b].members[i]];
-        Tensor g = staged_[b][i];
-        if (scale != 1.0) g = backend::unary(UnaryOp::Affine, g, scale);
-        p.set_grad(g);
+    try {
+      while (next_ < buckets_.size()) start(next_++);
+      const double scale = 1.0 / world_size();
+      for (size_t b = 0; b < buckets_.size(); ++b) {
+        if (pending_[b]) wait(*pending_[b], "gradient all-reduce (bucket " + std::to_string(b) + " of " +
+                                                std::to_string(buckets_.size()) + ")");
+        pending_[b].reset();
+        const size_t m = buckets_[b].members.size();
+        // The last staged tensor counts the ranks on which each parameter got a
+        // gradient: one that none did stays without one, as in one process (an
+        // optimizer then leaves it alone).
+        const std::vector<double> had = staged_[b][m].to(DType::Float64).to_vector<double>();
+        for (size_t i = 0; i < m; ++i) {
+          Var& p = params_[buckets_[b].members[i]];
+          if (had[i] == 0) {
+            p.zero_grad();
+            continue;
+          }
+          Tensor g = staged_[b][i];
+          if (scale != 1.0) g = backend::unary(UnaryOp::Affine, g, scale);
+          p.set_grad(g);
+        }
+        staged_[b].clear();
       }
-      staged_[b].clear();
+    } catch (...) {
+      broken_ = true;  // collectives may be in flight: this rank is out of step
+      throw;
     }
   }
   /// loss.backward() with the buckets started as their gradients are final.
@@ -481,6 +524,7 @@ class GradientReducer {
       loss.backward();
     } catch (...) {
       hook_.disarm();
+      if (next_ > 0) broken_ = true;  // some buckets were started
       throw;
     }
     finish();
@@ -500,7 +544,10 @@ class GradientReducer {
   void on_ready(VarImpl* v) {
     auto it = where_.find(v);
     if (it == where_.end()) return;
-    const size_t b = it->second;
+    const size_t b = it->second.first;
+    NANODE_CHECK(!reported_[it->second.second]++, "GradientReducer: a second backward pass between begin() and "
+                 "finish() (", params_[it->second.second].describe(), " got a gradient twice); accumulating gradients "
+                 "over several passes is not supported (one pass per step)");
     ++ready_[b];
     // Buckets start in their fixed order, whatever order they become ready in:
     // every rank must issue its collectives in the same sequence (the order in
@@ -517,23 +564,30 @@ class GradientReducer {
 
   void start(size_t b) {
     std::vector<Tensor> ts;
+    std::vector<double> had;
     for (size_t k : buckets_[b].members) {
       const Var& p = params_[k];
       // A copy: the gradient may alias a tensor held elsewhere.
       ts.push_back(p.grad().defined() ? p.grad().clone() : Tensor::zeros(p.shape(), p.dtype(), p.device()));
+      had.push_back(p.grad().defined() ? 1.0 : 0.0);
     }
+    ts.push_back(Tensor::from_vector<double>(had, Shape{static_cast<int64_t>(had.size())})
+                     .to(buckets_[b].dtype)
+                     .to(buckets_[b].device));
     staged_[b] = ts;
     pending_[b] = world_size() > 1 ? backend().all_reduce_sum(std::move(ts)) : nullptr;
   }
 
   std::vector<Var> params_;
   std::vector<Bucket> buckets_;
-  std::unordered_map<VarImpl*, size_t> where_;
+  std::unordered_map<VarImpl*, std::pair<size_t, size_t>> where_;  // bucket, parameter index
   std::vector<size_t> ready_;
+  std::vector<char> reported_;
   std::vector<std::unique_ptr<Pending>> pending_;
   std::vector<std::vector<Tensor>> staged_;
   LeafReadyHook hook_;
   size_t early_ = 0, next_ = 0;
+  bool broken_ = false;
 };
 
 }  // namespace nanode::dist

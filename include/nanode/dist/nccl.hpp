@@ -43,17 +43,26 @@ class NcclBackend : public Backend {
   };
 
  public:
-  NcclBackend(std::unique_ptr<Backend> mpi, int device) : mpi_(std::move(mpi)), device_(device) {
-    auto* m = dynamic_cast<MpiBackend*>(mpi_.get());
+  /// Sets up NCCL beside `mpi`, which it takes over only once everything worked
+  /// (adopt()): on failure the MPI backend stays where it was, so the job can
+  /// still be ended with MPI_Abort.
+  NcclBackend(Backend& mpi, int device) : device_(device) {
+    auto* m = dynamic_cast<MpiBackend*>(&mpi);
     NANODE_CHECK(m != nullptr, "dist::use_nccl: needs the MPI backend underneath (call dist::init first)");
-    cuda_rt_check(cudaSetDevice(device_), "cudaSetDevice");
-    ncclUniqueId id;
-    if (m->rank() == 0) nccl_check(ncclGetUniqueId(&id), "ncclGetUniqueId");
-    auto p = m->broadcast_bytes(&id, sizeof(id), 0);
-    wait(*p, "broadcast of the NCCL id");
-    nccl_check(ncclCommInitRank(&comm_, m->size(), id, m->rank()), "ncclCommInitRank");
-    cuda_rt_check(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking), "cudaStreamCreate");
+    try {
+      cuda_rt_check(cudaSetDevice(device_), "cudaSetDevice");
+      ncclUniqueId id;
+      if (m->rank() == 0) nccl_check(ncclGetUniqueId(&id), "ncclGetUniqueId");
+      auto p = m->broadcast_bytes(&id, sizeof(id), 0);
+      wait(*p, "broadcast of the NCCL id");
+      nccl_check(ncclCommInitRank(&comm_, m->size(), id, m->rank()), "ncclCommInitRank");
+      cuda_rt_check(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking), "cudaStreamCreate");
+    } catch (...) {
+      release();
+      throw;
+    }
   }
+  void adopt(std::unique_ptr<Backend> mpi) { mpi_ = std::move(mpi); }
   ~NcclBackend() override { NcclBackend::finalize(); }
   int rank() const override { return mpi_->rank(); }
   int size() const override { return mpi_->size(); }
@@ -88,12 +97,16 @@ class NcclBackend : public Backend {
     std::exit(code);
   }
   void finalize() override {
-    if (comm_) ncclCommDestroy(comm_), comm_ = nullptr;
-    if (stream_) cudaStreamDestroy(stream_), stream_ = nullptr;
+    release();
     if (mpi_) mpi_->finalize();
   }
 
  private:
+  void release() {
+    if (comm_) ncclCommDestroy(comm_), comm_ = nullptr;
+    if (stream_) cudaStreamDestroy(stream_), stream_ = nullptr;
+  }
+
   std::unique_ptr<Backend> mpi_;
   int device_;
   ncclComm_t comm_ = nullptr;
@@ -109,7 +122,9 @@ inline bool built_with_nccl() { return true; }
 inline void use_nccl(int device) {
   NANODE_CHECK(is_initialized(), "dist::use_nccl: call dist::init first");
   auto& st = detail::state();
-  st.backend = std::make_unique<detail::NcclBackend>(std::move(st.backend), device);
+  auto nccl = std::make_unique<detail::NcclBackend>(*st.backend, device);
+  nccl->adopt(std::move(st.backend));
+  st.backend = std::move(nccl);
 }
 
 }  // namespace nanode::dist

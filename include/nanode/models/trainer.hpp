@@ -350,8 +350,11 @@ class Trainer {
       guard_.at(epoch, k, m.lr);
       try {
         PeakMemoryScope scope(cfg_.device);
-        if (n == 0) {  // a rank with no share of a short last batch: zero gradients
-          if (reducer_) reducer_->begin(), reducer_->finish();
+        if (n == 0) {  // a rank with no share of a short last batch: no data term
+          if (cfg_.l2 != 0.0)  // the penalty's gradient, as every rank adds it
+            reducer_->backward(tv::l2_penalty(*model_, cfg_.l2_a0) * cfg_.l2);
+          else
+            reducer_->begin(), reducer_->finish();
         } else {
           Var logits = model_->forward(Var(b.images.to(cfg_.device)));
           Var loss = cross_entropy(logits, b.labels);
@@ -371,6 +374,8 @@ class Trainer {
         }
         guard_.gradients(named_params_);
         m.peak_activation_bytes = std::max(m.peak_activation_bytes, scope.peak_above_start());
+      } catch (const dist::TimeoutError&) {
+        throw;  // as it is: the program ends the job
       } catch (const Error& e) {
         // An op's own error (a NaN input to a solve, an anomaly): say where it happened.
         const std::string what = e.what();

@@ -294,6 +294,8 @@ class VideoTrainer {
         m.peak_activation_bytes = std::max(m.peak_activation_bytes, scope.peak_above_start());
         elbo += lv / static_cast<double>(L.frames), mse += L.mse.item() / static_cast<double>(L.frames);
         kl += L.kl.item() / static_cast<double>(L.frames);
+      } catch (const dist::TimeoutError&) {
+        throw;  // as it is: the program ends the job
       } catch (const Error& e) {
         const std::string what = e.what();
         if (what.rfind("train_video:", 0) == 0) throw;

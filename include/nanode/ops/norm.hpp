@@ -32,7 +32,7 @@ inline Var batch_norm_synced(const Var& x, Tensor running_mean, Tensor running_v
                              const Var& beta, double momentum, double eps, bool relu) {
   int64_t N, C, S;
   backend::ncs("batch_norm", x.shape(), N, C, S);
-  const auto& sync = batch_norm_sync_hook();
+  const std::function<void(std::vector<double>&)> sync = batch_norm_sync_hook();  // also for the backward pass
   const Tensor tx = x.data();
   const Tensor hx = tx.cpu().to(DType::Float64);
   const double* px = hx.data<double>();
@@ -78,7 +78,7 @@ inline Var batch_norm_synced(const Var& x, Tensor running_mean, Tensor running_v
   const std::vector<Var> used = defined_vars({x, gamma, beta});
   const Tensor ty = relu ? y : Tensor();
   return make_result("batch_norm", y, used,
-                     [tx, ty, st, tg, has_g, has_b, M, mean, inv, N, C, S](const Tensor& g_in, GradInputs& gi) {
+                     [tx, ty, st, tg, has_g, has_b, M, mean, inv, N, C, S, sync](const Tensor& g_in, GradInputs& gi) {
     const Tensor g = ty.defined() ? backend::relu_grad(g_in, ty) : g_in;
     // Local sums of g and g * xhat per channel: the affine parameters' gradients
     // on this rank (the gradient reducer adds the ranks').
@@ -94,7 +94,7 @@ inline Var batch_norm_synced(const Var& x, Tensor running_mean, Tensor running_v
       sums[static_cast<size_t>(c)] = hsg.data<double>()[c];
       sums[static_cast<size_t>(C + c)] = hsgx.data<double>()[c];
     }
-    batch_norm_sync_hook()(sums);
+    sync(sums);
     if (!gi.need(0)) return;
     const Tensor hx = tx.cpu().to(DType::Float64), hg = g.cpu().to(DType::Float64);
     const Tensor hgamma = tg.defined() ? tg.cpu().to(DType::Float64) : Tensor();
