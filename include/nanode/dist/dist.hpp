@@ -449,7 +449,9 @@ inline bool sync_batch_norm() { return detail::state().sync_batch_norm; }
 /// Buckets start in a fixed order (every rank must issue the same sequence of
 /// collectives), each once it and the buckets before it are complete. A parameter
 /// that got no gradient on a rank counts as zeros there; after finish() every
-/// parameter has a gradient, the same on every rank.
+/// parameter that some rank gave a gradient has the same averaged one on every
+/// rank, and one that no rank did has none (as in one process). One backward pass
+/// per begin()/finish(): a second is refused.
 class GradientReducer {
  public:
   explicit GradientReducer(std::vector<Var> params, int64_t bucket_bytes = int64_t{1} << 18)
