@@ -6,6 +6,9 @@
   plot_results.py sweep OUT.png TITLE XLABEL RESULTS.csv
       final train and test accuracy against x, one colour per series; RESULTS.csv has
       the columns series,x,train_acc,test_acc (several rows per point: mean and std)
+  plot_results.py table OUT.png TITLE TABLE.csv
+      Table 1: test accuracy (mean and std over seeds) and peak activation memory per
+      model; TABLE.csv has the columns dataset,model,seed,test_acc,peak_activation_mib
 """
 import csv
 import math
@@ -75,11 +78,45 @@ def sweep(out, title, xlabel, results):
     fig.savefig(out, dpi=110)
 
 
+def table(out, title, results):
+    rows = list(csv.DictReader(open(results)))
+    if not rows:
+        sys.exit(f"plot_results: {results} has no rows")
+    datasets = list(dict.fromkeys(r["dataset"] for r in rows))
+    most = max(len({r["model"] for r in rows if r["dataset"] == ds}) for ds in datasets)
+    fig, axes = plt.subplots(len(datasets), 2, figsize=(11, len(datasets) * (0.3 * most + 1.2)), squeeze=False)
+    for d, ds in enumerate(datasets):
+        models = list(dict.fromkeys(r["model"] for r in rows if r["dataset"] == ds))
+        acc = [stats([float(r["test_acc"]) for r in rows if r["dataset"] == ds and r["model"] == m]) for m in models]
+        mem = [float([r for r in rows if r["dataset"] == ds and r["model"] == m][-1]["peak_activation_mib"])
+               for m in models]
+        ys = list(range(len(models)))[::-1]
+        ax = axes[d][0]
+        ax.errorbar([m for m, _ in acc], ys, xerr=[s for _, s in acc], fmt="o", capsize=3, color="C0")
+        ax.set_yticks(ys)
+        ax.set_yticklabels(models)
+        ax.set_xlabel(f"{ds}: test accuracy (%), mean and std over seeds")
+        ax.grid(alpha=0.3)
+        ax = axes[d][1]
+        ax.barh(ys, mem, color="C1")
+        ax.set_yticks(ys)
+        ax.set_yticklabels(models)
+        ax.set_xlabel("peak activation memory of a training step (MiB)")
+        ax.grid(alpha=0.3, axis="x")
+        for a in axes[d]:
+            a.set_ylim(-0.7, len(models) - 0.3)
+    fig.suptitle(title)
+    fig.tight_layout()
+    fig.savefig(out, dpi=110)
+
+
 def main(argv):
     if len(argv) >= 4 and argv[1] == "curves":
         curves(argv[2], argv[3], argv[4:])
     elif len(argv) == 6 and argv[1] == "sweep":
         sweep(argv[2], argv[3], argv[4], argv[5])
+    elif len(argv) == 5 and argv[1] == "table":
+        table(argv[2], argv[3], argv[4])
     else:
         sys.exit(__doc__)
 

@@ -23,6 +23,8 @@ epochs="${EPOCHS:-1}" limit_train="${LIMIT_TRAIN:-8000}" limit_test="${LIMIT_TES
 steps="${STEPS:-10}" seeds="${SEEDS:-0 1 2}"
 gradient="${GRADIENT:-reversible}" solver="${SOLVER:-alf}"
 table="${TABLE_OUT:-$root/docs/table1.md}"
+csv="${table%.md}.csv"   # one row per run, for the plot
+plot="${table%.md}.png"
 cifar_dir="${CIFAR_DIR:-$root/data/cifar-10-batches-bin}"
 models=(auto appnode con-resnet uncon-resnet b-nanode-10 b-nanode-100 "t-nanode-$order" t-nanode-10
         "chebyshev-$order" "legendre-$order" "monomial-$order" "random-$order" hyper "gated-$order"
@@ -30,6 +32,8 @@ models=(auto appnode con-resnet uncon-resnet b-nanode-10 b-nanode-100 "t-nanode-
 datasets=(fashion-mnist)
 [ -f "$cifar_dir/data_batch_1.bin" ] && datasets+=(cifar10)
 nseeds=$(echo $seeds | wc -w)
+started=$(date +%s)
+echo "dataset,model,seed,test_acc,peak_activation_mib,parameter_mib,images_per_s" > "$csv"
 
 {
   echo "# Table 1 at small scale"
@@ -79,6 +83,7 @@ for ds in "${datasets[@]}"; do
       par=$(sed -nE 's/.*parameter memory ([0-9.]+) MiB.*/\1/p' "$log")
       blk=$(sed -nE 's/.*\(ODE blocks ([0-9.]+) MiB\).*/\1/p' "$log")
       ipss+=("$(awk -F, 'NR > 1 { s += $7; n++ } END { if (n) printf "%.0f", s / n }' "$out/metrics.csv")")
+      echo "$ds,$m,$seed,${accs[-1]},$act,$par,${ipss[-1]}" >> "$csv"
     done
     if [ -n "$failed" ]; then
       echo "| $m | failed: $failed | | | | |" >> "$table"
@@ -89,4 +94,13 @@ for ds in "${datasets[@]}"; do
     echo "| $m | $acc | $act | $par | $blk | $ips |" >> "$table"
   done
 done
+elapsed=$(( $(date +%s) - started ))
+{
+  echo
+  echo "The whole table took $((elapsed / 60)) min $((elapsed % 60)) s on this machine ($(nproc) CPU threads), the"
+  echo "build before it not counted."
+  echo
+  echo "![test accuracy and activation memory per family]($(basename "$plot")) (per-run values: [$(basename "$csv")]($(basename "$csv")))"
+} >> "$table"
+/usr/bin/python3 "$root/scripts/plot_results.py" table "$plot" "Table 1 at small scale ($nseeds seeds, $limit_train images)" "$csv"
 cat "$table"
