@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Table 1 at small scale: the paper's model families trained with equal budgets
 # (same data, epochs, steps, optimizer and seeds) on Fashion-MNIST, and on CIFAR-10
-# too when its binary files are in $CIFAR_DIR (default <repo>/data/cifar-10-batches-bin).
+# too when its binary files are in $CIFAR_DIR (default <repo>/data/cifar-10-batches-bin), and on
+# CIFAR-100 when its are in $CIFAR100_DIR (default <repo>/data/cifar-100-binary).
 # Writes a markdown table (test accuracy mean +- std over SEEDS, peak activation
 # memory, parameter memory of the whole model and of the ODE blocks, images/s) to
 # $TABLE_OUT (default docs/table1.md) and prints it.
@@ -26,11 +27,13 @@ table="${TABLE_OUT:-$root/docs/table1.md}"
 csv="${table%.md}.csv"   # one row per run, for the plot
 plot="${table%.md}.png"
 cifar_dir="${CIFAR_DIR:-$root/data/cifar-10-batches-bin}"
+cifar100_dir="${CIFAR100_DIR:-$root/data/cifar-100-binary}"
 models=(auto appnode con-resnet uncon-resnet b-nanode-10 b-nanode-100 "t-nanode-$order" t-nanode-10
         "chebyshev-$order" "legendre-$order" "monomial-$order" "random-$order" hyper "gated-$order"
         "gated-kernel-$order" "householder-$order")
 datasets=(fashion-mnist)
 [ -f "$cifar_dir/data_batch_1.bin" ] && datasets+=(cifar10)
+[ -f "$cifar100_dir/train.bin" ] && datasets+=(cifar100)
 nseeds=$(echo $seeds | wc -w)
 started=$(date +%s)
 echo "dataset,model,seed,test_acc,peak_activation_mib,parameter_mib,images_per_s" > "$csv"
@@ -56,6 +59,7 @@ echo "dataset,model,seed,test_acc,peak_activation_mib,parameter_mib,images_per_s
 for ds in "${datasets[@]}"; do
   extra=()
   [ "$ds" = cifar10 ] && extra=(--data-dir "$cifar_dir" --crop-padding 4 --hflip)
+  [ "$ds" = cifar100 ] && extra=(--data-dir "$cifar100_dir" --crop-padding 4 --hflip)
   {
     echo
     echo "## $ds"
