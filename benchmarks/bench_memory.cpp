@@ -11,6 +11,8 @@
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
+#include <iterator>
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -26,38 +28,52 @@ struct Result {
   double ms;
 };
 
-Result measure(const std::string& method, ode::Gradient mode, int64_t steps, int reps) {
-  manual_seed(0);
-  tv::FamilyOptions fo;
-  fo.order = bench::W1::order;
-  tv::MLPDynamics f("trig", {bench::W1::n, bench::W1::n}, fo, /*final_tanh=*/true);
-  const Tensor x0 = Tensor::uniform({bench::W1::batch, bench::W1::n}, -1, 1);
+/// The W1 block and its input, as every measurement builds them.
+struct Setup {
+  tv::MLPDynamics f;
+  Tensor x0;
   ode::Options o;
-  o.method = method;
-  o.steps = steps;
-  o.gradient = mode;
-  // Parameter gradients exist before the scope, as they would in training.
-  f.zero_grad();
-  {
-    Var loss = mean(square(ode::odeint_final(f, Var(x0), 0.0, 1.0, o)));
-    loss.backward();
+  Setup(const std::string& method, ode::Gradient mode, int64_t steps)
+      : f((manual_seed(0), "trig"), {bench::W1::n, bench::W1::n}, family_options(), /*final_tanh=*/true),
+        x0(Tensor::uniform({bench::W1::batch, bench::W1::n}, -1, 1)) {
+    o.method = method;
+    o.steps = steps;
+    o.gradient = mode;
   }
-  // The peak memory of one step; the time: the median of `reps` steps (one step
-  // on this shared machine moves by +-30%).
-  int64_t peak = 0;
-  std::vector<double> ms;
-  for (int r = 0; r < reps; ++r) {
+  static tv::FamilyOptions family_options() {
+    tv::FamilyOptions fo;
+    fo.order = bench::W1::order;
+    return fo;
+  }
+  /// One training step (forward, loss, backward); its time in ms.
+  double step() {
     const auto t0 = std::chrono::steady_clock::now();
-    PeakMemoryScope scope;
     {
       Var loss = mean(square(ode::odeint_final(f, Var(x0), 0.0, 1.0, o)));
       loss.backward();
     }
-    ms.push_back(std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count());
+    return std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
+  }
+};
+
+double median(std::vector<double> v) {
+  std::sort(v.begin(), v.end());
+  return v[v.size() / 2];
+}
+
+Result measure(const std::string& method, ode::Gradient mode, int64_t steps, int reps) {
+  Setup su(method, mode, steps);
+  su.f.zero_grad();
+  su.step();  // parameter gradients exist before the scope, as they would in training
+  // The peak memory of one step; the time: the median of `reps` steps.
+  int64_t peak = 0;
+  std::vector<double> ms;
+  for (int r = 0; r < reps; ++r) {
+    PeakMemoryScope scope;
+    ms.push_back(su.step());
     peak = std::max(peak, scope.peak_above_start());
   }
-  std::sort(ms.begin(), ms.end());
-  return {peak, ms[ms.size() / 2]};
+  return {peak, median(ms)};
 }
 
 }  // namespace
@@ -106,12 +122,27 @@ int main(int argc, char** argv) {
       std::printf(" %+19.1f%% |\n", 100.0 * growth);
       table.push_back(row);
     }
-    // Times against direct backprop, at the largest L.
+    // Times against direct backprop, at the largest L: each round times one step
+    // of every mode in turn, and the ratio is the median over rounds of the ratio
+    // within a round (this machine's speed moves by up to 2x over seconds, which
+    // the medians of the table's columns, taken minutes apart, do not cancel).
     const size_t last = depths.size() - 1;
-    auto ratio = [&](size_t a, size_t b) { return table[a][last].ms / table[b][last].ms; };
-    std::printf("time at L = %lld against Euler direct: checkpoint %.2fx, adjoint %.2fx; reversible %.2fx of ALF "
-                "direct (%.2fx of Euler direct)\n",
-                static_cast<long long>(depths[last]), ratio(1, 0), ratio(2, 0), ratio(4, 3), ratio(4, 0));
+    std::vector<std::unique_ptr<Setup>> setups;
+    for (const auto& r : rows) {
+      setups.push_back(std::make_unique<Setup>(r.method, r.mode, depths[last]));
+      setups.back()->f.zero_grad();
+      setups.back()->step();  // parameter gradients exist, as in training
+    }
+    std::vector<std::vector<double>> ratios(std::size(rows));
+    for (int round = 0; round < reps; ++round) {
+      std::vector<double> ms;
+      for (auto& su : setups) ms.push_back(su->step());
+      for (size_t r = 0; r < ms.size(); ++r) ratios[r].push_back(ms[r] / ms[r == 4 ? 3 : 0]);
+    }
+    std::printf("time at L = %lld against Euler direct, the median over %d rounds of each round's ratio: checkpoint "
+                "%.2fx, adjoint %.2fx; reversible %.2fx of ALF direct, ALF direct %.2fx of Euler direct\n",
+                static_cast<long long>(depths[last]), reps, median(ratios[1]), median(ratios[2]), median(ratios[4]),
+                median(ratios[3]));
     // The properties the issues ask for, checked where they are printed.
     bool ok = true;
     for (size_t r : {size_t{2}, size_t{4}}) {

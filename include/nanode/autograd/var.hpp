@@ -64,6 +64,17 @@ struct OuterGrad {
   Tensor g;
 };
 
+/// Outer-product gradient terms of one Var not summed yet: sum_s zs[s] (x) gs[s].
+/// grad_stopping_terms hands them over as they are, so that a caller that sums
+/// many vector-Jacobian products (the adjoint and reversible gradients) sums the
+/// terms of many of them in one sweep.
+struct OuterTerms {
+  std::vector<std::vector<double>> zs;
+  std::vector<Tensor> gs;
+  int64_t bytes = 0;  ///< of the gs
+  bool empty() const { return gs.empty(); }
+};
+
 /// What an op's backward fills: one gradient per input, only where needed.
 class GradInputs {
  public:
@@ -370,9 +381,14 @@ inline void check_backward_finite(const VarImpl& node, const Tensor& g, GradInpu
   }
 }
 
+/// run_backward (described above check_backward_finite). `sink_terms` (grad()
+/// with stop_at_sinks only): the outer-product terms of each sink go there
+/// unsummed (indexed as `sinks` maps them); `sink_grads` then holds the dense rest.
 inline void run_backward(const char* api, const std::vector<Var>& roots, const std::vector<Tensor>& grads,
                          bool retain_graph, const std::unordered_map<VarImpl*, size_t>* sinks,
-                         std::vector<GradSlot>* sink_grads, bool stop_at_sinks = false) {
+                         std::vector<GradSlot>* sink_grads, bool stop_at_sinks = false,
+                         std::vector<OuterTerms>* sink_terms = nullptr) {
+  NANODE_CHECK(!sink_terms || (sinks && stop_at_sinks), api, ": unsummed terms need sinks that stop the pass");
   NANODE_CHECK(roots.size() == grads.size(), api, ": ", roots.size(), " outputs but ", grads.size(), " gradients");
   profile::PassTimer pass_timer;
   auto is_sink = [&](VarImpl* v) { return sinks && sinks->count(v) != 0; };
@@ -533,7 +549,17 @@ inline void run_backward(const char* api, const std::vector<Var>& roots, const s
   // In the order the Vars were made, not the map's (which differs between runs).
   std::sort(rest.begin(), rest.end(), [](const VarImpl* a, const VarImpl* b) { return a->seq < b->seq; });
   for (VarImpl* v : rest)
-    if (v->is_leaf || terminal_sink(v)) {
+    if (sink_terms && terminal_sink(v)) {
+      Deferred& d = deferred[v];
+      OuterTerms& out = (*sink_terms)[sinks->at(v)];
+      for (size_t i = 0; i < d.gs.size(); ++i) {
+        out.bytes += d.gs[i].nbytes();
+        out.zs.push_back(std::move(d.zs[i]));
+        out.gs.push_back(std::move(d.gs[i]));
+      }
+      if (d.dense.defined()) deliver(v, std::move(d.dense), "basis_combine");
+      deferred.erase(v);
+    } else if (v->is_leaf || terminal_sink(v)) {
       deliver(v, take_deferred(v), "basis_combine");
       if (ready_hook && v->is_leaf) (*ready_hook)(v);
     }
@@ -543,6 +569,12 @@ inline void run_backward(const char* api, const std::vector<Var>& roots, const s
 /// gradient modes use for their vector-Jacobian products.
 inline std::vector<Tensor> grad_stopping(const std::vector<Var>& outputs, const std::vector<Tensor>& grad_outputs,
                                          const std::vector<Var>& inputs, bool retain_graph = false);
+/// grad_stopping with each input's outer-product terms left unsummed in `terms`
+/// (resized to inputs.size()); its gradient is the returned dense part (undefined
+/// when there is none) plus those terms.
+inline std::vector<Tensor> grad_stopping_terms(const std::vector<Var>& outputs,
+                                               const std::vector<Tensor>& grad_outputs,
+                                               const std::vector<Var>& inputs, std::vector<OuterTerms>& terms);
 
 }  // namespace detail
 
@@ -584,7 +616,7 @@ class LeafReadyHook {
 namespace detail {
 inline std::vector<Tensor> grad_impl(const std::vector<Var>& outputs, const std::vector<Tensor>& grad_outputs,
                                      const std::vector<Var>& inputs, bool retain_graph, bool allow_unused,
-                                     bool stop_at_inputs) {
+                                     bool stop_at_inputs, std::vector<OuterTerms>* terms = nullptr) {
   NANODE_CHECK(!outputs.empty(), "grad: no outputs given");
   std::unordered_map<VarImpl*, size_t> sinks;
   for (size_t i = 0; i < inputs.size(); ++i) {
@@ -596,10 +628,16 @@ inline std::vector<Tensor> grad_impl(const std::vector<Var>& outputs, const std:
   std::vector<GradSlot> got(sinks.size());
   std::vector<Tensor> seeds = grad_outputs;
   if (seeds.empty()) seeds.resize(outputs.size());
-  run_backward("grad", outputs, seeds, retain_graph, &sinks, &got, stop_at_inputs);
+  std::vector<OuterTerms> got_terms(terms ? sinks.size() : 0);
+  run_backward("grad", outputs, seeds, retain_graph, &sinks, &got, stop_at_inputs, terms ? &got_terms : nullptr);
   std::vector<Tensor> out(inputs.size());
+  if (terms) terms->assign(inputs.size(), OuterTerms{});
   for (size_t i = 0; i < inputs.size(); ++i) {
     out[i] = got[sinks.at(inputs[i].impl().get())].g;
+    if (terms) {
+      (*terms)[i] = got_terms[sinks.at(inputs[i].impl().get())];  // a Var given twice gets them twice, as out does
+      if (!(*terms)[i].empty()) continue;
+    }
     NANODE_CHECK(out[i].defined() || allow_unused, "grad: input ", i, " (", inputs[i].describe(),
                  ") was not used to compute the outputs; pass allow_unused = true to get an undefined gradient for it");
   }
@@ -609,6 +647,13 @@ inline std::vector<Tensor> grad_impl(const std::vector<Var>& outputs, const std:
 inline std::vector<Tensor> grad_stopping(const std::vector<Var>& outputs, const std::vector<Tensor>& grad_outputs,
                                          const std::vector<Var>& inputs, bool retain_graph) {
   return grad_impl(outputs, grad_outputs, inputs, retain_graph, /*allow_unused=*/true, /*stop_at_inputs=*/true);
+}
+
+inline std::vector<Tensor> grad_stopping_terms(const std::vector<Var>& outputs,
+                                               const std::vector<Tensor>& grad_outputs,
+                                               const std::vector<Var>& inputs, std::vector<OuterTerms>& terms) {
+  return grad_impl(outputs, grad_outputs, inputs, /*retain_graph=*/false, /*allow_unused=*/true,
+                   /*stop_at_inputs=*/true, &terms);
 }
 }  // namespace detail
 

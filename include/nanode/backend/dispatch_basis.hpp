@@ -78,24 +78,32 @@ inline Tensor basis_combine_backward(const Tensor& g, const std::vector<double>&
 /// over its uses in one sweep on the CPU (a block of the result stays in cache
 /// while the terms stream through; s in order, so the sum does not depend on the
 /// thread count); elsewhere one basis_combine_backward per term.
-inline Tensor outer_sum(const std::vector<std::vector<double>>& zs, const std::vector<Tensor>& gs, const Shape& shape) {
+namespace detail {
+/// outer_sum into `out` (overwritten, or added to with `accumulate`).
+inline void outer_sum_to(Tensor& out, const std::vector<std::vector<double>>& zs, const std::vector<Tensor>& gs,
+                         bool accumulate) {
   NANODE_CHECK(!gs.empty() && zs.size() == gs.size(), "outer_sum: ", zs.size(), " z vectors for ", gs.size(), " terms");
   const Tensor& g0 = gs[0];
-  if (!g0.device().is_cpu()) {
-    Tensor acc = basis_combine_backward(gs[0], zs[0]);
-    for (size_t s = 1; s < gs.size(); ++s) axpy_(acc, 1.0, basis_combine_backward(gs[s], zs[s]));
-    return acc;
-  }
   const int64_t n = g0.numel();
   const int K = static_cast<int>(zs[0].size());
   const int S = static_cast<int>(gs.size());
+  NANODE_CHECK(out.numel() == static_cast<int64_t>(K) * n, "outer_sum: shape ", out.shape(), " is not [", K, ", ",
+               g0.shape(), "]");
+  NANODE_CHECK(out.dtype() == g0.dtype() && out.device() == g0.device(), "outer_sum: the result is ", out.dtype(),
+               " on ", out.device(), ", the terms ", g0.dtype(), " on ", g0.device());
+  if (!g0.device().is_cpu()) {
+    for (size_t s = 0; s < gs.size(); ++s) {
+      Tensor part = basis_combine_backward(gs[s], zs[s]).reshape(out.shape());
+      if (s == 0 && !accumulate) out.copy_(part);
+      else axpy_(out, 1.0, part);
+    }
+    return;
+  }
   for (int s = 0; s < S; ++s)
     NANODE_CHECK(gs[s].numel() == n && gs[s].dtype() == g0.dtype() && gs[s].device().is_cpu() &&
                      static_cast<int>(zs[s].size()) == K,
                  "outer_sum: term ", s, " does not match the first");
-  Tensor out = Tensor::empty(shape, g0.dtype(), g0.device());
-  NANODE_CHECK(out.numel() == static_cast<int64_t>(K) * n, "outer_sum: shape ", shape, " is not [", K, ", ", g0.shape(), "]");
-  if (out.numel() == 0) return out;
+  if (out.numel() == 0) return;
   dispatch_float(g0.dtype(), "outer_sum", [&](auto tag) {
     using T = decltype(tag);
     std::vector<const T*> gp(static_cast<size_t>(S));
@@ -105,8 +113,26 @@ inline Tensor outer_sum(const std::vector<std::vector<double>>& zs, const std::v
       for (int k = 0; k < K; ++k)
         zt[static_cast<size_t>(s * K + k)] = static_cast<T>(zs[static_cast<size_t>(s)][static_cast<size_t>(k)]);
     }
-    cpu::outer_sum<T>(gp.data(), zt.data(), S, K, out.data<T>(), n);
+    cpu::outer_sum<T>(gp.data(), zt.data(), S, K, out.data<T>(), n, accumulate);
   });
+}
+}  // namespace detail
+
+/// out += sum_s z_s (x) g_s, in place (out contiguous, of shape [K, g.shape...]).
+inline void outer_sum_add_(Tensor& out, const std::vector<std::vector<double>>& zs, const std::vector<Tensor>& gs) {
+  detail::outer_sum_to(out, zs, gs, /*accumulate=*/true);
+}
+
+inline Tensor outer_sum(const std::vector<std::vector<double>>& zs, const std::vector<Tensor>& gs, const Shape& shape) {
+  NANODE_CHECK(!gs.empty() && zs.size() == gs.size(), "outer_sum: ", zs.size(), " z vectors for ", gs.size(), " terms");
+  const Tensor& g0 = gs[0];
+  if (!g0.device().is_cpu()) {
+    Tensor acc = basis_combine_backward(gs[0], zs[0]);
+    for (size_t s = 1; s < gs.size(); ++s) axpy_(acc, 1.0, basis_combine_backward(gs[s], zs[s]));
+    return acc;
+  }
+  Tensor out = Tensor::empty(shape, g0.dtype(), g0.device());
+  detail::outer_sum_to(out, zs, gs, /*accumulate=*/false);
   return out;
 }
 

@@ -74,6 +74,9 @@ class Tensor {
 
   // ---- properties -----------------------------------------------------------
   bool defined() const { return storage_ != nullptr; }
+  /// No other Tensor (view or copy of the handle) shares this one's storage: an
+  /// in-place update changes no value anyone else can see.
+  bool sole_owner() const { return storage_ != nullptr && storage_.use_count() == 1; }
   const Shape& shape() const { return shape_; }
   int ndim() const { return shape_.ndim(); }
   int64_t numel() const { return shape_.numel(); }

@@ -84,11 +84,12 @@ inline std::vector<Var> odeint_alf(Dynamics& f, const Var& x0, const std::vector
   return stacked_result("odeint_reversible", out_t, x0, captured->vars,
                         [fp, plan, out_t, v_t, captured, xshape, stats](const Tensor& G, GradInputs& gi) {
     const size_t P = captured->vars.size(), E = plan->grid.size() - 1;
-    std::vector<nanode::detail::GradSlot> gp(P);  // summed over steps, in place after the first
-    auto add_captured = [&](const std::vector<Tensor>& g) {
-      for (size_t p = 0; p < P; ++p)
-        if (g[1 + p].defined())
-          nanode::detail::add_into(gp[p].g, gp[p].shared, g[1 + p], captured->vars[p].shape(), "odeint_reversible");
+    std::vector<GradSum> gp(P);  // summed over steps, in place after the first
+    auto add_captured = [&](const std::vector<Tensor>& g, std::vector<nanode::OuterTerms>& terms) {
+      for (size_t p = 0; p < P; ++p) {
+        gp[p].add(g[1 + p], captured->vars[p].shape(), "odeint_reversible");
+        gp[p].add_terms(std::move(terms[1 + p]), captured->vars[p].data());
+      }
     };
     // The vector-Jacobian product of f(s, .) at `at` with `seed`, on a local graph:
     // returns f's value and adds the captured Vars' parts; `gx` gets the state's.
@@ -105,9 +106,11 @@ inline std::vector<Var> odeint_alf(Dynamics& f, const Var& x0, const std::vector
       if (seed.defined() && fx.requires_grad()) {
         std::vector<Var> inputs{xl};
         inputs.insert(inputs.end(), captured->vars.begin(), captured->vars.end());
-        std::vector<Tensor> g = nanode::detail::grad_stopping({fx}, {seed}, inputs);
+        std::vector<nanode::OuterTerms> terms;
+        std::vector<Tensor> g = nanode::detail::grad_stopping_terms({fx}, {seed}, inputs, terms);
         gx = g[0];
-        add_captured(g);
+        if (!terms[0].empty()) gx = add_maybe(gx, backend::outer_sum(terms[0].zs, terms[0].gs, at.shape()));
+        add_captured(g, terms);
       }
       return fx.data();
     };
@@ -173,7 +176,7 @@ inline std::vector<Var> odeint_alf(Dynamics& f, const Var& x0, const std::vector
     ax = add_maybe(ax, g0);
     if (gi.need(0)) gi.set(0, ax.defined() ? ax : Tensor::zeros(xshape, G.dtype(), G.device()));
     for (size_t p = 0; p < P; ++p)
-      if (gi.need(p + 1) && gp[p].g.defined()) gi.set(p + 1, gp[p].g);
+      if (Tensor g = gp[p].take(captured->vars[p].shape()); gi.need(p + 1) && g.defined()) gi.set(p + 1, g);
   });
 }
 

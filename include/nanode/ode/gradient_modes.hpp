@@ -159,13 +159,12 @@ inline std::vector<Var> odeint_adjoint(Dynamics& f, const Tableau& tb, const Var
     const size_t T = out_t.size();
     const size_t P = captured->vars.size();
     // Augmented state [x, a, g_1..g_P], integrated from t[T-1] back to t[0].
-    AdjointSystem::State s(2 + P);
-    s[0] = out_t[T - 1];
-    s[1] = output_grad(G, T - 1, xshape);
+    AdjointSystem::State s = sys.start(out_t[T - 1], output_grad(G, T - 1, xshape));
     for (size_t j = T - 1; j > 0; --j) {
       if (fixed_steps(o)) {
         for (size_t i = plan->out_index[j]; i > plan->out_index[j - 1]; --i) {
           s = rk_step(sys, *tbp, plan->grid[i], plan->grid[i - 1], s, nullptr, nullptr);
+          sys.settle(s, /*all=*/false);
           ++stats->backward_steps;
         }
       } else {
@@ -178,19 +177,22 @@ inline std::vector<Var> odeint_adjoint(Dynamics& f, const Tableau& tb, const Var
         int64_t taken = 0, rejected = 0;
         for (size_t q = 0; q + 1 < stops.size(); ++q)
           s = adaptive_segment(sys, *tbp, s, stops[q], stops[q + 1], h, o.rtol, o.atol, o.max_steps, *stats, taken,
-                               rejected, [&](double, const AdjointSystem::State&) {
+                               rejected, [&](double, AdjointSystem::State& accepted) {
+                                 sys.settle(accepted, /*all=*/false);
                                  ++stats->backward_steps;
                                  return false;
                                });
       }
       // Back at an output time: the stored forward state is more accurate than
       // the backward-integrated one; the output's own gradient joins a.
-      s[0] = out_t[j - 1];
-      s[1] = add_maybe(s[1], output_grad(G, j - 1, xshape));
+      s.v[0] = out_t[j - 1];
+      s.v[1] = add_maybe(s.v[1], output_grad(G, j - 1, xshape));
+      sys.settle(s, /*all=*/false);
     }
-    if (gi.need(0)) gi.set(0, s[1].defined() ? s[1] : Tensor::zeros(xshape, G.dtype(), G.device()));
+    sys.settle(s, /*all=*/true);
+    if (gi.need(0)) gi.set(0, s.v[1].defined() ? s.v[1] : Tensor::zeros(xshape, G.dtype(), G.device()));
     for (size_t p = 0; p < P; ++p)
-      if (gi.need(p + 1) && s[2 + p].defined()) gi.set(p + 1, s[2 + p]);
+      if (gi.need(p + 1) && s.v[2 + p].defined()) gi.set(p + 1, s.v[2 + p]);
   });
 }
 

@@ -235,7 +235,8 @@ double initial_step(Sys& sys, const Tableau& tb, double t0, double t1, const typ
 }
 
 /// Adaptive integration of `x` from t0 to t1, landing exactly on t1. `h` carries the
-/// step size between calls. After each accepted step, on_accept(t, x) runs; when it
+/// step size between calls. After each accepted step, on_accept(t, x) runs (x is
+/// the accepted state; it may change it, as the adjoint's settle() does); when it
 /// returns true the next step starts afresh (no FSAL reuse).
 template <class Sys, class OnAccept>
 typename Sys::State adaptive_segment(Sys& sys, const Tableau& tb, typename Sys::State x, double t0, double t1,
@@ -258,7 +259,7 @@ typename Sys::State adaptive_segment(Sys& sys, const Tableau& tb, typename Sys::
     if (!std::isfinite(e)) e = std::numeric_limits<double>::infinity();
     if (e <= 1.0) {
       t = t_next;
-      x = xn;
+      x = std::move(xn);  // x alone holds the step's result: on_accept may update it in place
       k = on_accept(t, x) ? S() : kk;
       NANODE_CHECK(++steps_taken <= max_steps, "odeint: more than max_steps = ", max_steps,
                    " steps (reached t = ", t, "); raise max_steps or loosen rtol/atol");
@@ -418,30 +419,120 @@ struct VarSystem {
   static bool defined(const Var& v) { return v.defined(); }
 };
 
+/// One captured Var's gradient summed over many vector-Jacobian products: dense
+/// parts are added in place; outer-product terms (the gradient of basis
+/// coefficients, z(t) (x) dW per use) are kept and summed in one sweep once they
+/// hold half the gradient's bytes. A step then costs a pass over its W(t)
+/// gradient, not over all the coefficients (the reversible gradient).
+struct GradSum {
+  Tensor dense;
+  bool shared = false;
+  nanode::OuterTerms pending;
+
+  void add(Tensor g, const Shape& shape, const char* op) {
+    if (g.defined()) nanode::detail::add_into(dense, shared, std::move(g), shape, op);
+  }
+  /// Terms of the gradient of `var` (the Var's own data: shape and size).
+  void add_terms(nanode::OuterTerms t, const Tensor& var) {
+    if (t.empty()) return;
+    // The sum from the first term on: the memory a pass holds does not depend on
+    // how many steps it has (no sum appears mid-pass as the steps grow).
+    if (!dense.defined()) dense = Tensor::zeros(var.shape(), var.dtype(), var.device()), shared = false;
+    for (size_t i = 0; i < t.gs.size(); ++i) {
+      pending.bytes += t.gs[i].nbytes();
+      pending.zs.push_back(std::move(t.zs[i]));
+      pending.gs.push_back(std::move(t.gs[i]));
+    }
+    if (2 * pending.bytes > static_cast<int64_t>(var.nbytes())) settle(var.shape());
+  }
+  /// Sums the pending terms into the dense part.
+  void settle(const Shape& shape) {
+    if (pending.empty()) return;
+    if (!dense.defined()) {
+      dense = backend::outer_sum(pending.zs, pending.gs, shape);
+      shared = false;
+    } else {
+      if (shared || !dense.sole_owner()) dense = dense.clone(), shared = false;
+      backend::outer_sum_add_(dense, pending.zs, pending.gs);
+    }
+    pending = nanode::OuterTerms{};
+  }
+  Tensor take(const Shape& shape) {
+    settle(shape);
+    return dense;
+  }
+};
+
+/// An outer-product term of an adjoint parameter gradient, in a list shared by
+/// the states of a step (a combination only puts terms in front).
+struct AdjointTerm {
+  std::vector<double> z;
+  Tensor g;
+  int64_t bytes = 0;  ///< of g and every term after it
+  std::shared_ptr<const AdjointTerm> next;
+};
+
 /// The adjoint's augmented state [x, a, g_1..g_P] with
 /// dx/dt = f, da/dt = -a df/dx, dg_i/dt = -a df/dtheta_i. Components 1.. hold the
-/// vector-Jacobian products with a + sign; comb applies the minus.
+/// vector-Jacobian products with a + sign; comb applies the minus. A g_i is a
+/// dense part plus outer-product terms not summed yet (basis coefficients: each
+/// evaluation's z(t) (x) dW); settle() sums them in one sweep every few steps, so
+/// that a step does not pass over all the coefficients twice.
 struct AdjointSystem {
-  using State = std::vector<Tensor>;
+  struct State {
+    std::vector<Tensor> v;                                   ///< x, a, then the g_i's dense parts
+    std::vector<std::shared_ptr<const AdjointTerm>> terms;  ///< per g_i, newest first
+  };
   Dynamics& f;
   const Captured& captured;
   Stats& stats;
+
+  /// The state at the end time: the parameter gradients start at zero (summed in
+  /// place from the first step on, so the memory does not depend on the steps).
+  State start(const Tensor& x, const Tensor& a) const {
+    State s;
+    s.v.resize(2 + captured.vars.size());
+    s.v[0] = x;
+    s.v[1] = a;
+    for (size_t p = 0; p < captured.vars.size(); ++p) {
+      const Tensor& w = captured.vars[p].data();
+      s.v[2 + p] = Tensor::zeros(w.shape(), w.dtype(), w.device());
+    }
+    s.terms.resize(captured.vars.size());
+    return s;
+  }
   State eval(double t, const State& s) {
     ++stats.backward_evals;
     EnableGradGuard eg;
     const uint64_t boundary = next_var_seq();
-    Var xl(s[0], true);
+    Var xl(s.v[0], true);
     Var fx = f.forward(t, xl);
-    NANODE_CHECK(fx.defined() && fx.shape() == s[0].shape(), "odeint: dynamics returned shape ",
-                 fx.defined() ? fx.shape().str() : std::string("undefined"), " for a state of shape ", s[0].shape());
+    NANODE_CHECK(fx.defined() && fx.shape() == s.v[0].shape(), "odeint: dynamics returned shape ",
+                 fx.defined() ? fx.shape().str() : std::string("undefined"), " for a state of shape ",
+                 s.v[0].shape());
     captured.check({fx}, boundary, t);
-    State d(s.size());
-    d[0] = fx.data();
+    State d;
+    d.v.resize(s.v.size());
+    d.terms.resize(captured.vars.size());
+    d.v[0] = fx.data();
     if (fx.requires_grad()) {
       std::vector<Var> inputs{xl};
       inputs.insert(inputs.end(), captured.vars.begin(), captured.vars.end());
-      std::vector<Tensor> g = nanode::detail::grad_stopping({fx}, {s[1]}, inputs);
-      for (size_t i = 0; i < g.size(); ++i) d[1 + i] = std::move(g[i]);
+      std::vector<nanode::OuterTerms> terms;
+      std::vector<Tensor> g = nanode::detail::grad_stopping_terms({fx}, {s.v[1]}, inputs, terms);
+      for (size_t i = 0; i < g.size(); ++i) d.v[1 + i] = std::move(g[i]);
+      if (!terms[0].empty()) {  // a dynamics that combines its state as basis coefficients
+        Tensor ga = backend::outer_sum(terms[0].zs, terms[0].gs, s.v[0].shape());
+        d.v[1] = d.v[1].defined() ? backend::binary(BinaryOp::Add, d.v[1], ga) : ga;
+      }
+      for (size_t p = 0; p < captured.vars.size(); ++p) {
+        auto& tp = terms[1 + p];
+        for (size_t q = 0; q < tp.gs.size(); ++q)
+          d.terms[p] = std::make_shared<const AdjointTerm>(
+              AdjointTerm{std::move(tp.zs[q]), tp.gs[q],
+                          static_cast<int64_t>(tp.gs[q].nbytes()) + (d.terms[p] ? d.terms[p]->bytes : 0),
+                          d.terms[p]});
+      }
     }
     return d;
   }
@@ -455,38 +546,93 @@ struct AdjointSystem {
     return comb(x, all, call);
   }
   State comb(const State* x, const std::vector<const State*>& ks, const std::vector<double>& cs) {
-    // Every component in one pass (one launch on CUDA): x with +cs, the
-    // vector-Jacobian products with -cs.
-    const size_t n = x ? x->size() : ks.front()->size();
-    std::vector<Tensor> xs(n), like(n);
-    std::vector<double> sign(n);
-    std::vector<std::vector<Tensor>> kt(ks.size(), std::vector<Tensor>(n));
+    const size_t n = x ? x->v.size() : ks.front()->v.size();
+    State out;
+    out.v.resize(n);
+    // Dense parts: every component some term has, in one pass (one launch on
+    // CUDA): x with +cs, the vector-Jacobian products with -cs. A component no
+    // term has keeps x's tensor.
+    std::vector<size_t> comp;
     for (size_t c = 0; c < n; ++c) {
-      if (x) xs[c] = (*x)[c];
-      like[c] = c >= 2 ? captured.vars[c - 2].data() : (x ? (*x)[0] : Tensor());
-      sign[c] = c == 0 ? 1.0 : -1.0;
-      for (size_t j = 0; j < ks.size(); ++j) {
-        kt[j][c] = (*ks[j])[c];
-        if (!like[c].defined() && kt[j][c].defined()) like[c] = kt[j][c];
-      }
+      bool any = false;
+      for (const State* k : ks) any = any || k->v[c].defined();
+      if (any) comp.push_back(c);
+      else if (x) out.v[c] = x->v[c];
     }
-    return backend::multi_lincomb(xs, kt, cs, sign, like);
+    if (!comp.empty()) {
+      std::vector<Tensor> xs(comp.size()), like(comp.size());
+      std::vector<double> sign(comp.size());
+      std::vector<std::vector<Tensor>> kt(ks.size(), std::vector<Tensor>(comp.size()));
+      for (size_t i = 0; i < comp.size(); ++i) {
+        const size_t c = comp[i];
+        if (x) xs[i] = x->v[c];
+        like[i] = c >= 2 ? captured.vars[c - 2].data() : (x ? x->v[0] : Tensor());
+        sign[i] = c == 0 ? 1.0 : -1.0;
+        for (size_t j = 0; j < ks.size(); ++j) {
+          kt[j][i] = ks[j]->v[c];
+          if (!like[i].defined() && kt[j][i].defined()) like[i] = kt[j][i];
+        }
+      }
+      std::vector<Tensor> r = backend::multi_lincomb(xs, kt, cs, sign, like);
+      for (size_t i = 0; i < comp.size(); ++i) out.v[comp[i]] = std::move(r[i]);
+    }
+    // Terms: x's list, then each term's with its coefficient folded into z.
+    const size_t P = captured.vars.size();
+    out.terms.resize(P);
+    for (size_t p = 0; p < P; ++p) {
+      std::shared_ptr<const AdjointTerm> list = x ? x->terms[p] : nullptr;
+      for (size_t j = 0; j < ks.size(); ++j)
+        for (const AdjointTerm* t = ks[j]->terms[p].get(); t; t = t->next.get()) {
+          std::vector<double> z = t->z;
+          for (double& zk : z) zk *= -cs[j];
+          const int64_t b = t->g.nbytes() + (list ? list->bytes : 0);
+          list = std::make_shared<const AdjointTerm>(AdjointTerm{std::move(z), t->g, b, std::move(list)});
+        }
+      out.terms[p] = std::move(list);
+    }
+    return out;
+  }
+  /// Sums a g_i's terms into its dense part once they hold half its bytes, or all
+  /// of them: the driver calls it after each accepted step (the combinations
+  /// inside a step only add that step's terms). In place when no other state
+  /// shares the dense part.
+  void settle(State& s, bool all) const {
+    for (size_t p = 0; p < s.terms.size(); ++p) {
+      const AdjointTerm* head = s.terms[p].get();
+      if (!head) continue;
+      const int64_t size = static_cast<int64_t>(captured.vars[p].data().nbytes());
+      if (!all && 2 * head->bytes <= size) continue;
+      nanode::OuterTerms t;
+      for (const AdjointTerm* q = head; q; q = q->next.get()) t.zs.push_back(q->z), t.gs.push_back(q->g);
+      std::reverse(t.zs.begin(), t.zs.end());  // oldest first
+      std::reverse(t.gs.begin(), t.gs.end());
+      Tensor& d = s.v[2 + p];
+      if (!d.defined()) {
+        d = backend::outer_sum(t.zs, t.gs, captured.vars[p].shape());
+      } else {
+        if (!d.sole_owner()) d = d.clone();
+        backend::outer_sum_add_(d, t.zs, t.gs);
+      }
+      // Unlinked one by one: a long list must not free itself recursively.
+      std::shared_ptr<const AdjointTerm> rest = std::move(s.terms[p]);
+      while (rest && rest.use_count() == 1) rest = rest->next;
+    }
   }
   /// Error norm over x and a (the parameter gradients are quadratures of them).
   double norm(const State& v, const State& a, const State& b, double atol, double rtol) {
     double ss = 0;
     int64_t n = 0;
     for (size_t c = 0; c < 2; ++c) {
-      if (!v[c].defined()) continue;
-      const Tensor& ta = a[c].defined() ? a[c] : v[c];
-      const Tensor& tb = b[c].defined() ? b[c] : v[c];
-      const double r = backend::scaled_rms(v[c], ta, tb, atol, rtol);
-      ss += r * r * static_cast<double>(v[c].numel());
-      n += v[c].numel();
+      if (!v.v[c].defined()) continue;
+      const Tensor& ta = a.v[c].defined() ? a.v[c] : v.v[c];
+      const Tensor& tb = b.v[c].defined() ? b.v[c] : v.v[c];
+      const double r = backend::scaled_rms(v.v[c], ta, tb, atol, rtol);
+      ss += r * r * static_cast<double>(v.v[c].numel());
+      n += v.v[c].numel();
     }
     return n ? std::sqrt(ss / static_cast<double>(n)) : 0.0;
   }
-  static bool defined(const State& s) { return !s.empty(); }
+  static bool defined(const State& s) { return !s.v.empty(); }
 };
 
 /// The step plan of a solve: grid points from t.front() to t.back() and, for each

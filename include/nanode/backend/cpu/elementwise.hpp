@@ -165,16 +165,18 @@ void outer_scale(const T* gw, const T* z, int nk, T* g, int64_t n) {
   });
 }
 
-/// out[k, :] = sum_s z[s K + k] g[s][:] for S vectors g[s] of n elements: blocks of
-/// the result stay in cache while the terms stream through once; s in order.
+/// out[k, :] = sum_s z[s K + k] g[s][:] (+= with `accumulate`) for S vectors g[s]
+/// of n elements: blocks of the result stay in cache while the terms stream
+/// through once; s in order.
 template <class T>
-void outer_sum(const T* const* g, const T* z, int S, int K, T* out, int64_t n) {
+void outer_sum(const T* const* g, const T* z, int S, int K, T* out, int64_t n, bool accumulate = false) {
   constexpr int64_t kBlock = 1024;
   const int64_t blocks = (n + kBlock - 1) / kBlock;
   parallel_for(blocks, 1, [&](int64_t b0, int64_t b1) {
     for (int64_t b = b0; b < b1; ++b) {
       const int64_t j0 = b * kBlock, len = std::min(kBlock, n - j0);
-      for (int k = 0; k < K; ++k) ArrMap<T>(out + k * n + j0, len).setZero();
+      if (!accumulate)
+        for (int k = 0; k < K; ++k) ArrMap<T>(out + k * n + j0, len).setZero();
       for (int s = 0; s < S; ++s) {
         const CArrMap<T> gs(g[s] + j0, len);
         for (int k = 0; k < K; ++k) ArrMap<T>(out + k * n + j0, len) += z[s * K + k] * gs;
