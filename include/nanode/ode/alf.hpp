@@ -108,8 +108,7 @@ inline std::vector<Var> odeint_alf(Dynamics& f, const Var& x0, const std::vector
         inputs.insert(inputs.end(), captured->vars.begin(), captured->vars.end());
         std::vector<nanode::OuterTerms> terms;
         std::vector<Tensor> g = nanode::detail::grad_stopping_terms({fx}, {seed}, inputs, terms);
-        gx = g[0];
-        if (!terms[0].empty()) gx = add_maybe(gx, backend::outer_sum(terms[0].zs, terms[0].gs, at.shape()));
+        gx = summed(g[0], terms[0], at.shape());
         add_captured(g, terms);
       }
       return fx.data();

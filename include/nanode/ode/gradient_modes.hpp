@@ -4,6 +4,7 @@
 #include <utility>
 
 #include "nanode/ode/odeint.hpp"
+#include "nanode/ode/adjoint_system.hpp"
 
 namespace nanode::ode {
 namespace detail {
