@@ -155,6 +155,48 @@ TEST_CASE("parallel broadcast and reduction paths agree with plain loops", "[ops
   CHECK(backend::sum_all(big).item() == Approx(acc));
 }
 
+TEST_CASE("the CPU's fused bias + activation + RK stage equals the separate ops", "[ops]") {
+  // backend::bias_act_lincomb in one pass against binary add, unary and lincomb:
+  // both dtypes, rows that split into several chunks and a single odd row, with
+  // and without bias and x, an undefined term and a zero coefficient.
+  Generator g(31);
+  for (DType dt : {DType::Float32, DType::Float64}) {
+    for (const Shape& shape : {Shape({700, 129}), Shape({37}), Shape({3, 5, 8})}) {
+      const int64_t cols = shape[shape.ndim() - 1];
+      Tensor pre = Tensor::uniform(shape, -3, 3, g, dt), bias = Tensor::uniform({cols}, -1, 1, g, dt);
+      Tensor x = Tensor::uniform(shape, -1, 1, g, dt), k1 = Tensor::uniform(shape, -1, 1, g, dt),
+             k2 = Tensor::uniform(shape, -1, 1, g, dt);
+      for (UnaryOp act : {UnaryOp::Tanh, UnaryOp::Sigmoid})
+        for (bool with_bias : {true, false})
+          for (bool with_x : {true, false}) {
+            const std::vector<Tensor> ks{k1, Tensor(), k2};
+            const std::vector<double> cs{0.25, 0.5, 0.0};
+            const Tensor b = with_bias ? bias : Tensor(), xx = with_x ? x : Tensor();
+            auto [k, out] = backend::bias_act_lincomb(pre, b, act, xx, ks, cs, -0.125);
+            Tensor k_want = backend::unary(act, with_bias ? backend::binary(BinaryOp::Add, pre, bias) : pre);
+            Tensor out_want = backend::lincomb(xx, {k1, Tensor(), k2, k_want}, {0.25, 0.5, 0.0, -0.125}, pre);
+            INFO(dtype_name(dt) << " " << shape << (act == UnaryOp::Tanh ? " tanh" : " sigmoid")
+                                << (with_bias ? " bias" : "") << (with_x ? " x" : ""));
+            const double tol = dt == DType::Float32 ? 1e-6 : 1e-15;
+            const auto kv = k.to_vector<double>(), kw = k_want.to_vector<double>();
+            const auto ov = out.to_vector<double>(), ow = out_want.to_vector<double>();
+            REQUIRE(kv.size() == kw.size());
+            double dk = 0, dout = 0;
+            for (size_t i = 0; i < kv.size(); ++i) {
+              dk = std::max(dk, std::abs(kv[i] - kw[i]));
+              dout = std::max(dout, std::abs(ov[i] - ow[i]));
+            }
+            CHECK(dk <= tol);
+            CHECK(dout <= tol);
+            // The stage itself, from a hand loop over the returned k.
+            const auto xv = x.to_vector<double>(), k1v = k1.to_vector<double>();
+            for (size_t i = 0; i < kv.size(); i += 97)
+              REQUIRE(ov[i] == Approx((with_x ? xv[i] : 0.0) + 0.25 * k1v[i] - 0.125 * kv[i]).margin(4 * tol));
+          }
+    }
+  }
+}
+
 TEST_CASE("Winograd 3x3 convolution equals im2col, forward and backward", "[ops][conv]") {
   // conv2d picks Winograd from min_channels() input channels on; below, im2col.
   CHECK(cpu::winograd::applicable(backend::conv2d_geom("conv2d", Shape{2, 16, 8, 8}, Shape{4, 16, 3, 3}, {1, 1, 1, 1})));

@@ -414,9 +414,9 @@ inline std::vector<Tensor> multi_lincomb(const std::vector<Tensor>& x, const std
 
 /// The RK stage fused with the dynamics' last bias and activation:
 /// k = act(pre + bias) (bias [C] along pre's last axis, or undefined; act Tanh or
-/// Sigmoid) and out = x + sum_j cs[j] ks[j] + c_new k. Returns {k, out}. On CUDA one
-/// kernel; on the CPU the bias add, activation and lincomb (its twin: the same
-/// numbers as the unfused ops).
+/// Sigmoid) and out = x + sum_j cs[j] ks[j] + c_new k. Returns {k, out}. One pass:
+/// one kernel on CUDA, one parallel region on the CPU (cpu::bias_act_lincomb, the
+/// kernel's twin; the terms summed in lincomb's order).
 inline std::pair<Tensor, Tensor> bias_act_lincomb(const Tensor& pre, const Tensor& bias, UnaryOp act, const Tensor& x,
                                                   const std::vector<Tensor>& ks, const std::vector<double>& cs,
                                                   double c_new) {
@@ -451,12 +451,21 @@ inline std::pair<Tensor, Tensor> bias_act_lincomb(const Tensor& pre, const Tenso
                                pre.device().index);
     return {k, out};
   }
-  Tensor k = unary(act, bias.defined() ? binary(BinaryOp::Add, pre, bias) : pre);
-  std::vector<Tensor> all(ks);
-  std::vector<double> call(cs);
-  all.push_back(k);
-  call.push_back(c_new);
-  return {k, lincomb(x, all, call)};
+  Tensor k = empty_like(pre), out = empty_like(pre);
+  if (pre.numel() == 0) return {k, out};
+  dispatch_float(pre.dtype(), "bias_act_lincomb", [&](auto tag) {
+    using T = decltype(tag);
+    std::vector<const T*> kp(ks.size());
+    std::vector<T> cv(cs.size());
+    for (size_t j = 0; j < ks.size(); ++j) {
+      kp[j] = ks[j].defined() && cs[j] != 0.0 ? ks[j].data<T>() : nullptr;
+      cv[j] = static_cast<T>(cs[j]);
+    }
+    cpu::bias_act_lincomb<T>(act, pre.data<T>(), bias.defined() ? bias.data<T>() : nullptr, pre.size(-1),
+                             x.defined() ? x.data<T>() : nullptr, kp.data(), cv.data(), static_cast<int>(ks.size()),
+                             static_cast<T>(c_new), k.data<T>(), out.data<T>(), pre.numel());
+  });
+  return {k, out};
 }
 
 /// RMS of err / (atol + rtol max(|a|, |b|)) over all elements: the adaptive

@@ -4,10 +4,12 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
+#include <vector>
 
 #include <Eigen/Core>
 
 #include "nanode/backend/cpu/parallel.hpp"
+#include "nanode/core/error.hpp"
 #include "nanode/backend/op_codes.hpp"
 #include "nanode/backend/unary_ops.hpp"
 
@@ -125,32 +127,75 @@ void axpy(T alpha, const T* x, T* y, int64_t n) {
 /// memory per chunk; the Runge-Kutta stage update and the time-basis combination.
 /// The terms are summed first and x added last, so a step rounds once at the
 /// state's magnitude (adding each small term to x in turn rounds at it each time).
+namespace detail {
+/// out[s, s + m) = x + sum_j c[j] k[j] over that range, in blocks that stay in L1
+/// across the terms (null k[j] are skipped; x may be null).
+template <class T>
+void lincomb_range(const T* x, const T* const* k, const T* c, int nk, T* out, int64_t s0, int64_t e0) {
+  constexpr int64_t kBlock = 2048;
+  for (int64_t s = s0; s < e0; s += kBlock) {
+    const int64_t m = std::min(kBlock, e0 - s);
+    ArrMap<T> O(out + s, m);
+    bool first = true;
+    for (int j = 0; j < nk; ++j) {
+      if (!k[j]) continue;
+      if (first) O = c[j] * CArrMap<T>(k[j] + s, m);
+      else O += c[j] * CArrMap<T>(k[j] + s, m);
+      first = false;
+    }
+    if (first) {
+      if (x) O = CArrMap<T>(x + s, m);
+      else O.setZero();
+    } else if (x) {
+      O += CArrMap<T>(x + s, m);
+    }
+  }
+}
+}  // namespace detail
+
 template <class T>
 void lincomb(const T* x, const T* const* k, const T* c, int nk, T* out, int64_t n) {
   // The grain counts elements read: a combination of many terms (a time basis of
   // order 10 has 21) splits finer than one of two.
   int terms = x ? 1 : 0;
   for (int j = 0; j < nk; ++j) terms += k[j] ? 1 : 0;
-  parallel_for(n, std::max<int64_t>(1024, kElementwiseGrain / std::max(1, terms)), [&](int64_t b, int64_t e) {
-    constexpr int64_t kBlock = 2048;  // stays in L1 across the terms
-    for (int64_t s = b; s < e; s += kBlock) {
-      const int64_t m = std::min(kBlock, e - s);
-      ArrMap<T> O(out + s, m);
-      bool first = true;
-      for (int j = 0; j < nk; ++j) {
-        if (!k[j]) continue;
-        if (first) O = c[j] * CArrMap<T>(k[j] + s, m);
-        else O += c[j] * CArrMap<T>(k[j] + s, m);
-        first = false;
+  parallel_for(n, std::max<int64_t>(1024, kElementwiseGrain / std::max(1, terms)),
+               [&](int64_t b, int64_t e) { detail::lincomb_range(x, k, c, nk, out, b, e); });
+}
+
+/// The RK stage fused with the dynamics' last bias and activation, in one pass:
+/// kout = act(pre + bias) (bias: one value per column of rows of `cols`, or null)
+/// and out = x + sum_j c[j] k[j] + c_new kout, summed in that order as lincomb
+/// sums (k[j] null: skipped; x null: no x). Rows are split into chunks fixed by
+/// the size, so the result does not depend on the thread count.
+template <class T>
+void bias_act_lincomb(UnaryOp act, const T* pre, const T* bias, int64_t cols, const T* x, const T* const* k,
+                      const T* c, int nk, T c_new, T* kout, T* out, int64_t n) {
+  if (n == 0) return;
+  if (!bias || cols <= 0) cols = n;
+  const int64_t rows = n / cols;
+  std::vector<const T*> kk(k, k + nk);
+  std::vector<T> cc(c, c + nk);
+  kk.push_back(kout);
+  cc.push_back(c_new);
+  int terms = (x ? 1 : 0) + 3;
+  for (int j = 0; j < nk; ++j) terms += k[j] ? 1 : 0;
+  const int64_t grain = std::max<int64_t>(1, std::max<int64_t>(1024, kElementwiseGrain / terms) / cols);
+  auto run = [&](auto op) {
+    using Op = decltype(op);
+    parallel_for(rows, grain, [&](int64_t rb, int64_t re) {
+      for (int64_t r = rb; r < re; ++r) {
+        CArrMap<T> P(pre + r * cols, cols);
+        ArrMap<T> K(kout + r * cols, cols);
+        if (bias) Op::cpu_f(P + CArrMap<T>(bias, cols), K, T(0), T(0));
+        else Op::cpu_f(P, K, T(0), T(0));
       }
-      if (first) {
-        if (x) O = CArrMap<T>(x + s, m);
-        else O.setZero();
-      } else if (x) {
-        O += CArrMap<T>(x + s, m);
-      }
-    }
-  });
+      detail::lincomb_range(x, kk.data(), cc.data(), nk + 1, out, rb * cols, re * cols);
+    });
+  };
+  if (act == UnaryOp::Tanh) run(unary::Tanh{});
+  else if (act == UnaryOp::Sigmoid) run(unary::Sigmoid{});
+  else fail("bias_act_lincomb: only tanh and sigmoid are fused");
 }
 
 /// g[k, i] = z[k] * gw[i]: the gradient of W = sum_k z_k A_k with respect to A.
