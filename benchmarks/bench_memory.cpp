@@ -17,6 +17,7 @@
 #include <vector>
 
 #include "nanode/nanode.hpp"
+#include "seeded.hpp"
 #include "workloads.hpp"
 
 using namespace nanode;
@@ -28,13 +29,8 @@ struct Result {
   double ms;
 };
 
-/// Seeds the generator before the members below it are built.
-struct Seeded {
-  Seeded() { manual_seed(0); }
-};
-
 /// The W1 block and its input, as every measurement builds them (same seed).
-struct Setup : Seeded {
+struct Setup : bench::Seeded {
   tv::MLPDynamics f;
   Tensor x0;
   ode::Options o;
@@ -61,11 +57,6 @@ struct Setup : Seeded {
   }
 };
 
-double median(std::vector<double> v) {
-  std::sort(v.begin(), v.end());
-  return v[v.size() / 2];
-}
-
 Result measure(const std::string& method, ode::Gradient mode, int64_t steps, int reps) {
   Setup su(method, mode, steps);
   su.f.zero_grad();
@@ -78,7 +69,7 @@ Result measure(const std::string& method, ode::Gradient mode, int64_t steps, int
     ms.push_back(su.step());
     peak = std::max(peak, scope.peak_above_start());
   }
-  return {peak, median(ms)};
+  return {peak, bench::median(ms)};
 }
 
 }  // namespace
@@ -146,8 +137,8 @@ int main(int argc, char** argv) {
     }
     std::printf("time at L = %lld against Euler direct, the median over %d rounds of each round's ratio: checkpoint "
                 "%.2fx, adjoint %.2fx; reversible %.2fx of ALF direct, ALF direct %.2fx of Euler direct\n",
-                static_cast<long long>(depths[last]), reps, median(ratios[1]), median(ratios[2]), median(ratios[4]),
-                median(ratios[3]));
+                static_cast<long long>(depths[last]), reps, bench::median(ratios[1]), bench::median(ratios[2]),
+                bench::median(ratios[4]), bench::median(ratios[3]));
     // The properties the issues ask for, checked where they are printed.
     bool ok = true;
     for (size_t r : {size_t{2}, size_t{4}}) {

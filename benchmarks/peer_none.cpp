@@ -10,7 +10,7 @@ const char* torch_version() {
   return "not found (apt install libtorch-dev libopenblas0-pthread, or pass -DNANODE_TORCH_PREFIX=...)";
 }
 void torch_set_threads(int) {}
-double torch_w1_ms(int, bool) { fail("LibTorch peer not built"); }
-double torch_w2_ms(int, bool) { fail("LibTorch peer not built"); }
-double torch_w6_ms(int, bool, W6Breakdown*) { fail("LibTorch peer not built"); }
+PeerWorkload* torch_open(int, bool) { fail("LibTorch peer not built"); }
+double torch_step(PeerWorkload*, W6Breakdown*) { fail("LibTorch peer not built"); }
+void torch_close(PeerWorkload*) {}
 }  // namespace nanode::bench

@@ -5,6 +5,9 @@
 #include <dlfcn.h>
 
 #include <chrono>
+#include <memory>
+#include <stdexcept>
+#include <string>
 
 #include "peer.hpp"
 #include "workloads.hpp"
@@ -25,57 +28,69 @@ void torch_set_threads(int n) {
 
 const char* torch_version() { return TORCH_VERSION; }
 
-double torch_w1_ms(int reps, bool cuda) {
-  torch::manual_seed(0);
-  const torch::Device dev = cuda ? torch::Device(torch::kCUDA) : torch::Device(torch::kCPU);
-  const auto opt = torch::TensorOptions().device(dev);
-  const int64_t K = 2 * W1::order + 1;
-  const double bound = 1.0 / std::sqrt(static_cast<double>(W1::n)) / std::sqrt(static_cast<double>(W1::order + 1));
-  auto A = (torch::rand({K, W1::n, W1::n}, opt) * 2 - 1).mul_(bound).requires_grad_();
-  auto B = (torch::rand({K, W1::n}, opt) * 2 - 1).mul_(bound).requires_grad_();
-  auto x0 = torch::rand({W1::batch, W1::n}, opt) * 2 - 1;
-  const double h = 1.0 / W1::steps;
-  auto step = [&] {
+/// A peer workload: built once, stepped on demand.
+struct PeerWorkload {
+  virtual ~PeerWorkload() = default;
+  /// One step; with `parts` (W6) instrumented, its per-part ms added there.
+  virtual void step(W6Breakdown* parts) = 0;
+  bool cuda = false;
+};
+
+namespace {
+
+torch::Device device_of(bool cuda) { return cuda ? torch::Device(torch::kCUDA) : torch::Device(torch::kCPU); }
+
+struct W1Peer : PeerWorkload {
+  torch::Tensor A, B, x0;
+  explicit W1Peer(bool on_cuda) {
+    cuda = on_cuda;
+    torch::manual_seed(0);
+    const auto opt = torch::TensorOptions().device(device_of(cuda));
+    const int64_t K = 2 * W1::order + 1;
+    const double bound = 1.0 / std::sqrt(static_cast<double>(W1::n)) / std::sqrt(static_cast<double>(W1::order + 1));
+    A = (torch::rand({K, W1::n, W1::n}, opt) * 2 - 1).mul_(bound).requires_grad_();
+    B = (torch::rand({K, W1::n}, opt) * 2 - 1).mul_(bound).requires_grad_();
+    x0 = torch::rand({W1::batch, W1::n}, opt) * 2 - 1;
+  }
+  void step(W6Breakdown*) override {
+    const double h = 1.0 / W1::steps;
     if (A.grad().defined()) A.grad().zero_(), B.grad().zero_();
     auto x = x0;
     for (int64_t k = 0; k < W1::steps; ++k) {
       const auto zv = trig(static_cast<double>(k) * h, W1::order);
-      auto z = torch::tensor(std::vector<float>(zv.begin(), zv.end())).to(dev);
+      auto z = torch::tensor(std::vector<float>(zv.begin(), zv.end())).to(x0.device());
       auto W = torch::tensordot(z, A, {0}, {0});
       auto b = torch::matmul(z, B);
       x = x + h * torch::tanh(torch::addmm(b, x, W.t()));
     }
     x.pow(2).mean().backward();
-    if (cuda) torch::cuda::synchronize();
-  };
-  return median_ms(step, reps);
-}
+  }
+};
 
-double torch_w2_ms(int reps, bool cuda) {
-  torch::manual_seed(0);
-  const torch::Device dev = cuda ? torch::Device(torch::kCUDA) : torch::Device(torch::kCPU);
-  const auto opt = torch::TensorOptions().device(dev);
-  const int64_t K = 2 * W2::order + 1, C = W2::channels;
-  const double bound = 1.0 / std::sqrt(static_cast<double>(C * 9)) / std::sqrt(static_cast<double>(W2::order + 1));
-  auto A = (torch::rand({K, C, C, 3, 3}, opt) * 2 - 1).mul_(bound).requires_grad_();
-  auto x0 = torch::rand({W2::batch, C, W2::size, W2::size}, opt) * 2 - 1;
-  const double h = 1.0 / W2::steps;
-  auto step = [&] {
+struct W2Peer : PeerWorkload {
+  torch::Tensor A, x0;
+  explicit W2Peer(bool on_cuda) {
+    cuda = on_cuda;
+    torch::manual_seed(0);
+    const auto opt = torch::TensorOptions().device(device_of(cuda));
+    const int64_t K = 2 * W2::order + 1, C = W2::channels;
+    const double bound = 1.0 / std::sqrt(static_cast<double>(C * 9)) / std::sqrt(static_cast<double>(W2::order + 1));
+    A = (torch::rand({K, C, C, 3, 3}, opt) * 2 - 1).mul_(bound).requires_grad_();
+    x0 = torch::rand({W2::batch, C, W2::size, W2::size}, opt) * 2 - 1;
+  }
+  void step(W6Breakdown*) override {
+    const double h = 1.0 / W2::steps;
     if (A.grad().defined()) A.grad().zero_();
     auto x = x0;
     for (int64_t k = 0; k < W2::steps; ++k) {
       const auto zv = trig(static_cast<double>(k) * h, W2::order);
-      auto z = torch::tensor(std::vector<float>(zv.begin(), zv.end())).to(dev);
+      auto z = torch::tensor(std::vector<float>(zv.begin(), zv.end())).to(x0.device());
       auto W = torch::tensordot(z, A, {0}, {0});
       x = x + h * torch::tanh(torch::conv2d(x, W, {}, 1, 1));
     }
     x.pow(2).mean().backward();
-    if (cuda) torch::cuda::synchronize();
-  };
-  return median_ms(step, reps);
-}
-
-namespace {
+  }
+};
 
 using Clock = std::chrono::steady_clock;
 double ms_since(Clock::time_point t0) { return std::chrono::duration<double, std::milli>(Clock::now() - t0).count(); }
@@ -118,27 +133,29 @@ struct Classifier : torch::nn::Module {
   }
 };
 
-}  // namespace
-
-double torch_w6_ms(int reps, bool cuda, W6Breakdown* parts) {
-  torch::manual_seed(0);
-  const torch::Device dev = cuda ? torch::Device(torch::kCUDA) : torch::Device(torch::kCPU);
-  auto model = std::make_shared<Classifier>();
-  model->to(dev);
-  model->train();
-  torch::optim::Adam opt(model->parameters(), torch::optim::AdamOptions(1e-3));
-  auto images = torch::rand({128, 1, 28, 28}).to(dev);
-  auto labels = torch::randint(0, 10, {128}, torch::TensorOptions().dtype(torch::kLong)).to(dev);
-  auto sync = [&] {
+struct W6Peer : PeerWorkload {
+  std::shared_ptr<Classifier> model;
+  std::unique_ptr<torch::optim::Adam> opt;
+  torch::Tensor images, labels;
+  explicit W6Peer(bool on_cuda) {
+    cuda = on_cuda;
+    torch::manual_seed(0);
+    const torch::Device dev = device_of(cuda);
+    model = std::make_shared<Classifier>();
+    model->to(dev);
+    model->train();
+    opt = std::make_unique<torch::optim::Adam>(model->parameters(), torch::optim::AdamOptions(1e-3));
+    images = torch::rand({128, 1, 28, 28}).to(dev);
+    labels = torch::randint(0, 10, {128}, torch::TensorOptions().dtype(torch::kLong)).to(dev);
+  }
+  void sync() const {
     if (cuda) torch::cuda::synchronize();
-  };
-  const bool timed = parts != nullptr;
-  W6Breakdown acc;
-  int runs = 0;
-  // One step; with `instrument`, forward parts timed between calls and backward
-  // parts at the hooks where the gradient reaches each part's input.
-  auto step = [&](bool instrument) {
-    opt.zero_grad();
+  }
+  // With `parts`: forward parts timed between calls, backward parts at the hooks
+  // where the gradient reaches each part's output.
+  void step(W6Breakdown* parts) override {
+    const bool instrument = parts != nullptr;
+    opt->zero_grad();
     Clock::time_point t = Clock::now();
     double fwd[kW6Parts];
     auto mark = [&](int i) {
@@ -171,32 +188,39 @@ double torch_w6_ms(int reps, bool cuda, W6Breakdown* parts) {
     loss.backward();
     sync();
     const auto b1 = Clock::now();
-    const auto t_opt = Clock::now();
-    opt.step();
+    opt->step();
     sync();
     if (instrument) {
-      const double ms = ms_since(t_opt);
       auto span = [](Clock::time_point a, Clock::time_point b) { return std::chrono::duration<double, std::milli>(b - a).count(); };
-      acc.backward_ms[4] += span(b0, arrive[3]);
-      acc.backward_ms[3] += span(arrive[3], arrive[2]);
-      acc.backward_ms[2] += span(arrive[2], arrive[1]);
-      acc.backward_ms[1] += span(arrive[1], arrive[0]);
-      acc.backward_ms[0] += span(arrive[0], b1);
-      for (int i = 0; i < kW6Parts; ++i) acc.forward_ms[i] += fwd[i];
-      acc.optimizer_ms += ms;
-      ++runs;
+      parts->backward_ms[4] += span(b0, arrive[3]);
+      parts->backward_ms[3] += span(arrive[3], arrive[2]);
+      parts->backward_ms[2] += span(arrive[2], arrive[1]);
+      parts->backward_ms[1] += span(arrive[1], arrive[0]);
+      parts->backward_ms[0] += span(arrive[0], b1);
+      for (int i = 0; i < kW6Parts; ++i) parts->forward_ms[i] += fwd[i];
+      parts->optimizer_ms += ms_since(b1);
     }
-  };
-  const double total = median_ms([&] { step(false); }, reps);
-  if (timed) {
-    for (int i = 0; i < reps; ++i) step(true);
-    for (int i = 0; i < kW6Parts; ++i) {
-      parts->forward_ms[i] = acc.forward_ms[i] / runs;
-      parts->backward_ms[i] = acc.backward_ms[i] / runs;
-    }
-    parts->optimizer_ms = acc.optimizer_ms / runs;
   }
-  return total;
+};
+
+}  // namespace
+
+PeerWorkload* torch_open(int workload, bool cuda) {
+  switch (workload) {
+    case 1: return new W1Peer(cuda);
+    case 2: return new W2Peer(cuda);
+    case 6: return new W6Peer(cuda);
+    default: throw std::invalid_argument("torch_open: no workload W" + std::to_string(workload));
+  }
 }
+
+double torch_step(PeerWorkload* w, W6Breakdown* parts) {
+  const auto t0 = Clock::now();
+  w->step(parts);
+  if (w->cuda) torch::cuda::synchronize();
+  return ms_since(t0);
+}
+
+void torch_close(PeerWorkload* w) { delete w; }
 
 }  // namespace nanode::bench

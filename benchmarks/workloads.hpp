@@ -25,18 +25,48 @@ inline std::vector<double> trig(double t, int64_t d) {
   return z;
 }
 
+/// The middle value (the upper of the two middle ones for an even count).
+inline double median(std::vector<double> v) {
+  std::sort(v.begin(), v.end());
+  return v[v.size() / 2];
+}
+
+/// Wall time in milliseconds of one call.
+template <class F>
+double time_ms(F&& f) {
+  const auto t0 = std::chrono::steady_clock::now();
+  f();
+  return std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
+}
+
 /// Median wall time in milliseconds of `reps` calls after `warmup` calls.
 template <class F>
 double median_ms(F&& f, int reps, int warmup = 2) {
   for (int i = 0; i < warmup; ++i) f();
   std::vector<double> ms;
+  for (int i = 0; i < reps; ++i) ms.push_back(time_ms(f));
+  return median(ms);
+}
+
+/// Two steps timed in alternating rounds (a first in even rounds, b first in odd
+/// ones) after `warmup` rounds; each call returns its own ms. The medians of each
+/// side, and the median over rounds of a / b within a round: this machine's speed
+/// drifts by up to 2x over seconds, which a ratio of medians taken apart (minutes
+/// apart for slow workloads) does not cancel.
+struct PairedMs {
+  double a = 0, b = 0, ratio = 0;
+};
+template <class A, class B>
+PairedMs paired_ms(A&& a, B&& b, int reps, int warmup = 2) {
+  for (int i = 0; i < warmup; ++i) a(), b();
+  std::vector<double> ta, tb, r;
   for (int i = 0; i < reps; ++i) {
-    const auto t0 = std::chrono::steady_clock::now();
-    f();
-    ms.push_back(std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count());
+    double x, y;
+    if (i % 2 == 0) x = a(), y = b();
+    else y = b(), x = a();
+    ta.push_back(x), tb.push_back(y), r.push_back(x / y);
   }
-  std::sort(ms.begin(), ms.end());
-  return ms[ms.size() / 2];
+  return {median(ta), median(tb), median(r)};
 }
 
 }  // namespace nanode::bench

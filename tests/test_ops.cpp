@@ -205,10 +205,13 @@ TEST_CASE("Winograd 3x3 convolution equals im2col, forward and backward", "[ops]
     Shape x;
     int64_t co, pad;
   };
-  // The last two: several batches of images per GEMM (a short last one) over
-  // several groups, and images too large to batch (one per GEMM).
+  // Then: several batches of images per GEMM (a short last one) over several
+  // groups; images too large to batch (one per GEMM); channel counts that the
+  // channel-last copies take eight at a time, with a remainder (11 in, 13 out) and
+  // without (16 in, 8 out).
   for (const Case& c : {Case{{2, 3, 6, 6}, 4, 1}, Case{{3, 2, 7, 5}, 3, 0}, Case{{1, 4, 5, 8}, 2, 2}, Case{{2, 1, 3, 3}, 1, 1},
-                        Case{{40, 2, 5, 5}, 3, 1}, Case{{3, 2, 30, 29}, 2, 1}}) {
+                        Case{{40, 2, 5, 5}, 3, 1}, Case{{3, 2, 30, 29}, 2, 1}, Case{{2, 11, 9, 7}, 13, 1},
+                        Case{{1, 16, 6, 10}, 8, 0}}) {
     INFO("input " << c.x << ", " << c.co << " outputs, padding " << c.pad);
     Generator g(21);
     Tensor x = Tensor::uniform(c.x, -1, 1, g, DType::Float64);

@@ -195,25 +195,53 @@ void pad_channels_last(const T* x, T* xp, int64_t C, int64_t H, int64_t W, int64
     std::fill(xp + r * Wp * C, xp + (r * Wp + pw) * C, T(0));
     std::fill(xp + (r * Wp + pw + w) * C, xp + (r + 1) * Wp * C, T(0));
   }
-  for (int64_t y = 0; y < h; ++y) {
-    T* __restrict dst = xp + ((y + ph) * Wp + pw) * C;
-    for (int64_t c = 0; c < C; ++c) {
-      const T* __restrict src = x + (c * H + y) * W;
-      for (int64_t i = 0; i < w; ++i) dst[i * C + c] = src[i];
+  // Eight channels at a time: eight source rows stream in together (the source is
+  // usually not in cache; one row per channel at a time read 32 rows 12 KB apart)
+  // and each pixel gets its eight channels in one contiguous write.
+  constexpr int64_t B = 8;
+  const int64_t plane = H * W;
+  int64_t c0 = 0;
+  for (; c0 + B <= C; c0 += B)
+    for (int64_t y = 0; y < h; ++y) {
+      const T* src = x + c0 * plane + y * W;
+      T* __restrict dst = xp + ((y + ph) * Wp + pw) * C + c0;
+      for (int64_t i = 0; i < w; ++i) {
+        T v[B];
+        for (int64_t c = 0; c < B; ++c) v[c] = src[c * plane + i];
+        for (int64_t c = 0; c < B; ++c) dst[i * C + c] = v[c];
+      }
     }
-  }
+  for (; c0 < C; ++c0)
+    for (int64_t y = 0; y < h; ++y) {
+      const T* __restrict src = x + c0 * plane + y * W;
+      T* __restrict dst = xp + ((y + ph) * Wp + pw) * C + c0;
+      for (int64_t i = 0; i < w; ++i) dst[i * C] = src[i];
+    }
 }
 
 /// x [C][H][W] = the window at (ph, pw) of xp [.][Wp][C] (a channel-last image).
 template <class T>
 void crop_channels_first(const T* xp, T* x, int64_t C, int64_t H, int64_t W, int64_t ph, int64_t pw, int64_t Wp) {
-  for (int64_t y = 0; y < H; ++y) {
-    const T* __restrict src = xp + ((y + ph) * Wp + pw) * C;
-    for (int64_t c = 0; c < C; ++c) {
-      T* __restrict dst = x + (c * H + y) * W;
-      for (int64_t i = 0; i < W; ++i) dst[i] = src[i * C + c];
+  // Eight channels at a time, as pad_channels_last.
+  constexpr int64_t B = 8;
+  const int64_t plane = H * W;
+  int64_t c0 = 0;
+  for (; c0 + B <= C; c0 += B)
+    for (int64_t y = 0; y < H; ++y) {
+      const T* __restrict src = xp + ((y + ph) * Wp + pw) * C + c0;
+      T* dst = x + c0 * plane + y * W;
+      for (int64_t i = 0; i < W; ++i) {
+        T v[B];
+        for (int64_t c = 0; c < B; ++c) v[c] = src[i * C + c];
+        for (int64_t c = 0; c < B; ++c) dst[c * plane + i] = v[c];
+      }
     }
-  }
+  for (; c0 < C; ++c0)
+    for (int64_t y = 0; y < H; ++y) {
+      const T* __restrict src = xp + ((y + ph) * Wp + pw) * C + c0;
+      T* __restrict dst = x + c0 * plane + y * W;
+      for (int64_t i = 0; i < W; ++i) dst[i] = src[i * C];
+    }
 }
 
 /// A transform handles 64 bytes of channels at once as one GCC/Clang vector (16
