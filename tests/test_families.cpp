@@ -499,50 +499,58 @@ TEST_CASE("bias = false drops b(t) where the family allows it, and says so where
 TEST_CASE("the RK stage fused with the dynamics' last bias and tanh equals the unfused ops, in every mode",
           "[ode][fused]") {
   // A two-layer trig MLP with a final tanh splits off its last bias and
-  // activation; the solvers fuse them with the stage combination. Fused and
-  // unfused solves record the same graph, so values and every parameter's
-  // gradient agree to rounding, with the same number of evaluations.
-  for (const std::string method : {"euler", "rk4", "dopri5", "alf"})
-    for (const auto mode :
-         {ode::Gradient::Direct, ode::Gradient::Checkpoint, ode::Gradient::Adjoint, ode::Gradient::Reversible}) {
-      if ((method == "alf") != (mode == ode::Gradient::Direct || mode == ode::Gradient::Reversible) &&
-          mode != ode::Gradient::Direct)
-        continue;
-      manual_seed(11);
-      tv::FamilyOptions fo;
-      fo.order = 2;
-      tv::MLPDynamics f("trig", {3, 5, 3}, fo, /*final_tanh=*/true);
-      f.to(DType::Float64);
-      REQUIRE(f.has_preactivation());
-      const Tensor x0 = Tensor::uniform({4, 3}, -1, 1).to(DType::Float64);
-      std::vector<std::vector<double>> outs, grads;
-      std::vector<int64_t> evals;
-      for (bool fuse : {true, false}) {
-        ode::Options o;
-        o.method = method;
-        if (method != "dopri5") o.steps = 7;
-        o.rtol = 1e-7;
-        o.atol = 1e-9;
-        o.gradient = mode;
-        o.fuse_stages = fuse;
-        auto stats = std::make_shared<ode::Stats>();
-        f.zero_grad();
-        Var y = ode::odeint_final(f, Var(x0), 0.0, 1.0, o, stats);
-        sum(square(y)).backward();
-        outs.push_back(y.data().to_vector<double>());
-        std::vector<double> g;
-        for (auto& p : f.parameters())
-          for (double v : p.grad().to_vector<double>()) g.push_back(v);
-        grads.push_back(g);
-        evals.push_back(stats->evals);
+  // activation, and a trig convolution (with its bias) its tanh; the solvers fuse
+  // them with the stage combination. Fused and unfused solves record the same
+  // graph, so values and every parameter's gradient agree to rounding, with the
+  // same number of evaluations.
+  for (const bool conv : {false, true}) {
+    for (const std::string method : {"euler", "rk4", "dopri5", "alf"})
+      for (const auto mode :
+           {ode::Gradient::Direct, ode::Gradient::Checkpoint, ode::Gradient::Adjoint, ode::Gradient::Reversible}) {
+        if ((method == "alf") != (mode == ode::Gradient::Direct || mode == ode::Gradient::Reversible) &&
+            mode != ode::Gradient::Direct)
+          continue;
+        manual_seed(11);
+        tv::FamilyOptions fo;
+        fo.order = 2;
+        fo.bias = true;
+        std::unique_ptr<ode::Dynamics> dyn;
+        if (conv) dyn = std::make_unique<tv::ConvDynamics>("trig", 3, 3, fo);
+        else dyn = std::make_unique<tv::MLPDynamics>("trig", std::vector<int64_t>{3, 5, 3}, fo, /*final_tanh=*/true);
+        ode::Dynamics& f = *dyn;
+        f.to(DType::Float64);
+        REQUIRE(f.has_preactivation());
+        const Tensor x0 =
+            (conv ? Tensor::uniform({2, 3, 5, 4}, -1, 1) : Tensor::uniform({4, 3}, -1, 1)).to(DType::Float64);
+        std::vector<std::vector<double>> outs, grads;
+        std::vector<int64_t> evals;
+        for (bool fuse : {true, false}) {
+          ode::Options o;
+          o.method = method;
+          if (method != "dopri5") o.steps = 7;
+          o.rtol = 1e-7;
+          o.atol = 1e-9;
+          o.gradient = mode;
+          o.fuse_stages = fuse;
+          auto stats = std::make_shared<ode::Stats>();
+          f.zero_grad();
+          Var y = ode::odeint_final(f, Var(x0), 0.0, 1.0, o, stats);
+          sum(square(y)).backward();
+          outs.push_back(y.data().to_vector<double>());
+          std::vector<double> g;
+          for (auto& p : f.parameters())
+            for (double v : p.grad().to_vector<double>()) g.push_back(v);
+          grads.push_back(g);
+          evals.push_back(stats->evals);
+        }
+        INFO((conv ? "conv, " : "mlp, ") << method << ", " << ode::gradient_name(mode));
+        CHECK(evals[0] == evals[1]);
+        REQUIRE(outs[0].size() == outs[1].size());
+        for (size_t i = 0; i < outs[0].size(); ++i) CHECK(outs[0][i] == Approx(outs[1][i]).margin(1e-13));
+        REQUIRE(grads[0].size() == grads[1].size());
+        for (size_t i = 0; i < grads[0].size(); ++i) CHECK(grads[0][i] == Approx(grads[1][i]).margin(1e-12));
       }
-      INFO(method << ", " << ode::gradient_name(mode));
-      CHECK(evals[0] == evals[1]);
-      REQUIRE(outs[0].size() == outs[1].size());
-      for (size_t i = 0; i < outs[0].size(); ++i) CHECK(outs[0][i] == Approx(outs[1][i]).margin(1e-13));
-      REQUIRE(grads[0].size() == grads[1].size());
-      for (size_t i = 0; i < grads[0].size(); ++i) CHECK(grads[0][i] == Approx(grads[1][i]).margin(1e-12));
-    }
+  }
 }
 
 namespace {

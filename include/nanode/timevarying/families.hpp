@@ -354,6 +354,15 @@ class ConvDynamics : public ode::Dynamics {
   Var forward(double t, const Var& x) override {
     return gated ? gated->forward(t, x) : tanh(conv->forward(t, x));
   }
+  /// The solvers fuse the final tanh with the RK stage (Dynamics::has_preactivation);
+  /// the convolution keeps its own bias.
+  bool has_preactivation() const override { return !gated; }
+  Var forward_preactivation(double t, const Var& x, Var& bias, UnaryOp& act) override {
+    NANODE_CHECK(!gated, "ConvDynamics::forward_preactivation: the gated family has no single final tanh");
+    bias = Var();
+    act = UnaryOp::Tanh;
+    return conv->forward(t, x);
+  }
   std::shared_ptr<TimeLayer> conv;        ///< (not for "gated")
   std::shared_ptr<GatedDynamics> gated;   ///< (only for "gated")
 };

@@ -166,29 +166,34 @@ void lincomb(const T* x, const T* const* k, const T* c, int nk, T* out, int64_t 
 /// The RK stage fused with the dynamics' last bias and activation, in one pass:
 /// kout = act(pre + bias) (bias: one value per column of rows of `cols`, or null)
 /// and out = x + sum_j c[j] k[j] + c_new kout, summed in that order as lincomb
-/// sums (k[j] null: skipped; x null: no x). Rows are split into chunks fixed by
-/// the size, so the result does not depend on the thread count.
+/// sums (k[j] null: skipped; x null: no x). Chunks (of elements, or of rows with a
+/// bias) are fixed by the size, so the result does not depend on the thread count.
 template <class T>
 void bias_act_lincomb(UnaryOp act, const T* pre, const T* bias, int64_t cols, const T* x, const T* const* k,
                       const T* c, int nk, T c_new, T* kout, T* out, int64_t n) {
   if (n == 0) return;
-  if (!bias || cols <= 0) cols = n;
-  const int64_t rows = n / cols;
   std::vector<const T*> kk(k, k + nk);
   std::vector<T> cc(c, c + nk);
   kk.push_back(kout);
   cc.push_back(c_new);
   int terms = (x ? 1 : 0) + 3;
   for (int j = 0; j < nk; ++j) terms += k[j] ? 1 : 0;
-  const int64_t grain = std::max<int64_t>(1, std::max<int64_t>(1024, kElementwiseGrain / terms) / cols);
+  const int64_t grain = std::max<int64_t>(1024, kElementwiseGrain / terms);
   auto run = [&](auto op) {
     using Op = decltype(op);
-    parallel_for(rows, grain, [&](int64_t rb, int64_t re) {
+    if (!bias) {  // element chunks
+      parallel_for(n, grain, [&](int64_t b, int64_t e) {
+        ArrMap<T> K(kout + b, e - b);
+        Op::cpu_f(CArrMap<T>(pre + b, e - b), K, T(0), T(0));
+        detail::lincomb_range(x, kk.data(), cc.data(), nk + 1, out, b, e);
+      });
+      return;
+    }
+    // Row chunks: bias[j] joins column j of every row.
+    parallel_for(n / cols, std::max<int64_t>(1, grain / cols), [&](int64_t rb, int64_t re) {
       for (int64_t r = rb; r < re; ++r) {
-        CArrMap<T> P(pre + r * cols, cols);
         ArrMap<T> K(kout + r * cols, cols);
-        if (bias) Op::cpu_f(P + CArrMap<T>(bias, cols), K, T(0), T(0));
-        else Op::cpu_f(P, K, T(0), T(0));
+        Op::cpu_f(CArrMap<T>(pre + r * cols, cols) + CArrMap<T>(bias, cols), K, T(0), T(0));
       }
       detail::lincomb_range(x, kk.data(), cc.data(), nk + 1, out, rb * cols, re * cols);
     });
