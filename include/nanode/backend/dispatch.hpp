@@ -296,6 +296,22 @@ inline void axpy_(Tensor& y, double alpha, const Tensor& x) {
   cuda::axpy_f32(static_cast<float>(alpha), x.data<float>(), y.data<float>(), x.numel(), y.device().index);
 }
 
+namespace detail {
+/// The terms of a CPU combination: the data of each k[j] (null where k[j] is
+/// absent or c[j] is zero) and the coefficients in T.
+template <class T>
+std::pair<std::vector<const T*>, std::vector<T>> cpu_terms(const std::vector<Tensor>& ks,
+                                                           const std::vector<double>& cs) {
+  std::vector<const T*> kp(ks.size());
+  std::vector<T> cv(cs.size());
+  for (size_t j = 0; j < ks.size(); ++j) {
+    kp[j] = ks[j].defined() && cs[j] != 0.0 ? ks[j].data<T>() : nullptr;
+    cv[j] = static_cast<T>(cs[j]);
+  }
+  return {kp, cv};
+}
+}  // namespace detail
+
 /// x + sum_j c[j] k[j]; x and any k[j] may be undefined (absent). All defined
 /// tensors must share shape, dtype and device; `like` gives them when all are absent.
 inline Tensor lincomb(const Tensor& x, const std::vector<Tensor>& ks, const std::vector<double>& cs,
@@ -318,12 +334,7 @@ inline Tensor lincomb(const Tensor& x, const std::vector<Tensor>& ks, const std:
   if (out.device().is_cpu()) {
     dispatch_float(out.dtype(), "lincomb", [&](auto tag) {
       using T = decltype(tag);
-      std::vector<const T*> kp(ks.size());
-      std::vector<T> cv(cs.size());
-      for (size_t j = 0; j < ks.size(); ++j) {
-        kp[j] = ks[j].defined() && cs[j] != 0.0 ? ks[j].data<T>() : nullptr;
-        cv[j] = static_cast<T>(cs[j]);
-      }
+      const auto [kp, cv] = detail::cpu_terms<T>(ks, cs);
       cpu::lincomb<T>(x.defined() ? x.data<T>() : nullptr, kp.data(), cv.data(), static_cast<int>(ks.size()),
                       out.data<T>(), n);
     });
@@ -455,12 +466,7 @@ inline std::pair<Tensor, Tensor> bias_act_lincomb(const Tensor& pre, const Tenso
   if (pre.numel() == 0) return {k, out};
   dispatch_float(pre.dtype(), "bias_act_lincomb", [&](auto tag) {
     using T = decltype(tag);
-    std::vector<const T*> kp(ks.size());
-    std::vector<T> cv(cs.size());
-    for (size_t j = 0; j < ks.size(); ++j) {
-      kp[j] = ks[j].defined() && cs[j] != 0.0 ? ks[j].data<T>() : nullptr;
-      cv[j] = static_cast<T>(cs[j]);
-    }
+    const auto [kp, cv] = detail::cpu_terms<T>(ks, cs);
     cpu::bias_act_lincomb<T>(act, pre.data<T>(), bias.defined() ? bias.data<T>() : nullptr, pre.size(-1),
                              x.defined() ? x.data<T>() : nullptr, kp.data(), cv.data(), static_cast<int>(ks.size()),
                              static_cast<T>(c_new), k.data<T>(), out.data<T>(), pre.numel());
