@@ -327,6 +327,19 @@ void run_cases(int64_t n, const Config& cfg) {
           expect_close(got.first, want.first, 1e-6, "k, " + what);
           expect_close(got.second, want.second, 1e-6, "out, " + what);
         }
+    // More terms than one launch takes: the ops apart on the device.
+    std::vector<Tensor> many, many_d;
+    std::vector<double> many_c;
+    for (int j = 0; j < cuda::kMaxLincombTerms + 5; ++j) {
+      many.push_back(j % 2 ? k1 : k2);
+      many_d.push_back(many.back().to(kDev));
+      many_c.push_back(0.01 * (j + 1));
+    }
+    const auto want = backend::bias_act_lincomb(pre, bias, UnaryOp::Tanh, x, many, many_c, 0.75);
+    const auto got = backend::bias_act_lincomb(pre.to(kDev), bias.to(kDev), UnaryOp::Tanh, x.to(kDev), many_d, many_c,
+                                               0.75);
+    expect_close(got.first, want.first, 1e-6, "k, bias_act_lincomb with many terms, " + at);
+    expect_close(got.second, want.second, 1e-5, "out, bias_act_lincomb with many terms, " + at);
   }
   // householder_chain_kernel / householder_chain_backward_kernel: partial blocks
   // of rows, chunks of vectors, row lengths below, across and at the warp and

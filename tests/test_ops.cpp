@@ -158,17 +158,19 @@ TEST_CASE("parallel broadcast and reduction paths agree with plain loops", "[ops
 TEST_CASE("the CPU's fused bias + activation + RK stage equals the separate ops", "[ops]") {
   // backend::bias_act_lincomb in one pass against binary add, unary and lincomb:
   // both dtypes, rows that split into several chunks and a single odd row, with
-  // and without bias and x, an undefined term and a zero coefficient.
+  // and without bias and x, an undefined term and a zero coefficient; a 0-d value.
   Generator g(31);
   for (DType dt : {DType::Float32, DType::Float64}) {
-    for (const Shape& shape : {Shape({700, 129}), Shape({37}), Shape({3, 5, 8})}) {
-      const int64_t cols = shape[shape.ndim() - 1];
+    for (const Shape& shape : {Shape({700, 129}), Shape({37}), Shape({3, 5, 8}), Shape()}) {
+      const bool scalar = shape.ndim() == 0;  // one value: no last axis, so no bias
+      const int64_t cols = scalar ? 1 : shape[shape.ndim() - 1];
       Tensor pre = Tensor::uniform(shape, -3, 3, g, dt), bias = Tensor::uniform({cols}, -1, 1, g, dt);
       Tensor x = Tensor::uniform(shape, -1, 1, g, dt), k1 = Tensor::uniform(shape, -1, 1, g, dt),
              k2 = Tensor::uniform(shape, -1, 1, g, dt);
       for (UnaryOp act : {UnaryOp::Tanh, UnaryOp::Sigmoid})
         for (bool with_bias : {true, false})
           for (bool with_x : {true, false}) {
+            if (scalar && with_bias) continue;
             const std::vector<Tensor> ks{k1, Tensor(), k2};
             const std::vector<double> cs{0.25, 0.5, 0.0};
             const Tensor b = with_bias ? bias : Tensor(), xx = with_x ? x : Tensor();

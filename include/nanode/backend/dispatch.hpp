@@ -462,12 +462,21 @@ inline std::pair<Tensor, Tensor> bias_act_lincomb(const Tensor& pre, const Tenso
                                pre.device().index);
     return {k, out};
   }
+  if (!pre.device().is_cpu()) {  // more terms than one CUDA launch takes: the ops apart
+    Tensor k = unary(act, bias.defined() ? binary(BinaryOp::Add, pre, bias) : pre);
+    std::vector<Tensor> all(ks);
+    std::vector<double> call(cs);
+    all.push_back(k);
+    call.push_back(c_new);
+    return {k, lincomb(x, all, call)};
+  }
   Tensor k = empty_like(pre), out = empty_like(pre);
   if (pre.numel() == 0) return {k, out};
   dispatch_float(pre.dtype(), "bias_act_lincomb", [&](auto tag) {
     using T = decltype(tag);
     const auto [kp, cv] = detail::cpu_terms<T>(ks, cs);
-    cpu::bias_act_lincomb<T>(act, pre.data<T>(), bias.defined() ? bias.data<T>() : nullptr, pre.size(-1),
+    cpu::bias_act_lincomb<T>(act, pre.data<T>(), bias.defined() ? bias.data<T>() : nullptr,
+                             bias.defined() ? pre.size(-1) : 1,
                              x.defined() ? x.data<T>() : nullptr, kp.data(), cv.data(), static_cast<int>(ks.size()),
                              static_cast<T>(c_new), k.data<T>(), out.data<T>(), pre.numel());
   });
