@@ -5,6 +5,9 @@
 #include <algorithm>
 #include <cmath>
 #include <limits>
+#include <random>
+#include <type_traits>
+#include <vector>
 
 #include "nanode/nanode.hpp"
 
@@ -199,6 +202,47 @@ TEST_CASE("the CPU's fused bias + activation + RK stage equals the separate ops"
   }
 }
 
+TEST_CASE("lane_gemm, the Winograd-domain product, equals Eigen's GEMM", "[ops][conv]") {
+  // Row counts around its 6-row blocks, widths of 1 to 6 vectors (blocks of 4 and
+  // a rest), A as stored and transposed, C overwritten and accumulated into.
+  auto check = [](auto zero) {
+    using T = decltype(zero);
+    constexpr int64_t L = cpu::winograd::detail::kLanes<T>;
+    CHECK(!cpu::winograd::detail::lane_gemm_fits<T>(L + 1));
+    CHECK(!cpu::winograd::detail::lane_gemm_fits<T>(0));
+    std::mt19937 rng(5);
+    std::uniform_real_distribution<double> u(-1, 1);
+    for (int64_t R : {1, 5, 6, 13, 98})
+      for (int64_t nv : {1, 2, 3, 4, 6})
+        for (int64_t K : {1, 7, 32})
+          for (bool trans : {false, true})
+            for (bool acc : {false, true}) {
+              const int64_t N = nv * L, lda = trans ? R + 3 : K + 2, ldb = N + L, ldc = N + 2 * L;
+              INFO("R " << R << ", N " << N << ", K " << K << (trans ? ", A transposed" : "") << (acc ? ", +=" : ""));
+              std::vector<T> a((trans ? K : R) * lda), b(K * ldb), c(R * ldc), ref;
+              for (auto* v : {&a, &b, &c})
+                for (auto& e : *v) e = static_cast<T>(u(rng));
+              ref = c;
+              cpu::gemm_serial<T>(trans, false, R, N, K, T(1), a.data(), lda, b.data(), ldb, acc ? T(1) : T(0),
+                                  ref.data(), ldc);
+              cpu::winograd::detail::lane_gemm<T>(R, N, K, a.data(), trans ? 1 : lda, trans ? lda : 1, b.data(), ldb,
+                                                  acc, c.data(), ldc);
+              const double tol = std::is_same_v<T, float> ? 1e-5 : 1e-13;
+              for (int64_t i = 0; i < R; ++i)
+                for (int64_t j = 0; j < ldc; ++j) {
+                  // Beyond column N, C is left as it was (ref keeps it too).
+                  REQUIRE(c[i * ldc + j] == Approx(ref[i * ldc + j]).margin(tol * static_cast<double>(K + 1)));
+                }
+            }
+    std::vector<T> z(4 * L);
+    CHECK_THROWS_WITH(cpu::winograd::detail::lane_gemm<T>(1, L + 1, 1, z.data(), 1, 1, z.data(), L + 1, false,
+                                                          z.data(), L + 1),
+                      Catch::Matchers::Contains("not a positive multiple"));
+  };
+  check(float{});
+  check(double{});
+}
+
 TEST_CASE("Winograd 3x3 convolution equals im2col, forward and backward", "[ops][conv]") {
   // conv2d picks Winograd from min_channels() input channels on; below, im2col.
   CHECK(cpu::winograd::applicable(backend::conv2d_geom("conv2d", Shape{2, 16, 8, 8}, Shape{4, 16, 3, 3}, {1, 1, 1, 1})));
@@ -210,10 +254,12 @@ TEST_CASE("Winograd 3x3 convolution equals im2col, forward and backward", "[ops]
   // Then: several batches of images per GEMM (a short last one) over several
   // groups; images too large to batch (one per GEMM); channel counts that the
   // channel-last copies take eight at a time, with a remainder (11 in, 13 out) and
-  // without (16 in, 8 out).
+  // without (16 in, 8 out). Channel counts that are whole SIMD vectors (8 doubles)
+  // take lane_gemm in the Winograd domain: 8 -> 16 and 40 -> 24 (five vectors: a
+  // block of four and one; three); 11 -> 13 takes Eigen's GEMM.
   for (const Case& c : {Case{{2, 3, 6, 6}, 4, 1}, Case{{3, 2, 7, 5}, 3, 0}, Case{{1, 4, 5, 8}, 2, 2}, Case{{2, 1, 3, 3}, 1, 1},
                         Case{{40, 2, 5, 5}, 3, 1}, Case{{3, 2, 30, 29}, 2, 1}, Case{{2, 11, 9, 7}, 13, 1},
-                        Case{{1, 16, 6, 10}, 8, 0}}) {
+                        Case{{1, 16, 6, 10}, 8, 0}, Case{{3, 8, 6, 6}, 16, 1}, Case{{2, 40, 5, 6}, 24, 1}}) {
     INFO("input " << c.x << ", " << c.co << " outputs, padding " << c.pad);
     Generator g(21);
     Tensor x = Tensor::uniform(c.x, -1, 1, g, DType::Float64);

@@ -16,6 +16,7 @@
 #include <algorithm>
 #include <cstdint>
 #include <cstring>
+#include <vector>
 
 #include "nanode/backend/cpu/conv.hpp"
 
@@ -290,6 +291,74 @@ inline void add_lanes(T* dst, const Vec<T>& v, int64_t n) {
   store_lanes(dst, load_lanes(dst, n) + v, n);
 }
 
+/// RB rows by NV vectors of C (= or += with `acc`) sum_k A(i, k) B[k][:] in
+/// registers; A(i, k) = a[i * ai + k * ak].
+template <int NV, int RB, class T>
+inline void lane_gemm_block(int64_t K, const T* a, int64_t ai, int64_t ak, const T* b, int64_t ldb, bool acc, T* c,
+                            int64_t ldc) {
+  constexpr int64_t L = kLanes<T>;
+  using Vt = Vec<T>;
+  Vt s[RB][NV];
+  for (int i = 0; i < RB; ++i)
+    for (int v = 0; v < NV; ++v) s[i][v] = acc ? load_lanes(c + i * ldc + v * L, L) : Vt{};
+  for (int64_t k = 0; k < K; ++k) {
+    Vt bv[NV];
+    for (int v = 0; v < NV; ++v) std::memcpy(&bv[v], b + k * ldb + v * L, sizeof(Vt));
+    for (int i = 0; i < RB; ++i) {
+      const T ab = a[i * ai + k * ak];
+      for (int v = 0; v < NV; ++v) s[i][v] += ab * bv[v];
+    }
+  }
+  for (int i = 0; i < RB; ++i)
+    for (int v = 0; v < NV; ++v) store_lanes(c + i * ldc + v * L, s[i][v], L);
+}
+
+template <int NV, class T>
+void lane_gemm_rows(int64_t R, int64_t K, const T* a, int64_t ai, int64_t ak, const T* b, int64_t ldb, bool acc, T* c,
+                    int64_t ldc) {
+  int64_t i = 0;
+  for (; i + 6 <= R; i += 6) lane_gemm_block<NV, 6>(K, a + i * ai, ai, ak, b, ldb, acc, c + i * ldc, ldc);
+  const T* ar = a + i * ai;
+  T* cr = c + i * ldc;
+  switch (R - i) {
+    case 5: lane_gemm_block<NV, 5>(K, ar, ai, ak, b, ldb, acc, cr, ldc); break;
+    case 4: lane_gemm_block<NV, 4>(K, ar, ai, ak, b, ldb, acc, cr, ldc); break;
+    case 3: lane_gemm_block<NV, 3>(K, ar, ai, ak, b, ldb, acc, cr, ldc); break;
+    case 2: lane_gemm_block<NV, 2>(K, ar, ai, ak, b, ldb, acc, cr, ldc); break;
+    case 1: lane_gemm_block<NV, 1>(K, ar, ai, ak, b, ldb, acc, cr, ldc); break;
+    default: break;
+  }
+}
+
+/// Whether lane_gemm takes a product whose rows of B and C are n wide.
+template <class T>
+constexpr bool lane_gemm_fits(int64_t n) {
+  return n > 0 && n % kLanes<T> == 0;
+}
+
+/// Row-major C[R, N] = (or += with `acc`) A B on the calling thread, A(i, k) =
+/// a[i * ai + k * ak] (A or, with ai = 1, a transposed matrix), B [K, N] (ldb);
+/// N a multiple of kLanes<T> (lane_gemm_fits). The Winograd-domain products are
+/// small (N and K are channel counts or a batch's ~128 tiles), where Eigen's
+/// packing, blocking and zeroing of C cost about as much as the arithmetic: here
+/// B's rows are read as vectors, A's entries broadcast, and blocks of 6 rows by up
+/// to 4 vectors are summed in registers, k in order (so every entry's sum has
+/// one fixed order, whatever the thread count).
+template <class T>
+void lane_gemm(int64_t R, int64_t N, int64_t K, const T* a, int64_t ai, int64_t ak, const T* b, int64_t ldb, bool acc,
+               T* c, int64_t ldc) {
+  constexpr int64_t L = kLanes<T>;
+  NANODE_CHECK(lane_gemm_fits<T>(N), "lane_gemm: N = ", N, " is not a positive multiple of ", L);
+  for (int64_t n0 = 0; n0 < N; n0 += 4 * L) {
+    switch (std::min<int64_t>(4, (N - n0) / L)) {
+      case 4: lane_gemm_rows<4>(R, K, a, ai, ak, b + n0, ldb, acc, c + n0, ldc); break;
+      case 3: lane_gemm_rows<3>(R, K, a, ai, ak, b + n0, ldb, acc, c + n0, ldc); break;
+      case 2: lane_gemm_rows<2>(R, K, a, ai, ak, b + n0, ldb, acc, c + n0, ldc); break;
+      default: lane_gemm_rows<1>(R, K, a, ai, ak, b + n0, ldb, acc, c + n0, ldc); break;
+    }
+  }
+}
+
 /// U[xi][co][c] = (G w[co][c] G^T)[xi].
 template <class W, class T>
 void transform_filter(const T* w, T* U, int64_t Co, int64_t C) {
@@ -479,6 +548,15 @@ template <class W, class T>
 void forward(const T* x, const T* U, const T* bias, T* y, const ConvGeom& g, const Plan& pl, T* work) {
   constexpr int A2 = W::a * W::a;
   const int64_t cap = pl.nb * pl.P;
+  // lane_gemm reads B by rows: U_xi^T [C][Co], transposed once per call.
+  const bool lanes = lane_gemm_fits<T>(g.Co);
+  std::vector<T> Ut(lanes ? static_cast<size_t>(A2 * g.C * g.Co) : 0);
+  if (lanes)
+    parallel_for(A2, 1, [&](int64_t b, int64_t e) {
+      for (int64_t xi = b; xi < e; ++xi)
+        for (int64_t co = 0; co < g.Co; ++co)
+          for (int64_t c = 0; c < g.C; ++c) Ut[(xi * g.C + c) * g.Co + co] = U[(xi * g.Co + co) * g.C + c];
+    });
   parallel_for(pl.groups, 1, [&](int64_t gb, int64_t ge) {
     for (int64_t gi = gb; gi < ge; ++gi) {
       T* V = work + gi * pl.per_group;
@@ -491,9 +569,14 @@ void forward(const T* x, const T* U, const T* bias, T* y, const ConvGeom& g, con
           pad_channels_last(x + (n0 + k) * g.C * g.H * g.W, xp, g.C, g.H, g.W, g.ph, g.pw, pl.Hp, pl.Wp);
           transform_input<W>(xp, V, k * pl.P, rows, g.C, pl.tl, pl.Wp);
         }
-        for (int xi = 0; xi < A2; ++xi)  // M_xi [rows, Co] = V_xi [rows, C] U_xi^T
-          gemm<T>(false, true, rows, g.Co, g.C, T(1), V + xi * rows * g.C, g.C, U + xi * g.Co * g.C, g.C, T(0),
-                  M + xi * rows * g.Co, g.Co);
+        for (int xi = 0; xi < A2; ++xi) {  // M_xi [rows, Co] = V_xi [rows, C] U_xi^T
+          if (lanes)
+            lane_gemm<T>(rows, g.Co, g.C, V + xi * rows * g.C, g.C, 1, Ut.data() + xi * g.C * g.Co, g.Co, false,
+                         M + xi * rows * g.Co, g.Co);
+          else
+            gemm<T>(false, true, rows, g.Co, g.C, T(1), V + xi * rows * g.C, g.C, U + xi * g.Co * g.C, g.C, T(0),
+                    M + xi * rows * g.Co, g.Co);
+        }
         for (int64_t k = 0; k < cnt; ++k) {
           transform_output<W>(M, k * pl.P, rows, bias, yt, g.Co, pl.tl);
           crop_channels_first(yt, y + (n0 + k) * g.Co * g.Ho * g.Wo, g.Co, g.Ho, g.Wo, 0, 0, W::m * pl.tl.tw);
@@ -507,6 +590,7 @@ template <class W, class T>
 void backward(const T* x, const T* U, const T* gy, T* gx, T* dU, const ConvGeom& g, const Plan& pl, T* work) {
   constexpr int A2 = W::a * W::a, m = W::m;
   const int64_t usize = A2 * g.Co * g.C, cap = pl.nb * pl.P;
+  const bool lanes = lane_gemm_fits<T>(g.C);  // dV and dU are C wide
   const auto part_of = [&](int64_t gi) { return work + gi * pl.per_group + A2 * cap * (2 * g.C + g.Co); };
   parallel_for(pl.groups, 1, [&](int64_t gb, int64_t ge) {
     for (int64_t gi = gb; gi < ge; ++gi) {
@@ -526,9 +610,14 @@ void backward(const T* x, const T* U, const T* gy, T* gx, T* dU, const ConvGeom&
           transform_output_adjoint<W>(gyt, dM, k * pl.P, rows, g.Co, pl.tl);
         }
         if (gx) {
-          for (int xi = 0; xi < A2; ++xi)  // dV_xi [rows, C] = dM_xi [rows, Co] U_xi
-            gemm<T>(false, false, rows, g.C, g.Co, T(1), dM + xi * rows * g.Co, g.Co, U + xi * g.Co * g.C, g.C, T(0),
-                    dV + xi * rows * g.C, g.C);
+          for (int xi = 0; xi < A2; ++xi) {  // dV_xi [rows, C] = dM_xi [rows, Co] U_xi
+            if (lanes)
+              lane_gemm<T>(rows, g.C, g.Co, dM + xi * rows * g.Co, g.Co, 1, U + xi * g.Co * g.C, g.C, false,
+                           dV + xi * rows * g.C, g.C);
+            else
+              gemm<T>(false, false, rows, g.C, g.Co, T(1), dM + xi * rows * g.Co, g.Co, U + xi * g.Co * g.C, g.C,
+                      T(0), dV + xi * rows * g.C, g.C);
+          }
           for (int64_t k = 0; k < cnt; ++k) {
             std::fill(xp, xp + pl.Hp * pl.Wp * g.C, T(0));
             transform_input_adjoint<W>(dV, k * pl.P, rows, xp, g.C, pl.tl, pl.Wp);
@@ -540,9 +629,14 @@ void backward(const T* x, const T* U, const T* gy, T* gx, T* dU, const ConvGeom&
             pad_channels_last(x + (n0 + k) * g.C * g.H * g.W, xp, g.C, g.H, g.W, g.ph, g.pw, pl.Hp, pl.Wp);
             transform_input<W>(xp, V, k * pl.P, rows, g.C, pl.tl, pl.Wp);
           }
-          for (int xi = 0; xi < A2; ++xi)  // dU_xi [Co, C] += dM_xi^T V_xi
-            gemm<T>(true, false, g.Co, g.C, rows, T(1), dM + xi * rows * g.Co, g.Co, V + xi * rows * g.C, g.C,
-                    first ? T(0) : T(1), part + xi * g.Co * g.C, g.C);
+          for (int xi = 0; xi < A2; ++xi) {  // dU_xi [Co, C] += dM_xi^T V_xi
+            if (lanes)
+              lane_gemm<T>(g.Co, g.C, rows, dM + xi * rows * g.Co, 1, g.Co, V + xi * rows * g.C, g.C, !first,
+                           part + xi * g.Co * g.C, g.C);
+            else
+              gemm<T>(true, false, g.Co, g.C, rows, T(1), dM + xi * rows * g.Co, g.Co, V + xi * rows * g.C, g.C,
+                      first ? T(0) : T(1), part + xi * g.Co * g.C, g.C);
+          }
           first = false;
         }
       }
