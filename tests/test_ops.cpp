@@ -207,9 +207,9 @@ TEST_CASE("lane_gemm, the Winograd-domain product, equals Eigen's GEMM", "[ops][
   // a rest), A as stored and transposed, C overwritten and accumulated into.
   auto check = [](auto zero) {
     using T = decltype(zero);
-    constexpr int64_t L = cpu::winograd::detail::kLanes<T>;
-    CHECK(!cpu::winograd::detail::lane_gemm_fits<T>(L + 1));
-    CHECK(!cpu::winograd::detail::lane_gemm_fits<T>(0));
+    constexpr int64_t L = cpu::kLanes<T>;
+    CHECK(!cpu::lane_gemm_fits<T>(L + 1));
+    CHECK(!cpu::lane_gemm_fits<T>(0));
     std::mt19937 rng(5);
     std::uniform_real_distribution<double> u(-1, 1);
     for (int64_t R : {1, 5, 6, 13, 98})
@@ -225,7 +225,7 @@ TEST_CASE("lane_gemm, the Winograd-domain product, equals Eigen's GEMM", "[ops][
               ref = c;
               cpu::gemm_serial<T>(trans, false, R, N, K, T(1), a.data(), lda, b.data(), ldb, acc ? T(1) : T(0),
                                   ref.data(), ldc);
-              cpu::winograd::detail::lane_gemm<T>(R, N, K, a.data(), trans ? 1 : lda, trans ? lda : 1, b.data(), ldb,
+              cpu::lane_gemm<T>(R, N, K, a.data(), trans ? 1 : lda, trans ? lda : 1, b.data(), ldb,
                                                   acc, c.data(), ldc);
               const double tol = std::is_same_v<T, float> ? 1e-5 : 1e-13;
               for (int64_t i = 0; i < R; ++i)
@@ -235,12 +235,78 @@ TEST_CASE("lane_gemm, the Winograd-domain product, equals Eigen's GEMM", "[ops][
                 }
             }
     std::vector<T> z(4 * L);
-    CHECK_THROWS_WITH(cpu::winograd::detail::lane_gemm<T>(1, L + 1, 1, z.data(), 1, 1, z.data(), L + 1, false,
+    CHECK_THROWS_WITH(cpu::lane_gemm<T>(1, L + 1, 1, z.data(), 1, 1, z.data(), L + 1, false,
                                                           z.data(), L + 1),
                       Catch::Matchers::Contains("not a positive multiple"));
   };
   check(float{});
   check(double{});
+}
+
+TEST_CASE("convolutions on the pixel-major path (im2row + lane_gemm) equal a direct loop, forward and backward",
+          "[ops][conv]") {
+  // Co and C kh kw whole SIMD vectors (8 doubles, 16 floats) take im2row + lane_gemm;
+  // C = 8 stays below Winograd's min_channels, so 3x3 stride 1 takes it too.
+  struct Case {
+    Shape x;
+    int64_t co, kh, kw, stride, pad;
+  };
+  auto check = [](auto zero, const Case& c) {
+    using T = decltype(zero);
+    const DType dt = std::is_same_v<T, float> ? DType::Float32 : DType::Float64;
+    const int64_t N = c.x[0], C = c.x[1], H = c.x[2], W = c.x[3], Co = c.co;
+    const int64_t Ho = (H + 2 * c.pad - c.kh) / c.stride + 1, Wo = (W + 2 * c.pad - c.kw) / c.stride + 1;
+    INFO("input " << c.x << ", " << Co << " outputs, kernel " << c.kh << "x" << c.kw << ", stride " << c.stride
+                  << ", padding " << c.pad << (std::is_same_v<T, float> ? ", float" : ", double"));
+    REQUIRE(cpu::conv_rows_path<T>(backend::conv2d_geom("conv2d", c.x, Shape{Co, C, c.kh, c.kw},
+                                                         {c.stride, c.stride, c.pad, c.pad})));
+    Generator g(31);
+    Tensor x = Tensor::uniform(c.x, -1, 1, g, dt), w = Tensor::uniform({Co, C, c.kh, c.kw}, -1, 1, g, dt);
+    Tensor b = Tensor::uniform({Co}, -1, 1, g, dt), gy = Tensor::uniform({N, Co, Ho, Wo}, -1, 1, g, dt);
+    Var xv(x, true), wv(w, true), bv(b, true);
+    Var y = conv2d(xv, wv, bv, Conv2dOptions(c.stride, c.pad));
+    REQUIRE(y.shape() == Shape({N, Co, Ho, Wo}));
+    y.backward(gy);
+    const auto X = x.to_vector<double>(), Wt = w.to_vector<double>(), B = b.to_vector<double>(),
+               GY = gy.to_vector<double>();
+    std::vector<double> Y(N * Co * Ho * Wo), GX(X.size()), GW(Wt.size()), GB(Co);
+    for (int64_t n = 0; n < N; ++n)
+      for (int64_t o = 0; o < Co; ++o)
+        for (int64_t oy = 0; oy < Ho; ++oy)
+          for (int64_t ox = 0; ox < Wo; ++ox) {
+            const int64_t yi = ((n * Co + o) * Ho + oy) * Wo + ox;
+            double s = B[o];
+            GB[o] += GY[yi];
+            for (int64_t ci = 0; ci < C; ++ci)
+              for (int64_t i = 0; i < c.kh; ++i)
+                for (int64_t j = 0; j < c.kw; ++j) {
+                  const int64_t iy = oy * c.stride - c.pad + i, ix = ox * c.stride - c.pad + j;
+                  if (iy < 0 || iy >= H || ix < 0 || ix >= W) continue;
+                  const int64_t xi = ((n * C + ci) * H + iy) * W + ix, wi = ((o * C + ci) * c.kh + i) * c.kw + j;
+                  s += Wt[wi] * X[xi];
+                  GX[xi] += Wt[wi] * GY[yi];
+                  GW[wi] += X[xi] * GY[yi];
+                }
+            Y[yi] = s;
+          }
+    const double tol = std::is_same_v<T, float> ? 2e-4 : 1e-11;
+    const std::vector<std::pair<Tensor, const std::vector<double>*>> got{
+        {y.data(), &Y}, {xv.grad(), &GX}, {wv.grad(), &GW}, {bv.grad(), &GB}};
+    for (const auto& [t, ref] : got) {
+      const auto v = static_cast<const Tensor&>(t).to_vector<double>();
+      REQUIRE(v.size() == ref->size());
+      for (size_t k = 0; k < v.size(); ++k) REQUIRE(v[k] == Approx((*ref)[k]).margin(tol));
+    }
+  };
+  for (const Case& c : {Case{{3, 8, 7, 7}, 16, 3, 3, 2, 1}, Case{{2, 8, 6, 9}, 8, 3, 3, 1, 1}, Case{{9, 8, 5, 6}, 24, 1, 3, 1, 0},
+                        Case{{2, 16, 9, 8}, 40, 5, 5, 2, 2}, Case{{1, 8, 4, 4}, 8, 3, 3, 3, 0}})
+    check(double{}, c);
+  for (const Case& c : {Case{{3, 16, 7, 7}, 16, 3, 3, 2, 1}, Case{{2, 32, 14, 14}, 64, 3, 3, 2, 1}})
+    check(float{}, c);
+  // Widths that are not whole vectors stay on im2col + Eigen's GEMM.
+  CHECK(!cpu::conv_rows_path<double>(backend::conv2d_geom("conv2d", Shape{1, 8, 5, 5}, Shape{12, 8, 3, 3}, {2, 2, 1, 1})));
+  CHECK(!cpu::conv_rows_path<float>(backend::conv2d_geom("conv2d", Shape{1, 1, 5, 5}, Shape{16, 1, 3, 3}, {1, 1, 1, 1})));
+  CHECK(!cpu::conv_rows_path<double>(backend::conv2d_geom("conv2d", Shape{1, 8, 5, 5}, Shape{8, 8, 1, 1}, {1, 1, 0, 0})));
 }
 
 TEST_CASE("Winograd 3x3 convolution equals im2col, forward and backward", "[ops][conv]") {
