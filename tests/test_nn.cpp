@@ -153,6 +153,19 @@ TEST_CASE("results are bit-identical with 1 and 2 threads: GEMMs split in slabs 
     Tensor a = Tensor::uniform({300, 150}, -1, 1, g), b = Tensor::uniform({150, 260}, -1, 1, g);
     REQUIRE(cpu::gemm_split(300, 260, 150).blocks > 1);
     out.push_back(matmul(Var(a), Var(b)).data().to_vector<float>());
+    // lane_gemm's products (C's rows whole vectors), each way round. With B
+    // transposed the row slabs follow the thread count: 301 x 64 is one column slab,
+    // cut in two row slabs by two threads and not by one.
+    Tensor a2 = Tensor::uniform({310, 310}, -1, 1, g), b2 = Tensor::uniform({310, 256}, -1, 1, g);
+    for (const int64_t m : {300, 301})
+      for (const int64_t n : {256, 64})
+        for (bool ta : {false, true})
+          for (bool tb : {false, true}) {
+            std::vector<float> c(static_cast<size_t>(m * n));
+            cpu::gemm<float>(ta, tb, m, n, 150, 1.0f, a2.data<float>(), 310, b2.data<float>(), tb ? 150 : 256, 0.0f,
+                             c.data(), n);
+            out.push_back(c);
+          }
     // One training step of the default classifier (Winograd and im2col convolutions,
     // batch and group norm, pooling, cross-entropy) on 16 images.
     manual_seed(3);

@@ -202,7 +202,52 @@ TEST_CASE("the CPU's fused bias + activation + RK stage equals the separate ops"
   }
 }
 
-TEST_CASE("lane_gemm, the Winograd-domain product, equals Eigen's GEMM", "[ops][conv]") {
+TEST_CASE("cpu::gemm equals a direct sum on every path: lane_gemm (B as stored or transposed) and Eigen's",
+          "[ops]") {
+  auto check = [](auto zero) {
+    using T = decltype(zero);
+    const int64_t L = cpu::kLanes<T>;
+    std::mt19937 rng(9);
+    std::uniform_real_distribution<double> u(-1, 1);
+    struct Shape3 {
+      int64_t m, n, k;
+    };
+    // n whole vectors (lane_gemm; tiny and split products, a column slab with a
+    // rest) or not (Eigen); alpha != 1 or beta outside {0, 1} go to Eigen too.
+    // 301 x 4L with B transposed: one column slab, so two threads cut it in two row
+    // slabs; 64 x 32L: gemm_split cuts columns.
+    for (const Shape3 sh : {Shape3{3, 2 * L, 5}, Shape3{70, 9 * L, 33}, Shape3{300, 16 * L, 150}, Shape3{50, 3 * L + 3, 40},
+                            Shape3{301, 4 * L, 150}, Shape3{64, 32 * L, 128}})
+      for (bool ta : {false, true})
+        for (bool tb : {false, true})
+          for (const auto& [alpha, beta] : {std::pair<double, double>{1, 0}, {1, 1}, {0.5, 0}, {1, 0.25}}) {
+            const int64_t m = sh.m, n = sh.n, k = sh.k;
+            const int64_t lda = (ta ? m : k) + 1, ldb = (tb ? k : n) + 2, ldc = n + 3;
+            INFO(m << "x" << n << "x" << k << (ta ? " A^T" : "") << (tb ? " B^T" : "") << " alpha " << alpha
+                   << " beta " << beta);
+            std::vector<T> a((ta ? k : m) * lda), b((tb ? n : k) * ldb), c(m * ldc);
+            for (auto* v : {&a, &b, &c})
+              for (auto& e : *v) e = static_cast<T>(u(rng));
+            std::vector<double> ref(c.begin(), c.end());
+            for (int64_t i = 0; i < m; ++i)
+              for (int64_t j = 0; j < n; ++j) {
+                double sum = 0;
+                for (int64_t q = 0; q < k; ++q)
+                  sum += static_cast<double>(ta ? a[q * lda + i] : a[i * lda + q]) *
+                         static_cast<double>(tb ? b[j * ldb + q] : b[q * ldb + j]);
+                ref[i * ldc + j] = alpha * sum + beta * ref[i * ldc + j];
+              }
+            cpu::gemm<T>(ta, tb, m, n, k, static_cast<T>(alpha), a.data(), lda, b.data(), ldb, static_cast<T>(beta),
+                         c.data(), ldc);
+            const double tol = (std::is_same_v<T, float> ? 2e-6 : 1e-14) * static_cast<double>(k + 2);
+            for (size_t e = 0; e < c.size(); ++e) REQUIRE(c[e] == Approx(ref[e]).margin(tol));
+          }
+  };
+  check(float{});
+  check(double{});
+}
+
+TEST_CASE("lane_gemm equals a direct sum", "[ops][conv]") {
   // Row counts around its 6-row blocks, widths of 1 to 6 vectors (blocks of 4 and
   // a rest), A as stored and transposed, C overwritten and accumulated into.
   auto check = [](auto zero) {
@@ -223,8 +268,13 @@ TEST_CASE("lane_gemm, the Winograd-domain product, equals Eigen's GEMM", "[ops][
               for (auto* v : {&a, &b, &c})
                 for (auto& e : *v) e = static_cast<T>(u(rng));
               ref = c;
-              cpu::gemm_serial<T>(trans, false, R, N, K, T(1), a.data(), lda, b.data(), ldb, acc ? T(1) : T(0),
-                                  ref.data(), ldc);
+              for (int64_t i = 0; i < R; ++i)
+                for (int64_t j = 0; j < N; ++j) {
+                  double sum = acc ? static_cast<double>(ref[i * ldc + j]) : 0.0;
+                  for (int64_t q = 0; q < K; ++q)
+                    sum += static_cast<double>(trans ? a[q * lda + i] : a[i * lda + q]) * static_cast<double>(b[q * ldb + j]);
+                  ref[i * ldc + j] = static_cast<T>(sum);
+                }
               cpu::lane_gemm<T>(R, N, K, a.data(), trans ? 1 : lda, trans ? lda : 1, b.data(), ldb,
                                                   acc, c.data(), ldc);
               const double tol = std::is_same_v<T, float> ? 1e-5 : 1e-13;

@@ -148,7 +148,8 @@ void row2im(const T* row, T* x, const ConvGeom& g) {
 template <class T>
 inline bool conv_rows_path(const ConvGeom& g) {
   const bool identity = g.kh == 1 && g.kw == 1 && g.sh == 1 && g.sw == 1 && g.ph == 0 && g.pw == 0;
-  return !identity && lane_gemm_fits<T>(g.Co) && lane_gemm_fits<T>(g.col_rows());
+  // The weight gradient sums over the Ho Wo pixels: deeper than 8192, Eigen's blocking.
+  return !identity && lane_gemm_fits<T>(g.Co) && lane_gemm_fits<T>(g.col_rows()) && g.Ho * g.Wo <= 8192;
 }
 
 /// Number of image groups (each with its own column buffer) the conv kernels use.

@@ -1,6 +1,6 @@
 #pragma once
-// SIMD lanes as GCC/Clang vectors, and lane_gemm: the small products of the
-// Winograd domain and of the convolutions' pixel-major (im2row) path.
+// SIMD lanes as GCC/Clang vectors, and lane_gemm: the CPU's GEMM wherever C's rows
+// are whole vectors (cpu::gemm, the Winograd domain, the convolutions' im2row path).
 #include <algorithm>
 #include <cstdint>
 #include <cstring>
@@ -56,7 +56,10 @@ inline void add_lanes(T* dst, const Vec<T>& v, int64_t n) {
 }
 
 /// RB rows by NV vectors of C (= or += with `acc`) sum_k A(i, k) B[k][:] in
-/// registers; A(i, k) = a[i * ai + k * ak].
+/// registers; A(i, k) = a[i * ai + k * ak]. Every entry is the same statement,
+/// s += A(i, k) B[k][j] for k in order, in every RB and NV (the compiler contracts
+/// it to one FMA or not, alike for all), so an entry's bits do not depend on the
+/// block it falls in.
 template <int NV, int RB, class T>
 inline void lane_gemm_block(int64_t K, const T* a, int64_t ai, int64_t ak, const T* b, int64_t ldb, bool acc, T* c,
                             int64_t ldc) {
@@ -102,12 +105,12 @@ constexpr bool lane_gemm_fits(int64_t n) {
 
 /// Row-major C[R, N] = (or += with `acc`) A B on the calling thread, A(i, k) =
 /// a[i * ai + k * ak] (A or, with ai = 1, a transposed matrix), B [K, N] (ldb);
-/// N a multiple of kLanes<T> (lane_gemm_fits). The Winograd-domain products are
-/// small (N and K are channel counts or a batch's ~128 tiles), where Eigen's
-/// packing, blocking and zeroing of C cost about as much as the arithmetic: here
-/// B's rows are read as vectors, A's entries broadcast, and blocks of 6 rows by up
-/// to 4 vectors are summed in registers, k in order (so every entry's sum has
-/// one fixed order, whatever the thread count).
+/// N a multiple of kLanes<T> (lane_gemm_fits). No packing: B's rows are read as
+/// vectors, A's entries broadcast, and blocks of 6 rows by up to 4 vectors are
+/// summed in registers, k in order, so every entry's sum has one fixed order
+/// whatever the thread count or the rows around it. Eigen's product packs both
+/// operands and zeroes C first, which the small products here (a Winograd GEMM is
+/// channels wide and ~128 tiles tall) pay for in full.
 template <class T>
 void lane_gemm(int64_t R, int64_t N, int64_t K, const T* a, int64_t ai, int64_t ak, const T* b, int64_t ldb, bool acc,
                T* c, int64_t ldc) {
