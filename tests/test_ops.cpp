@@ -293,6 +293,96 @@ TEST_CASE("lane_gemm equals a direct sum", "[ops][conv]") {
   check(double{});
 }
 
+TEST_CASE("combine_linear (x W^T, W = sum_k z_k A_k, W never stored) equals the unfused ops to the bit and a direct sum",
+          "[ops]") {
+  auto check = [](auto zero) {
+    using T = decltype(zero);
+    const int64_t L = cpu::kLanes<T>;
+    std::mt19937 rng(13);
+    std::uniform_real_distribution<double> u(-1, 1);
+    struct Case {
+      int64_t m, n, k;
+      bool fused;  // at one thread; with two, one column slab of a large product goes unfused
+    };
+    // Two slabs of four vectors (W1's shape for float), one short slab, a slab and
+    // a rest, one large slab; too few rows and widths that are not whole vectors
+    // stay unfused.
+    for (const Case c : {Case{256, 8 * L, 8 * L, true}, Case{40, 3 * L, 33, true}, Case{64, 5 * L, 20, true},
+                         Case{300, 4 * L, 150, true}, Case{7, 4 * L, 10, false}, Case{30, 4 * L + 3, 12, false}})
+      for (int threads : {1, 2}) {
+        set_num_threads(threads);
+        INFO(c.m << " x " << c.n << " x " << c.k << ", " << threads << " threads");
+        const bool one_task = 2 * c.m * c.n * c.k < (int64_t{1} << 20);  // runs on the calling thread
+        CHECK(cpu::combine_gemm_bt_takes<T>(c.m, c.n, c.k) == (c.fused && (threads == 1 || c.n > 4 * L || one_task)));
+        const int K = 5;
+        std::vector<double> z{0.5, 0.0, -1.25, 2.0, 0.75};  // a zero term is skipped, as basis_combine skips it
+        std::vector<double> xv(static_cast<size_t>(c.m * c.k)), av(static_cast<size_t>(K * c.n * c.k));
+        for (auto* v : {&xv, &av})
+          for (auto& e : *v) e = u(rng);
+        const DType dt = std::is_same_v<T, float> ? DType::Float32 : DType::Float64;
+        Tensor x = Tensor::from_vector(xv, {c.m, c.k}).to(dt), a = Tensor::from_vector(av, {K, c.n, c.k}).to(dt);
+        Tensor y = backend::combine_linear(x, a, z);
+        Tensor ref = backend::matmul(x, backend::basis_combine(a, z), false, true);
+        REQUIRE(y.shape() == Shape({c.m, c.n}));
+        const std::vector<T> yv = y.to_vector<T>(), rv = ref.to_vector<T>();
+        for (size_t e = 0; e < yv.size(); ++e) REQUIRE(yv[e] == rv[e]);
+        const double tol = (std::is_same_v<T, float> ? 1e-5 : 1e-13) * static_cast<double>(c.k);
+        for (int64_t i = 0; i < c.m; ++i)
+          for (int64_t j = 0; j < c.n; ++j) {
+            double sum = 0;
+            for (int64_t q = 0; q < c.k; ++q) {
+              double w = 0;
+              for (int kk = 0; kk < K; ++kk) w += z[static_cast<size_t>(kk)] * av[static_cast<size_t>((kk * c.n + j) * c.k + q)];
+              sum += xv[static_cast<size_t>(i * c.k + q)] * w;
+            }
+            REQUIRE(static_cast<double>(yv[static_cast<size_t>(i * c.n + j)]) == Approx(sum).margin(tol));
+          }
+      }
+    set_num_threads(2);
+  };
+  check(float{});
+  check(double{});
+  Tensor x = Tensor::zeros({20, 6}), a = Tensor::zeros({2, 16, 5});
+  CHECK_THROWS_WITH(backend::combine_linear(x, a, {1.0, 2.0}), Contains("does not end in 5 features"));
+  CHECK_THROWS_WITH(backend::combine_linear(Tensor::zeros({20, 5}), a, {1.0}), Contains("are not [1, out, in]"));
+}
+
+TEST_CASE("a time-varying linear layer and a T-NANODE solve give the same bits with and without a graph", "[ops]") {
+  // Without a graph the layer takes the fused product (linear_at); with one, the
+  // recorded ops. The checkpoint and adjoint modes store the states of a no-grad
+  // pass and recompute from them, so the two must agree.
+  manual_seed(3);
+  tv::FamilyOptions fo;
+  fo.order = 3;
+  tv::MLPDynamics f("trig", {64, 64}, fo, /*final_tanh=*/true);
+  tv::MLPDynamics g("trig", {32, 48, 32}, fo, /*final_tanh=*/false);  // TimeLinear::forward with its bias
+  for (auto* dyn : {&f, &g}) {
+    const int64_t n = dyn == &f ? 64 : 32;
+    Var x0(Tensor::uniform({40, n}, -1, 1));
+    ode::Options o;
+    o.method = "rk4";
+    o.steps = 5;
+    Tensor with = ode::odeint_final(*dyn, x0, 0.0, 1.0, o).data();
+    REQUIRE(with.defined());
+    Tensor without;
+    {
+      NoGradGuard ng;
+      without = ode::odeint_final(*dyn, x0, 0.0, 1.0, o).data();
+    }
+    const auto a = with.to_vector<float>(), b = without.to_vector<float>();
+    REQUIRE(a.size() == b.size());
+    for (size_t e = 0; e < a.size(); ++e) REQUIRE(a[e] == b[e]);
+    for (const auto& layer : dyn->layers()) {
+      NoGradGuard ng;
+      const auto& tl = dynamic_cast<const tv::TimeLinear&>(*layer);
+      Var h(Tensor::uniform({24, tl.weight_coeffs.size(2)}, -1, 1));
+      const auto fused = tl.forward(0.3, h).data().to_vector<float>();
+      const auto plain = linear(h, tl.weight(0.3), tl.bias(0.3)).data().to_vector<float>();
+      REQUIRE(fused == plain);
+    }
+  }
+}
+
 TEST_CASE("convolutions on the pixel-major path (im2row + lane_gemm) equal a direct loop, forward and backward",
           "[ops][conv]") {
   // Co and C kh kw whole SIMD vectors (8 doubles, 16 floats) take im2row + lane_gemm;

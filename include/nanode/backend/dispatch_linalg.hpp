@@ -54,6 +54,41 @@ inline Tensor matmul(const Tensor& a, const Tensor& b, bool ta = false, bool tb 
   return c;
 }
 
+/// y = x W^T for W = sum_k z[k] A[k], coefficients A [K, out, in] and x [..., in]:
+/// a time-varying linear layer's product without a bias. On the CPU, where the
+/// fused product takes the shape (cpu::combine_gemm_bt), one pass that never holds
+/// W, with the bits of matmul(x, basis_combine(A, z), false, true); elsewhere those
+/// two calls.
+inline Tensor combine_linear(const Tensor& x, const Tensor& a, const std::vector<double>& z) {
+  check_same("combine_linear", x, a);
+  NANODE_CHECK(a.ndim() == 3 && a.size(0) == static_cast<int64_t>(z.size()), "combine_linear: coefficients ",
+               a.shape(), " are not [", z.size(), ", out, in]");
+  NANODE_CHECK(x.ndim() >= 1 && x.size(-1) == a.size(2), "combine_linear: input ", x.shape(), " does not end in ",
+               a.size(2), " features (coefficients ", a.shape(), ")");
+  const int64_t in = a.size(2), out_f = a.size(1), m = x.numel() / std::max<int64_t>(1, in);
+  bool fused = a.device().is_cpu() && x.numel() > 0;
+  if (fused)
+    dispatch_float(a.dtype(), "combine_linear", [&](auto tag) {
+      fused = cpu::combine_gemm_bt_takes<decltype(tag)>(m, out_f, in);
+    });
+  std::vector<int64_t> dims = x.shape().vec();
+  dims.back() = out_f;
+  if (!fused) return matmul(x.reshape({-1, in}), basis_combine(a, z), false, true).reshape(dims);
+  Tensor y = Tensor::empty(Shape(dims), x.dtype(), x.device());
+  dispatch_float(a.dtype(), "combine_linear", [&](auto tag) {
+    using T = decltype(tag);
+    const int nk = static_cast<int>(z.size());
+    std::vector<const T*> kp(z.size());
+    std::vector<T> cv(z.size());
+    for (int j = 0; j < nk; ++j) {  // as basis_combine: zero terms are skipped
+      kp[static_cast<size_t>(j)] = z[static_cast<size_t>(j)] != 0.0 ? a.data<T>() + j * out_f * in : nullptr;
+      cv[static_cast<size_t>(j)] = static_cast<T>(z[static_cast<size_t>(j)]);
+    }
+    cpu::combine_gemm_bt<T>(m, out_f, in, x.data<T>(), in, kp.data(), cv.data(), nk, y.data<T>(), out_f);
+  });
+  return y;
+}
+
 /// y = x w^T + bias for x [m, k], w [n, k], bias [n]: on CUDA one cuBLASLt call
 /// with the bias epilogue (when cuBLASLt has an algorithm for the shapes),
 /// elsewhere the product and a broadcast add.

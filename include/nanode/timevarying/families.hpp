@@ -327,7 +327,7 @@ class MLPDynamics : public ode::Dynamics {
     const auto& last = static_cast<const TimeLinear&>(*layers_.back());
     bias = last.bias(t);
     act = UnaryOp::Tanh;
-    return linear(h, last.weight(t), Var());
+    return linear_at(h, last.weight_coeffs, last.basis(), t);
   }
 
  private:

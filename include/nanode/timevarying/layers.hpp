@@ -29,6 +29,26 @@ inline Var combine_at(const Var& coeffs, const TimeBasis& basis, double t) {
   return basis_combine(coeffs, basis.eval(t));
 }
 
+/// x W(t)^T (+ b(t)) for W(t) = combine_at(coeffs, basis, t): with no graph to
+/// record (grad mode off, or nothing here requires grad) and on the CPU one fused
+/// pass that never holds W(t) (backend::combine_linear, the same bits as the
+/// unfused ops; the solvers' no-grad passes and inference); else
+/// linear(x, combine_at(coeffs, basis, t), bias).
+inline Var linear_at(const Var& x, const Var& coeffs, const TimeBasis& basis, double t, const Var& bias = Var()) {
+  const bool graph = GradMode::is_enabled() && (x.requires_grad() || coeffs.requires_grad() ||
+                                                (bias.defined() && bias.requires_grad()));
+  if (graph || !coeffs.device().is_cpu() || coeffs.ndim() != 3) return linear(x, combine_at(coeffs, basis, t), bias);
+  Tensor y = backend::combine_linear(x.data(), coeffs.data(), basis.eval(t));
+  if (bias.defined()) {
+    NANODE_CHECK(bias.ndim() == 1 && bias.size(0) == coeffs.size(1), "linear: bias ", bias.shape(),
+                 " does not match the ", coeffs.size(1), " outputs of coefficients ", coeffs.shape());
+    y = backend::binary(BinaryOp::Add, y, bias.data());
+  }
+  return make_result("linear", y, {x, coeffs}, [](const Tensor&, GradInputs&) {
+    fail("linear_at: no graph was recorded for this product");
+  });
+}
+
 /// The draws of a random-feature basis kept as buffers of the layer that uses it
 /// ("frequencies" zeta and "phases" eta), so that they are saved and loaded with
 /// the weights; after a load the layer's basis is rebuilt from them.
@@ -100,7 +120,7 @@ class TimeLinear : public TimeLayer {
   /// W(t) [out, in].
   Var weight(double t) const { return combine_at(weight_coeffs, *basis_, t); }
   Var bias(double t) const { return bias_coeffs.defined() ? combine_at(bias_coeffs, *basis_, t) : Var(); }
-  Var forward(double t, const Var& x) const override { return linear(x, weight(t), bias(t)); }
+  Var forward(double t, const Var& x) const override { return linear_at(x, weight_coeffs, *basis_, t, bias(t)); }
   void collect_jump_times(double t0, double t1, std::vector<double>& out) const override {
     basis_->collect_jump_times(t0, t1, out);
   }

@@ -2,10 +2,12 @@
 // CPU GEMM (lane_gemm or Eigen's product) and axis permutation.
 #include <algorithm>
 #include <cstdint>
+#include <memory>
 #include <vector>
 
 #include <Eigen/Core>
 
+#include "nanode/backend/cpu/elementwise.hpp"
 #include "nanode/backend/cpu/lanes.hpp"
 #include "nanode/backend/cpu/parallel.hpp"
 #include "nanode/backend/op_codes.hpp"
@@ -133,6 +135,46 @@ void gemm_lanes_bt(bool ta, int64_t m, int64_t n, int64_t k, const T* a, int64_t
     parallel_tasks(cols * rows, task);
   } else {
     for (int64_t t = 0; t < cols * rows; ++t) task(t);
+  }
+}
+
+/// Whether combine_gemm_bt takes C[m, n] = A W^T with W [n, k]: gemm_lanes_bt's
+/// shapes, with at least one column slab per thread (a slab's rows of W are
+/// combined by the one task that reads them, so row slabs would combine them twice).
+template <class T>
+inline bool combine_gemm_bt_takes(int64_t m, int64_t n, int64_t k) {
+  if (m < 16 || k <= 0 || !lane_gemm_takes(n, k, T(1), T(0))) return false;
+  const int64_t cols = (n + 4 * kLanes<T> - 1) / (4 * kLanes<T>);
+  return cols >= ThreadPool::instance().threads() || 2 * m * n * k < (int64_t{1} << 20) || ThreadPool::in_parallel();
+}
+
+/// C[m, n] = A[m, k] W^T for W [n, k] = sum_j z[j] coef[j] (each coef[j] [n, k]
+/// contiguous; null ones skipped): a time-varying linear layer's product without
+/// W(t) in memory. Each column slab's task combines the rows of W it reads
+/// (lincomb_range: every entry the sum lincomb gives it), transposes them in its
+/// cache and runs lane_gemm, so C is gemm(A, lincomb(coef, z))^T's to the bit.
+/// One parallel region where the unfused product takes two. Requires
+/// combine_gemm_bt_takes(m, n, k).
+template <class T>
+void combine_gemm_bt(int64_t m, int64_t n, int64_t k, const T* a, int64_t lda, const T* const* coef, const T* z,
+                     int nk, T* c, int64_t ldc) {
+  constexpr int64_t W = 4 * kLanes<T>;
+  const int64_t cols = (n + W - 1) / W;
+  const bool parallel = 2 * m * n * k >= (int64_t{1} << 20) && !ThreadPool::in_parallel();
+  auto task = [&](int64_t t) {
+    const int64_t j0 = t * W, jn = std::min(W, n - j0);
+    std::vector<const T*> rows(static_cast<size_t>(nk));
+    for (int j = 0; j < nk; ++j) rows[static_cast<size_t>(j)] = coef[j] ? coef[j] + j0 * k : nullptr;
+    std::unique_ptr<T[]> w(new T[static_cast<size_t>(2 * jn * k)]);  // W's rows, then transposed
+    T* wt = w.get() + jn * k;
+    detail::lincomb_range<T>(nullptr, rows.data(), z, nk, w.get(), 0, jn * k);
+    transpose_into(w.get(), k, jn, k, wt);
+    lane_gemm<T>(m, jn, k, a, lda, 1, wt, jn, false, c + j0, ldc);
+  };
+  if (parallel) {
+    parallel_tasks(cols, task);
+  } else {
+    for (int64_t t = 0; t < cols; ++t) task(t);
   }
 }
 
