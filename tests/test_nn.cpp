@@ -113,6 +113,14 @@ TEST_CASE("the thread pool runs every task once, nests inline, passes exceptions
   std::vector<std::atomic<int>> hits(1000);
   cpu::parallel_tasks(1000, [&](int64_t i) { hits[static_cast<size_t>(i)].fetch_add(1); });
   for (auto& h : hits) REQUIRE(h.load() == 1);
+  // Regions of every size from 1 to 70 (the caller claims from the front, the
+  // worker from the back, meeting anywhere): each task once, in every region.
+  for (int round = 0; round < 20; ++round)
+    for (int64_t count = 1; count <= 70; ++count) {
+      std::vector<std::atomic<int>> once(static_cast<size_t>(count));
+      cpu::parallel_tasks(count, [&](int64_t i) { once[static_cast<size_t>(i)].fetch_add(1); });
+      for (int64_t i = 0; i < count; ++i) REQUIRE(once[static_cast<size_t>(i)].load() == 1);
+    }
   // Nested: each outer chunk runs an inner parallel_for (inline, in order).
   std::vector<std::atomic<int>> cells(64 * 100);
   cpu::parallel_for(64, 1, [&](int64_t b, int64_t e) {

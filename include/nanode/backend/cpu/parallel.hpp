@@ -2,12 +2,17 @@
 // Threading for the CPU backend: nanode's own thread pool (no OpenMP).
 //
 // Work is split into a number of chunks fixed by the problem's size (never by the
-// thread count), and threads claim chunks one at a time from a shared counter; the
-// calling thread takes part. So
+// thread count), and threads claim chunks one at a time from a shared word; the
+// calling thread takes part, claiming from the front while the workers claim from
+// the back. So
 //  - results are bit-identical for any thread count (the same chunks, the same
 //    arithmetic, whichever thread runs them);
 //  - on a busy machine the caller never waits for a worker the scheduler has not
 //    run: it takes the chunks itself, and waits only for chunks a worker is running;
+//  - consecutive regions split alike (an ODE solve's steps) give each thread
+//    mostly the same chunks, whose data stays in that core's cache (with 2
+//    threads: the caller the first half, the worker the second, unless one is
+//    late); W2's step took about 12 % less than with both claiming from the front;
 //  - idle workers spin for a bounded time (about 1 ms, yielding the CPU after the
 //    first 50 us) and then sleep, so they do not burn an oversubscribed machine,
 //    while back-to-back parallel regions (an ODE step is hundreds of them) do not
@@ -139,15 +144,17 @@ class ThreadPool {
   ~ThreadPool() { stop_workers(); }
 
  private:
-  // The claim word: generation (24 bits) | task count (20 bits) | next task (20 bits).
+  // The claim word: generation (24 bits) | end (20 bits) | next task (20 bits);
+  // tasks [next, end) are unclaimed: the caller claims `next` (next + 1), a worker
+  // end - 1 (end - 1).
   static constexpr int64_t kMaxTasks = (int64_t{1} << 20) - 1;
   static constexpr uint64_t kGenMask = (uint64_t{1} << 24) - 1;
   static uint64_t pack(uint64_t gen, int64_t count, int64_t next) {
     return (gen << 40) | (static_cast<uint64_t>(count) << 20) | static_cast<uint64_t>(next);
   }
-  static int64_t count_of(uint64_t w) { return static_cast<int64_t>((w >> 20) & kMaxTasks); }
+  static int64_t end_of(uint64_t w) { return static_cast<int64_t>((w >> 20) & kMaxTasks); }
   static int64_t next_of(uint64_t w) { return static_cast<int64_t>(w & kMaxTasks); }
-  static bool has_work(uint64_t w) { return next_of(w) < count_of(w); }
+  static bool has_work(uint64_t w) { return next_of(w) < end_of(w); }
 
   static int& depth() {
     thread_local int d = 0;
@@ -170,17 +177,20 @@ class ThreadPool {
     --depth();
   }
 
-  /// Claims and runs tasks of the current region until none is left.
-  void work() {
+  /// Claims and runs tasks of the current region until none is left: the lowest
+  /// unclaimed one (the caller), or with `top` the highest (the workers).
+  void work(bool top = false) {
     uint64_t w = word_.load(std::memory_order_acquire);
     while (has_work(w)) {
-      if (!word_.compare_exchange_weak(w, w + 1, std::memory_order_acq_rel, std::memory_order_acquire)) continue;
-      // Claimed task next_of(w) of this generation: the fields are this region's
+      const uint64_t claimed = top ? w - (uint64_t{1} << 20) : w + 1;
+      if (!word_.compare_exchange_weak(w, claimed, std::memory_order_acq_rel, std::memory_order_acquire)) continue;
+      const int64_t index = top ? end_of(w) - 1 : next_of(w);
+      // Claimed task `index` of this generation: the fields are this region's
       // (they change only after every task of it is done).
       if (!failed_.load(std::memory_order_relaxed)) {
         ++depth();
         try {
-          task_(ctx_, next_of(w));
+          task_(ctx_, index);
         } catch (...) {
           std::lock_guard<std::mutex> l(error_mutex_);
           if (!failed_.load(std::memory_order_relaxed)) {
@@ -199,7 +209,7 @@ class ThreadPool {
     using clock = std::chrono::steady_clock;
     while (!stop_.load(std::memory_order_relaxed)) {
       if (has_work(word_.load(std::memory_order_acquire))) {
-        work();
+        work(/*top=*/true);
         continue;
       }
       // Bounded spin: pause for ~50 us, then yield the CPU until ~1 ms, then sleep.
