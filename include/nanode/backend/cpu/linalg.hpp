@@ -2,6 +2,7 @@
 // CPU GEMM (lane_gemm or Eigen's product) and axis permutation.
 #include <algorithm>
 #include <cstdint>
+#include <cstdlib>
 #include <memory>
 #include <vector>
 
@@ -66,6 +67,26 @@ void gemm_serial(bool ta, bool tb, int64_t m, int64_t n, int64_t k, T alpha, con
   else run(A.transpose(), B.transpose());
 }
 
+/// A buffer of at least n elements, 64-byte aligned as tensors are, that the
+/// calling thread keeps and reuses (not zeroed): the transposed slabs of
+/// gemm_lanes_bt and combine_gemm_bt, which a step of a solve asks for many
+/// times. A caller holding it calls nothing that takes it again.
+template <class T>
+T* thread_scratch(int64_t n) {
+  struct Free {
+    void operator()(T* p) const { std::free(p); }
+  };
+  thread_local std::unique_ptr<T, Free> buf;
+  thread_local int64_t size = 0;
+  if (size < n) {
+    const size_t bytes = (static_cast<size_t>(n) * sizeof(T) + 63) / 64 * 64;
+    buf.reset(static_cast<T*>(std::aligned_alloc(64, bytes)));
+    NANODE_CHECK(buf != nullptr, "thread_scratch: out of memory for ", n, " elements");
+    size = n;
+  }
+  return buf.get();
+}
+
 /// out [k][n] (row-major) = the transpose of b [n][k] (ldb), in 16 x 16 tiles
 /// through a local block (a plain column walk touches a cache line per entry).
 template <class T>
@@ -126,10 +147,10 @@ void gemm_lanes_bt(bool ta, int64_t m, int64_t n, int64_t k, const T* a, int64_t
     const int64_t j0 = (t % cols) * W, jn = std::min(W, n - j0);
     const int64_t i0 = (t / cols) * rstep, in = std::min(rstep, m - i0);
     if (in <= 0) return;
-    std::vector<T> bt(static_cast<size_t>(k * jn));
-    transpose_into(b + j0 * ldb, ldb, jn, k, bt.data());
-    lane_gemm<T>(in, jn, k, ta ? a + i0 : a + i0 * lda, ta ? 1 : lda, ta ? lda : 1, bt.data(), jn, acc,
-                 c + i0 * ldc + j0, ldc);
+    T* bt = thread_scratch<T>(k * jn);
+    transpose_into(b + j0 * ldb, ldb, jn, k, bt);
+    lane_gemm<T>(in, jn, k, ta ? a + i0 : a + i0 * lda, ta ? 1 : lda, ta ? lda : 1, bt, jn, acc, c + i0 * ldc + j0,
+                 ldc);
   };
   if (parallel) {
     parallel_tasks(cols * rows, task);
@@ -165,10 +186,10 @@ void combine_gemm_bt(int64_t m, int64_t n, int64_t k, const T* a, int64_t lda, c
     const int64_t j0 = t * W, jn = std::min(W, n - j0);
     std::vector<const T*> rows(static_cast<size_t>(nk));
     for (int j = 0; j < nk; ++j) rows[static_cast<size_t>(j)] = coef[j] ? coef[j] + j0 * k : nullptr;
-    std::unique_ptr<T[]> w(new T[static_cast<size_t>(2 * jn * k)]);  // W's rows, then transposed
-    T* wt = w.get() + jn * k;
-    detail::lincomb_range<T>(nullptr, rows.data(), z, nk, w.get(), 0, jn * k);
-    transpose_into(w.get(), k, jn, k, wt);
+    T* w = thread_scratch<T>(2 * jn * k);  // W's rows, then transposed
+    T* wt = w + jn * k;
+    detail::lincomb_range<T>(nullptr, rows.data(), z, nk, w, 0, jn * k);
+    transpose_into(w, k, jn, k, wt);
     lane_gemm<T>(m, jn, k, a, lda, 1, wt, jn, false, c + j0, ldc);
   };
   if (parallel) {
