@@ -80,8 +80,9 @@ T* thread_scratch(int64_t n) {
   thread_local int64_t size = 0;
   if (size < n) {
     const size_t bytes = (static_cast<size_t>(n) * sizeof(T) + 63) / 64 * 64;
-    buf.reset(static_cast<T*>(std::aligned_alloc(64, bytes)));
-    NANODE_CHECK(buf != nullptr, "thread_scratch: out of memory for ", n, " elements");
+    T* p = static_cast<T*>(std::aligned_alloc(64, bytes));
+    NANODE_CHECK(p != nullptr, "thread_scratch: out of memory for ", n, " elements");  // the old buffer stays
+    buf.reset(p);
     size = n;
   }
   return buf.get();
