@@ -423,6 +423,32 @@ inline std::vector<Tensor> multi_lincomb(const std::vector<Tensor>& x, const std
   return out;
 }
 
+namespace detail {
+/// bias_act_lincomb's checks of its operands against pre (or against the tensor
+/// that will hold pre, when the caller computes it in the same pass); errors name
+/// `who`.
+inline void check_bias_act_lincomb(const char* who, const Tensor& pre, const Tensor& bias, UnaryOp act,
+                                   const Tensor& x, const std::vector<Tensor>& ks, const std::vector<double>& cs) {
+  NANODE_CHECK(act == UnaryOp::Tanh || act == UnaryOp::Sigmoid, who, ": only tanh and sigmoid are fused");
+  NANODE_CHECK(ks.size() == cs.size(), who, ": ", ks.size(), " terms but ", cs.size(), " coefficients");
+  check_float(who, pre);
+  if (bias.defined()) {
+    check_same(who, pre, bias);
+    NANODE_CHECK(pre.ndim() >= 1 && bias.ndim() == 1 && bias.size(0) == pre.size(-1), who, ": bias ", bias.shape(),
+                 " does not match the last axis of ", pre.shape());
+  }
+  if (x.defined()) {
+    check_same(who, pre, x);
+    NANODE_CHECK(x.shape() == pre.shape(), who, ": shapes differ (", pre.shape(), " and ", x.shape(), ")");
+  }
+  for (const auto& k : ks)
+    if (k.defined()) {
+      check_same(who, pre, k);
+      NANODE_CHECK(k.shape() == pre.shape(), who, ": shapes differ (", pre.shape(), " and ", k.shape(), ")");
+    }
+}
+}  // namespace detail
+
 /// The RK stage fused with the dynamics' last bias and activation:
 /// k = act(pre + bias) (bias [C] along pre's last axis, or undefined; act Tanh or
 /// Sigmoid) and out = x + sum_j cs[j] ks[j] + c_new k. Returns {k, out}. One pass:
@@ -431,23 +457,7 @@ inline std::vector<Tensor> multi_lincomb(const std::vector<Tensor>& x, const std
 inline std::pair<Tensor, Tensor> bias_act_lincomb(const Tensor& pre, const Tensor& bias, UnaryOp act, const Tensor& x,
                                                   const std::vector<Tensor>& ks, const std::vector<double>& cs,
                                                   double c_new) {
-  NANODE_CHECK(act == UnaryOp::Tanh || act == UnaryOp::Sigmoid, "bias_act_lincomb: only tanh and sigmoid are fused");
-  NANODE_CHECK(ks.size() == cs.size(), "bias_act_lincomb: ", ks.size(), " terms but ", cs.size(), " coefficients");
-  check_float("bias_act_lincomb", pre);
-  if (bias.defined()) {
-    check_same("bias_act_lincomb", pre, bias);
-    NANODE_CHECK(pre.ndim() >= 1 && bias.ndim() == 1 && bias.size(0) == pre.size(-1), "bias_act_lincomb: bias ",
-                 bias.shape(), " does not match the last axis of ", pre.shape());
-  }
-  if (x.defined()) {
-    check_same("bias_act_lincomb", pre, x);
-    NANODE_CHECK(x.shape() == pre.shape(), "bias_act_lincomb: shapes differ (", pre.shape(), " and ", x.shape(), ")");
-  }
-  for (const auto& k : ks)
-    if (k.defined()) {
-      check_same("bias_act_lincomb", pre, k);
-      NANODE_CHECK(k.shape() == pre.shape(), "bias_act_lincomb: shapes differ (", pre.shape(), " and ", k.shape(), ")");
-    }
+  detail::check_bias_act_lincomb("bias_act_lincomb", pre, bias, act, x, ks, cs);
   if (pre.device().is_cuda() && ks.size() < static_cast<size_t>(cuda::kMaxLincombTerms)) {
     Tensor k = empty_like(pre), out = empty_like(pre);
     cuda::LincombTerms terms;

@@ -7,26 +7,43 @@
 
 namespace nanode::backend {
 
-/// W = sum_k z[k] A[k] for coefficients A [K, ...]: the time-basis evaluation.
-inline Tensor basis_combine(const Tensor& a, const std::vector<double>& z) {
+namespace detail {
+/// The terms of W = sum_k z[k] A[k] as cpu::lincomb takes them: A[k]'s address
+/// (null where z[k] is 0: zero terms are skipped) and z[k] in T, appended.
+template <class T>
+void basis_terms(const Tensor& a, const std::vector<double>& z, int64_t n, std::vector<const T*>& kp,
+                 std::vector<T>& cv) {
+  for (size_t j = 0; j < z.size(); ++j) {
+    kp.push_back(z[j] != 0.0 ? a.data<T>() + static_cast<int64_t>(j) * n : nullptr);
+    cv.push_back(static_cast<T>(z[j]));
+  }
+}
+inline void check_basis_combine(const Tensor& a, const std::vector<double>& z) {
   check_float("basis_combine", a);
   NANODE_CHECK(a.ndim() >= 1 && a.size(0) == static_cast<int64_t>(z.size()), "basis_combine: coefficients ",
                a.shape(), " do not have ", z.size(), " basis terms along axis 0");
+}
+/// W's shape: the coefficients' without the basis axis.
+inline Shape combined_shape(const Tensor& a) {
   std::vector<int64_t> dims = a.shape().vec();
   dims.erase(dims.begin());
-  Tensor out = Tensor::empty(Shape(dims), a.dtype(), a.device());
+  return Shape(dims);
+}
+}  // namespace detail
+
+/// W = sum_k z[k] A[k] for coefficients A [K, ...]: the time-basis evaluation.
+inline Tensor basis_combine(const Tensor& a, const std::vector<double>& z) {
+  detail::check_basis_combine(a, z);
+  Tensor out = Tensor::empty(detail::combined_shape(a), a.dtype(), a.device());
   const int64_t n = out.numel();
   if (n == 0) return out;
   const int nk = static_cast<int>(z.size());
   if (a.device().is_cpu()) {
     dispatch_float(a.dtype(), "basis_combine", [&](auto tag) {
       using T = decltype(tag);
-      std::vector<const T*> kp(z.size());
-      std::vector<T> cv(z.size());
-      for (int j = 0; j < nk; ++j) {
-        kp[static_cast<size_t>(j)] = z[static_cast<size_t>(j)] != 0.0 ? a.data<T>() + j * n : nullptr;
-        cv[static_cast<size_t>(j)] = static_cast<T>(z[static_cast<size_t>(j)]);
-      }
+      std::vector<const T*> kp;
+      std::vector<T> cv;
+      detail::basis_terms<T>(a, z, n, kp, cv);
       cpu::lincomb<T>(nullptr, kp.data(), cv.data(), nk, out.data<T>(), n);
     });
     return out;
@@ -47,6 +64,33 @@ inline Tensor basis_combine(const Tensor& a, const std::vector<double>& z) {
       cuda::axpy_f32(1.0f, part.data<float>(), out.data<float>(), n, dev);
     }
   }
+  return out;
+}
+
+/// basis_combine(a, zs[q]) for every q, each to the bit: on the CPU in one sweep
+/// over A (cpu::lincomb_many), which a solve that knows its next stage times uses
+/// to read the coefficients once for a block of steps.
+inline std::vector<Tensor> basis_combine_many(const Tensor& a, const std::vector<std::vector<double>>& zs) {
+  std::vector<Tensor> out;
+  if (!a.device().is_cpu() || zs.size() < 2) {
+    for (const auto& z : zs) out.push_back(basis_combine(a, z));
+    return out;
+  }
+  for (const auto& z : zs) detail::check_basis_combine(a, z);
+  for (size_t q = 0; q < zs.size(); ++q) out.push_back(Tensor::empty(detail::combined_shape(a), a.dtype(), a.device()));
+  const int64_t n = out[0].numel();
+  if (n == 0) return out;
+  dispatch_float(a.dtype(), "basis_combine", [&](auto tag) {
+    using T = decltype(tag);
+    std::vector<const T*> kp;
+    std::vector<T> cv;
+    std::vector<T*> op;
+    for (size_t q = 0; q < zs.size(); ++q) {
+      detail::basis_terms<T>(a, zs[q], n, kp, cv);
+      op.push_back(out[q].data<T>());
+    }
+    cpu::lincomb_many<T>(kp.data(), cv.data(), static_cast<int>(a.size(0)), static_cast<int>(zs.size()), op.data(), n);
+  });
   return out;
 }
 

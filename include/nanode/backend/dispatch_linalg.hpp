@@ -54,11 +54,22 @@ inline Tensor matmul(const Tensor& a, const Tensor& b, bool ta = false, bool tb 
   return c;
 }
 
+/// y = x w^T for x [..., in] and w [out, in]: a linear layer's product without a
+/// bias, on x's rows.
+inline Tensor linear_rows(const Tensor& x, const Tensor& w) {
+  NANODE_CHECK(w.ndim() == 2, "linear: weight ", w.shape(), " is not [out, in]");
+  NANODE_CHECK(x.ndim() >= 1 && x.size(-1) == w.size(1), "linear: input ", x.shape(), " does not end in the ",
+               w.size(1), " features of weight ", w.shape());
+  std::vector<int64_t> dims = x.shape().vec();
+  dims.back() = w.size(0);
+  return matmul(x.reshape({-1, w.size(1)}), w, false, true).reshape(dims);
+}
+
 /// y = x W^T for W = sum_k z[k] A[k], coefficients A [K, out, in] and x [..., in]:
 /// a time-varying linear layer's product without a bias. On the CPU, where the
 /// fused product takes the shape (cpu::combine_gemm_bt), one pass that never holds
-/// W, with the bits of matmul(x, basis_combine(A, z), false, true); elsewhere those
-/// two calls.
+/// W, with the bits of linear_rows(x, basis_combine(A, z)); elsewhere those two
+/// calls.
 inline Tensor combine_linear(const Tensor& x, const Tensor& a, const std::vector<double>& z) {
   check_same("combine_linear", x, a);
   NANODE_CHECK(a.ndim() == 3 && a.size(0) == static_cast<int64_t>(z.size()), "combine_linear: coefficients ",
@@ -71,20 +82,17 @@ inline Tensor combine_linear(const Tensor& x, const Tensor& a, const std::vector
     dispatch_float(a.dtype(), "combine_linear", [&](auto tag) {
       fused = cpu::combine_gemm_bt_takes<decltype(tag)>(m, out_f, in);
     });
+  if (!fused) return linear_rows(x, basis_combine(a, z));
   std::vector<int64_t> dims = x.shape().vec();
   dims.back() = out_f;
-  if (!fused) return matmul(x.reshape({-1, in}), basis_combine(a, z), false, true).reshape(dims);
   Tensor y = Tensor::empty(Shape(dims), x.dtype(), x.device());
   dispatch_float(a.dtype(), "combine_linear", [&](auto tag) {
     using T = decltype(tag);
-    const int nk = static_cast<int>(z.size());
-    std::vector<const T*> kp(z.size());
-    std::vector<T> cv(z.size());
-    for (int j = 0; j < nk; ++j) {  // as basis_combine: zero terms are skipped
-      kp[static_cast<size_t>(j)] = z[static_cast<size_t>(j)] != 0.0 ? a.data<T>() + j * out_f * in : nullptr;
-      cv[static_cast<size_t>(j)] = static_cast<T>(z[static_cast<size_t>(j)]);
-    }
-    cpu::combine_gemm_bt<T>(m, out_f, in, x.data<T>(), in, kp.data(), cv.data(), nk, y.data<T>(), out_f);
+    std::vector<const T*> kp;
+    std::vector<T> cv;
+    detail::basis_terms<T>(a, z, out_f * in, kp, cv);
+    cpu::combine_gemm_bt<T>(m, out_f, in, x.data<T>(), in, kp.data(), cv.data(), static_cast<int>(z.size()),
+                            y.data<T>(), out_f);
   });
   return y;
 }
@@ -143,6 +151,40 @@ inline Tensor permute(const Tensor& x, const std::vector<int>& perm) {
   Tensor out = Tensor::empty(Shape(dims), x.dtype(), x.device());
   gather(x, out, d);
   return out;
+}
+
+/// A Runge-Kutta stage without a graph for dynamics that end in act(h w^T + bias),
+/// given wt = w^T [in, out]: with pre = linear_rows(h, w), returns
+/// bias_act_lincomb(pre, bias, act, x, ks, cs, c_new), i.e. {k, out}, to the bit.
+/// On the CPU with a bias and shapes cpu::linear_stage takes, one parallel region
+/// that runs the product and the stage slab by slab; elsewhere those calls (w
+/// transposed back first).
+inline std::pair<Tensor, Tensor> linear_bias_act_lincomb(const Tensor& h, const Tensor& wt, const Tensor& bias,
+                                                         UnaryOp act, const Tensor& x, const std::vector<Tensor>& ks,
+                                                         const std::vector<double>& cs, double c_new) {
+  const char* who = "linear_bias_act_lincomb";
+  check_same(who, h, wt);
+  NANODE_CHECK(wt.ndim() == 2, who, ": the transposed weight ", wt.shape(), " is not [in, out]");
+  NANODE_CHECK(h.ndim() >= 1 && h.size(-1) == wt.size(0), who, ": input ", h.shape(), " does not end in the ",
+               wt.size(0), " features of the transposed weight ", wt.shape());
+  const int64_t k = wt.size(0), n = wt.size(1), m = h.numel() / std::max<int64_t>(1, k);
+  std::vector<int64_t> dims = h.shape().vec();
+  dims.back() = n;
+  Tensor kout = Tensor::empty(Shape(dims), h.dtype(), h.device());
+  detail::check_bias_act_lincomb(who, kout, bias, act, x, ks, cs);
+  bool fused = h.device().is_cpu() && bias.defined() && m > 0;
+  if (fused)
+    dispatch_float(h.dtype(), who, [&](auto tag) { fused = cpu::linear_stage_takes<decltype(tag)>(m, n, k); });
+  if (!fused) return bias_act_lincomb(linear_rows(h, permute(wt, {1, 0})), bias, act, x, ks, cs, c_new);
+  Tensor out = empty_like(kout);
+  dispatch_float(h.dtype(), who, [&](auto tag) {
+    using T = decltype(tag);
+    const auto [kp, cv] = detail::cpu_terms<T>(ks, cs);
+    cpu::linear_stage<T>(act, m, n, k, h.data<T>(), k, wt.data<T>(), bias.data<T>(), x.defined() ? x.data<T>() : nullptr,
+                         kp.data(), cv.data(), static_cast<int>(ks.size()), static_cast<T>(c_new), kout.data<T>(),
+                         out.data<T>());
+  });
+  return {kout, out};
 }
 
 /// x broadcast (repeated along its size-1 and missing axes) to `shape`.

@@ -13,6 +13,7 @@
 // evaluation of f and one vector-Jacobian product, as in direct backprop.
 #include <algorithm>
 #include <memory>
+#include <optional>
 #include <tuple>
 #include <utility>
 #include <vector>
@@ -21,9 +22,12 @@
 
 namespace nanode::ode::detail {
 
+/// The time a step from t to t_next evaluates f at.
+inline double alf_mid(double t, double t_next) { return t + 0.5 * (t_next - t); }
+
 /// One ALF step on Vars (recorded when grad mode is on); returns (x', v').
 inline std::pair<Var, Var> alf_step(VarSystem& sys, double t, double t_next, const Var& x, const Var& v) {
-  const double h = t_next - t, s = t + 0.5 * h;
+  const double h = t_next - t, s = alf_mid(t, t_next);
   Var xh = lincomb(x, {v}, {0.5 * h});
   Var fx = sys.eval(s, xh);
   Var vn = lincomb(Var(), {fx, v}, {2.0, -1.0});
@@ -41,6 +45,12 @@ inline Var alf_start(VarSystem& sys, const Plan& plan, const Var& x0) {
 inline std::vector<Var> alf_forward(VarSystem& sys, const Plan& plan, const Var& x0, Stats& stats,
                                     std::vector<Var>* v_out = nullptr) {
   std::vector<Var> outs;
+  std::optional<ScheduleScope> schedule;  // without a graph: the evaluation times, as solve_forward publishes them
+  if (!GradMode::is_enabled()) {
+    std::vector<double> times{stage_time(plan.grid[0], plan.grid[1], 0.0)};
+    for (size_t i = 0; i + 1 < plan.grid.size(); ++i) times.push_back(alf_mid(plan.grid[i], plan.grid[i + 1]));
+    schedule.emplace(times);
+  }
   Var x = x0, v = alf_start(sys, plan, x0);
   size_t next = 0;
   auto emit = [&](size_t i) {
@@ -151,7 +161,7 @@ inline std::vector<Var> odeint_alf(Dynamics& f, const Var& x0, const std::vector
     double t_stored = plan->grid[E];
     Tensor ax = grad_at(E), av;  // adjoints of x and v after the current step
     for (size_t i = E; i-- > 0;) {
-      const double t0 = plan->grid[i], t1 = plan->grid[i + 1], h = t1 - t0, s = t0 + 0.5 * h;
+      const double t0 = plan->grid[i], t1 = plan->grid[i + 1], h = t1 - t0, s = alf_mid(t0, t1);
       // Rebuild the step's input and differentiate it. With b = av + ax h/2 (the
       // adjoint of v' through both uses of it):
       //   d x_half = ax + 2 J^T b,  d v = -b + (d x_half) h/2,  d x = d x_half.

@@ -10,12 +10,14 @@
 #include <cmath>
 #include <limits>
 #include <memory>
+#include <optional>
 #include <string>
 #include <unordered_map>
 #include <unordered_set>
 #include <vector>
 
 #include "nanode/nn/module.hpp"
+#include "nanode/ode/schedule.hpp"
 #include "nanode/ode/tableau.hpp"
 #include "nanode/ops/fused.hpp"
 #include "nanode/ops/shape.hpp"
@@ -34,6 +36,17 @@ class Dynamics : public nn::Module {
   virtual bool has_preactivation() const { return false; }
   virtual Var forward_preactivation(double /*t*/, const Var& /*x*/, Var& /*bias*/, UnaryOp& /*act*/) {
     fail("Dynamics::forward_preactivation: this dynamics does not split off its last bias and activation");
+  }
+  /// Without a graph, dynamics whose pre-activation is a product pre = h W^T may
+  /// return h [..., in] and wt = W^T [in, out] (bias and act as above) instead of
+  /// computing pre, and the solvers run the product together with the stage
+  /// (backend::linear_bias_act_lincomb). Its bits are those of forward_preactivation
+  /// followed by the stage where cpu::linear_stage_takes the shapes (and a bias is
+  /// given); return false elsewhere, or when not available at t (then
+  /// forward_preactivation is used).
+  virtual bool linear_preactivation(double /*t*/, const Var& /*x*/, Tensor& /*h*/, Tensor& /*wt*/, Var& /*bias*/,
+                                    UnaryOp& /*act*/) {
+    return false;
   }
 };
 
@@ -376,16 +389,33 @@ struct VarSystem {
   /// k_out = f(t, xin) and returns x + sum_j cs[j] ks[j] + c_new k_out: with
   /// fusion on and dynamics that split off their last bias and activation, the
   /// two meet in one pass (bias_activation_lincomb); the graph is the same.
+  /// Without a graph, dynamics that hand over their last product
+  /// (Dynamics::linear_preactivation) have it run in that pass too.
   Var eval_comb(double t, const Var& xin, Var& k_out, const Var* x, const std::vector<const Var*>& ks,
                 const std::vector<double>& cs, double c_new) {
     if (fuse && !discover && f.has_preactivation()) {
       ++*evals;
       Var bias;
       UnaryOp act = UnaryOp::Tanh;
-      Var pre = check_shape(f.forward_preactivation(t, xin, bias, act), xin);
       std::vector<Var> kv;
       std::vector<double> cv;
       nonzero_terms(ks, cs, kv, cv);
+      Tensor h, wt;
+      if (!GradMode::is_enabled() && f.linear_preactivation(t, xin, h, wt, bias, act)) {
+        NANODE_CHECK(h.defined() && wt.defined() && wt.ndim() == 2 && h.ndim() == xin.ndim() &&
+                         h.numel() / std::max<int64_t>(1, h.size(-1)) * wt.size(1) == xin.numel(),
+                     "odeint: the dynamics' last product (linear_preactivation) gives input ",
+                     h.defined() ? h.shape().str() : std::string("undefined"), " and transposed weight ",
+                     wt.defined() ? wt.shape().str() : std::string("undefined"), " for a state of shape ", xin.shape());
+        std::vector<Tensor> kt;
+        for (const auto& v : kv) kt.push_back(v.data());
+        auto [k, out] = backend::linear_bias_act_lincomb(h, wt, bias.defined() ? bias.data() : Tensor(), act,
+                                                         x ? x->data() : Tensor(), kt, cv, c_new);
+        ++Schedule::totals().fused_stages;
+        k_out = check_shape(Var(k), xin);
+        return Var(out);
+      }
+      Var pre = check_shape(f.forward_preactivation(t, xin, bias, act), xin);
       auto [k, out] = bias_activation_lincomb(pre, bias, act, x ? *x : Var(), kv, cv, c_new);
       k_out = k;
       return out;
@@ -488,6 +518,15 @@ inline void validate(const Var& x0, const std::vector<double>& t, const Options&
 
 inline bool fixed_steps(const Options& o) { return o.steps > 0 || o.step_size > 0; }
 
+/// The times rk_step evaluates stages at, step after step over `grid`.
+inline std::vector<double> stage_times(const Tableau& tb, const std::vector<double>& grid) {
+  std::vector<double> out;
+  out.reserve(grid.empty() ? 0 : (grid.size() - 1) * static_cast<size_t>(tb.stages()));
+  for (size_t i = 0; i + 1 < grid.size(); ++i)
+    for (double c : tb.c) out.push_back(stage_time(grid[i], grid[i + 1], c));
+  return out;
+}
+
 /// Forward solve of a Var system over the whole time range: returns the states at
 /// the requested times and fills `plan` with the grid it stepped on. After grid
 /// point i is reached, on_grid(i, x) runs; when it returns true, the next step does
@@ -501,6 +540,10 @@ std::vector<Var> solve_forward(Dynamics& f, const Tableau& tb, const Var& x0, co
   Var x = x0;
   if (fixed_steps(o)) {
     plan = fixed_plan(t, jumps, o);
+    // Without a graph, the stage times are published (ode::Schedule) for layers
+    // that can prepare their weights for several steps at once.
+    std::optional<ScheduleScope> schedule;
+    if (!GradMode::is_enabled()) schedule.emplace(stage_times(tb, plan.grid));
     std::vector<bool> fresh(plan.grid.size(), false);
     for (size_t i = 0; i < plan.grid.size(); ++i)
       for (double j : jumps) fresh[i] = fresh[i] || same_time(plan.grid[i], j);

@@ -322,15 +322,40 @@ class MLPDynamics : public ode::Dynamics {
   }
   Var forward_preactivation(double t, const Var& x, Var& bias, UnaryOp& act) override {
     NANODE_CHECK(has_preactivation(), "MLPDynamics::forward_preactivation: needs a final tanh after a TimeLinear");
-    Var h = x;
-    for (size_t i = 0; i + 1 < layers_.size(); ++i) h = tanh(layers_[i]->forward(t, h));
+    const Var h = last_input(t, x, bias, act);
     const auto& last = static_cast<const TimeLinear&>(*layers_.back());
-    bias = last.bias(t);
-    act = UnaryOp::Tanh;
     return linear_at(h, last.weight_coeffs, last.basis(), t);
+  }
+  /// Where the running solve's schedule holds W(t)^T of the last layer
+  /// (detail::scheduled_weight) and cpu::linear_stage takes the shapes, the solver
+  /// gets it and the last layer's input and runs the product with the stage;
+  /// elsewhere false (linear_at's fused product, then the stage).
+  bool linear_preactivation(double t, const Var& x, Tensor& h, Tensor& wt, Var& bias, UnaryOp& act) override {
+    if (!has_preactivation() || GradMode::is_enabled()) return false;
+    const auto& last = static_cast<const TimeLinear&>(*layers_.back());
+    const Tensor& a = last.weight_coeffs.data();
+    if (a.ndim() != 3 || !last.bias_coeffs.defined() || x.ndim() < 1) return false;
+    bool takes = false;
+    backend::dispatch_float(a.dtype(), "linear_preactivation", [&](auto tag) {
+      takes = cpu::linear_stage_takes<decltype(tag)>(x.numel() / std::max<int64_t>(1, x.size(-1)), a.size(1), a.size(2));
+    });
+    if (!takes) return false;
+    wt = detail::scheduled_weight(a, last.basis(), t, /*transposed=*/true);
+    if (!wt.defined()) return false;
+    h = last_input(t, x, bias, act).data();
+    return true;
   }
 
  private:
+  /// The last layer's input (the earlier layers, each with its tanh), its bias
+  /// b(t) and the final activation.
+  Var last_input(double t, const Var& x, Var& bias, UnaryOp& act) const {
+    Var h = x;
+    for (size_t i = 0; i + 1 < layers_.size(); ++i) h = tanh(layers_[i]->forward(t, h));
+    bias = static_cast<const TimeLinear&>(*layers_.back()).bias(t);
+    act = UnaryOp::Tanh;
+    return h;
+  }
   std::vector<std::shared_ptr<TimeLayer>> layers_;
   std::shared_ptr<GatedDynamics> gated_;
   bool final_tanh_;

@@ -5,6 +5,7 @@
 #include <cmath>
 
 #include "nanode/nn/layers.hpp"
+#include "nanode/ode/schedule.hpp"
 #include "nanode/ops/fused.hpp"
 #include "nanode/timevarying/basis.hpp"
 
@@ -29,16 +30,83 @@ inline Var combine_at(const Var& coeffs, const TimeBasis& basis, double t) {
   return basis_combine(coeffs, basis.eval(t));
 }
 
+namespace detail {
+/// W(t) = basis_combine(coeffs, basis.eval(t)) (or its transpose) at the upcoming
+/// times of the running solve's schedule (ode::Schedule), computed a block at a
+/// time in one sweep over the coefficients (basis_combine_many: the same bits) and
+/// kept in the schedule, so that nothing outlives the solve. The transpose is
+/// combined from the coefficients transposed once per solve: entry (i, o) of
+/// W(t)^T is the same sum, in the same order, as entry (o, i) of W(t).
+struct ScheduledWeights {
+  Tensor coeffs;  ///< holds the storage, so no other tensor can take the key
+  Tensor source;  ///< what is combined: coeffs, or coeffs with each A_k transposed
+  const TimeBasis* basis = nullptr;
+  size_t first = 0;  ///< the schedule index of w[0]
+  std::vector<Tensor> w;
+  int64_t fills = 0, served = 0;
+};
+/// A block's size in bytes: the combined weights of a block stay in L2 while the
+/// steps read them.
+constexpr int64_t kScheduledBlockBytes = int64_t{512} << 10;
+constexpr int64_t kScheduledBlockMax = 16;
+
+/// W(t) [out, in] (W(t)^T [in, out] with `transposed`, for coefficients
+/// [K, out, in]) from the schedule, or an undefined Tensor where it has none: no
+/// schedule, t not among its coming times, not on the CPU, or a W too large for a
+/// block of two.
+inline Tensor scheduled_weight(const Tensor& coeffs, const TimeBasis& basis, double t, bool transposed = false) {
+  ode::Schedule* s = ode::Schedule::current();
+  if (!s || !coeffs.device().is_cpu() || coeffs.ndim() != (transposed ? 3 : coeffs.ndim()) || coeffs.ndim() < 2 ||
+      coeffs.numel() == 0)
+    return Tensor();
+  const int64_t bytes = coeffs.numel() / coeffs.size(0) * static_cast<int64_t>(dtype_size(coeffs.dtype()));
+  const int64_t block = std::min(kScheduledBlockMax, kScheduledBlockBytes / bytes);
+  if (block < 2) return Tensor();
+  // The key: the coefficients' address, one byte on for the transposed form (a
+  // key only: never read).
+  std::shared_ptr<void>& slot = s->slot(static_cast<const char*>(coeffs.raw_data()) + (transposed ? 1 : 0));
+  auto* c = static_cast<ScheduledWeights*>(slot.get());
+  if (c && (c->basis != &basis || c->coeffs.shape() != coeffs.shape() || c->coeffs.dtype() != coeffs.dtype())) {
+    slot.reset();  // another view or basis at the same address: start over
+    c = nullptr;
+  }
+  if (!c) {
+    auto fresh = std::make_shared<ScheduledWeights>();
+    fresh->coeffs = coeffs;
+    fresh->basis = &basis;
+    c = fresh.get();
+    slot = std::move(fresh);
+  }
+  const size_t at = s->find(t, c->first);
+  if (at == ode::Schedule::npos) return Tensor();
+  if (c->w.empty() || at >= c->first + c->w.size()) {
+    if (!c->source.defined()) c->source = transposed ? backend::permute(coeffs, {0, 2, 1}) : coeffs;
+    const auto& times = s->times();
+    std::vector<std::vector<double>> zs;
+    for (size_t i = at; i < times.size() && zs.size() < static_cast<size_t>(block); ++i) zs.push_back(basis.eval(times[i]));
+    c->w.clear();  // the old block goes first: one block in memory at a time
+    c->w = backend::basis_combine_many(c->source, zs);
+    c->first = at;
+    ++c->fills;
+  }
+  ++c->served;
+  ++ode::Schedule::totals().served;
+  return c->w[at - c->first];
+}
+}  // namespace detail
+
 /// x W(t)^T (+ b(t)) for W(t) = combine_at(coeffs, basis, t): with no graph to
-/// record (grad mode off, or nothing here requires grad) and on the CPU one fused
-/// pass that never holds W(t) (backend::combine_linear, the same bits as the
-/// unfused ops; the solvers' no-grad passes and inference); else
+/// record (grad mode off, or nothing here requires grad) and on the CPU without
+/// holding W(t): W(t) from the running solve's block (detail::scheduled_weight)
+/// where it has one, else one fused pass (backend::combine_linear), both with the
+/// same bits as the unfused ops (the solvers' no-grad passes and inference); else
 /// linear(x, combine_at(coeffs, basis, t), bias).
 inline Var linear_at(const Var& x, const Var& coeffs, const TimeBasis& basis, double t, const Var& bias = Var()) {
   const bool graph = GradMode::is_enabled() && (x.requires_grad() || coeffs.requires_grad() ||
                                                 (bias.defined() && bias.requires_grad()));
   if (graph || !coeffs.device().is_cpu() || coeffs.ndim() != 3) return linear(x, combine_at(coeffs, basis, t), bias);
-  Tensor y = backend::combine_linear(x.data(), coeffs.data(), basis.eval(t));
+  const Tensor w = detail::scheduled_weight(coeffs.data(), basis, t);
+  Tensor y = w.defined() ? backend::linear_rows(x.data(), w) : backend::combine_linear(x.data(), coeffs.data(), basis.eval(t));
   if (bias.defined()) {
     NANODE_CHECK(bias.ndim() == 1 && bias.size(0) == coeffs.size(1), "linear: bias ", bias.shape(),
                  " does not match the ", coeffs.size(1), " outputs of coefficients ", coeffs.shape());

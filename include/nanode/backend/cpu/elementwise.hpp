@@ -4,6 +4,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
+#include <type_traits>
 #include <vector>
 
 #include <Eigen/Core>
@@ -123,18 +124,71 @@ void axpy(T alpha, const T* x, T* y, int64_t n) {
   });
 }
 
-/// out = x + sum_j c[j] * k[j] (x may be null: then just the sum). One pass over
-/// memory per chunk; the Runge-Kutta stage update and the time-basis combination.
-/// The terms are summed first and x added last, so a step rounds once at the
-/// state's magnitude (adding each small term to x in turn rounds at it each time).
 namespace detail {
-/// out[s, s + m) = x + sum_j c[j] k[j] over that range, in blocks that stay in L1
-/// across the terms (null k[j] are skipped; x may be null).
+constexpr int64_t kLincombBlock = 2048;
+
+/// out[q][s, e) = sum_j c[q nk + j] k[j][s, e) for q < NB: NB combinations of the
+/// same arrays k[j] (null ones skipped; no term: zeros), only the coefficients
+/// differing (a time basis at NB times). In pieces of one SIMD vector: each vector
+/// of an array is loaded once and feeds the NB partial sums, which stay in
+/// registers across the terms (re-reading the arrays for each combination would
+/// thrash L1: they sit a multiple of 4 KiB apart). Every entry is c0 k0, then
+/// + c1 k1, ... in j's order, computed by the same vector operations wherever it
+/// falls (a last partial piece runs on a zero-padded copy), so results do not
+/// depend on NB, on the range or on the compiler's contraction of a * b + c.
+template <class T, int NB>
+void combine_group(const T* const* k, const T* c, int nk, T* const* out, int64_t s, int64_t e) {
+  constexpr int L = 64 / static_cast<int>(sizeof(T));
+  using Vec = Eigen::Array<T, L, 1>;
+  auto piece = [&](int64_t i, auto len) {  // len < L: the arrays' values copied, zero-padded
+    const int64_t m = len;
+    Vec acc[NB];
+    Vec tail;
+    bool first = true;
+    for (int j = 0; j < nk; ++j) {
+      if (!k[j]) continue;
+      const T* kp = k[j] + i;
+      if (m < L) {
+        tail.setZero();
+        std::copy(kp, kp + m, tail.data());
+        kp = tail.data();
+      }
+      const Eigen::Map<const Vec> kv(kp);
+      if (first) {
+        for (int q = 0; q < NB; ++q) acc[q] = c[q * nk + j] * kv;
+        first = false;
+      } else {
+        for (int q = 0; q < NB; ++q) acc[q] += c[q * nk + j] * kv;
+      }
+    }
+    for (int q = 0; q < NB; ++q) {
+      if (m == L) {
+        Eigen::Map<Vec> o(out[q] + i);
+        if (first) o.setZero();
+        else o = acc[q];
+      } else if (first) {
+        std::fill(out[q] + i, out[q] + i + m, T(0));
+      } else {
+        std::copy(acc[q].data(), acc[q].data() + m, out[q] + i);
+      }
+    }
+  };
+  int64_t i = s;
+  for (; i + L <= e; i += L) piece(i, std::integral_constant<int64_t, L>{});
+  if (i < e) piece(i, e - i);
+}
+
+/// out[s, s + m) = x + sum_j c[j] k[j] over that range (null k[j] are skipped; x
+/// may be null). Without x, combine_group; with x, in blocks of kLincombBlock that
+/// stay in L1 across the terms, x added last.
 template <class T>
 void lincomb_range(const T* x, const T* const* k, const T* c, int nk, T* out, int64_t s0, int64_t e0) {
-  constexpr int64_t kBlock = 2048;
-  for (int64_t s = s0; s < e0; s += kBlock) {
-    const int64_t m = std::min(kBlock, e0 - s);
+  if (!x) {
+    combine_group<T, 1>(k, c, nk, &out, s0, e0);
+    return;
+  }
+  for (int64_t s = s0; s < e0; s += kLincombBlock) {
+    const int64_t m = std::min(kLincombBlock, e0 - s);
     ArrMap<T> O(out + s, m);
     bool first = true;
     for (int j = 0; j < nk; ++j) {
@@ -143,16 +197,16 @@ void lincomb_range(const T* x, const T* const* k, const T* c, int nk, T* out, in
       else O += c[j] * CArrMap<T>(k[j] + s, m);
       first = false;
     }
-    if (first) {
-      if (x) O = CArrMap<T>(x + s, m);
-      else O.setZero();
-    } else if (x) {
-      O += CArrMap<T>(x + s, m);
-    }
+    if (first) O = CArrMap<T>(x + s, m);
+    else O += CArrMap<T>(x + s, m);
   }
 }
 }  // namespace detail
 
+/// out = x + sum_j c[j] * k[j] (x may be null: then just the sum). One pass over
+/// memory per chunk; the Runge-Kutta stage update and the time-basis combination.
+/// The terms are summed first and x added last, so a step rounds once at the
+/// state's magnitude (adding each small term to x in turn rounds at it each time).
 template <class T>
 void lincomb(const T* x, const T* const* k, const T* c, int nk, T* out, int64_t n) {
   // The grain counts elements read: a combination of many terms (a time basis of
@@ -163,44 +217,101 @@ void lincomb(const T* x, const T* const* k, const T* c, int nk, T* out, int64_t 
                [&](int64_t b, int64_t e) { detail::lincomb_range(x, k, c, nk, out, b, e); });
 }
 
+/// out[q] = sum_j c[q nk + j] k[q nk + j] (no x) for q < B combinations of length n,
+/// each entry the one lincomb(nullptr, k + q nk, c + q nk, nk, out[q], n) gives it
+/// (combine_group). Combinations of the same arrays (a time basis at B times, with
+/// the same zero terms) go eight, four or two at a time, each vector of the arrays
+/// read once for the group; the others one by one.
+template <class T>
+void lincomb_many(const T* const* k, const T* c, int nk, int B, T* const* out, int64_t n) {
+  const int64_t grain = std::max<int64_t>(4096, kElementwiseGrain / std::max(1, nk));
+  auto same = [&](int q0, int nb) {  // combinations q0 .. q0 + nb read the same arrays
+    for (int q = q0 + 1; q < q0 + nb; ++q)
+      for (int j = 0; j < nk; ++j)
+        if (k[q * nk + j] != k[q0 * nk + j]) return false;
+    return true;
+  };
+  auto group = [&](int q0, auto nb) {
+    parallel_for(n, grain, [&](int64_t b, int64_t e) {
+      detail::combine_group<T, decltype(nb)::value>(k + q0 * nk, c + q0 * nk, nk, out + q0, b, e);
+    });
+  };
+  for (int q0 = 0; q0 < B;) {
+    if (q0 + 8 <= B && same(q0, 8)) {
+      group(q0, std::integral_constant<int, 8>{});
+      q0 += 8;
+    } else if (q0 + 4 <= B && same(q0, 4)) {
+      group(q0, std::integral_constant<int, 4>{});
+      q0 += 4;
+    } else if (q0 + 2 <= B && same(q0, 2)) {
+      group(q0, std::integral_constant<int, 2>{});
+      q0 += 2;
+    } else {
+      lincomb<T>(nullptr, k + q0 * nk, c + q0 * nk, nk, out[q0], n);
+      ++q0;
+    }
+  }
+}
+
 /// The RK stage fused with the dynamics' last bias and activation, in one pass:
 /// kout = act(pre + bias) (bias: one value per column of rows of `cols`, or null)
 /// and out = x + sum_j c[j] k[j] + c_new kout, summed in that order as lincomb
 /// sums (k[j] null: skipped; x null: no x). Chunks (of elements, or of rows with a
 /// bias) are fixed by the size, so the result does not depend on the thread count.
+namespace detail {
+/// A stage's arrays and coefficients as lincomb_range sums them: ks with k_new
+/// appended (bias_act_lincomb's and linear_stage's).
+template <class T>
+struct StageTerms {
+  std::vector<const T*> k;
+  std::vector<T> c;
+  StageTerms(const T* const* ks, const T* cs, int nk, const T* k_new, T c_new) : k(ks, ks + nk), c(cs, cs + nk) {
+    k.push_back(k_new);
+    c.push_back(c_new);
+  }
+  int size() const { return static_cast<int>(k.size()); }
+};
+/// Rows [r0, r1) of kout [., cols] = act(pre + bias), row by row (pre may be kout).
+template <class Op, class T>
+void bias_act_rows(const T* pre, const T* bias, int64_t cols, int64_t r0, int64_t r1, T* kout) {
+  for (int64_t r = r0; r < r1; ++r) {
+    ArrMap<T> K(kout + r * cols, cols);
+    Op::cpu_f(CArrMap<T>(pre + r * cols, cols) + CArrMap<T>(bias, cols), K, T(0), T(0));
+  }
+}
+/// f(unary::Tanh{}) or f(unary::Sigmoid{}) for act; any other act fails naming `who`.
+template <class F>
+void with_stage_act(UnaryOp act, const char* who, F&& f) {
+  if (act == UnaryOp::Tanh) f(unary::Tanh{});
+  else if (act == UnaryOp::Sigmoid) f(unary::Sigmoid{});
+  else fail(who, ": only tanh and sigmoid are fused");
+}
+}  // namespace detail
+
 template <class T>
 void bias_act_lincomb(UnaryOp act, const T* pre, const T* bias, int64_t cols, const T* x, const T* const* k,
                       const T* c, int nk, T c_new, T* kout, T* out, int64_t n) {
   if (n == 0) return;
-  std::vector<const T*> kk(k, k + nk);
-  std::vector<T> cc(c, c + nk);
-  kk.push_back(kout);
-  cc.push_back(c_new);
+  const detail::StageTerms<T> st(k, c, nk, kout, c_new);
   int terms = (x ? 1 : 0) + 3;
   for (int j = 0; j < nk; ++j) terms += k[j] ? 1 : 0;
   const int64_t grain = std::max<int64_t>(1024, kElementwiseGrain / terms);
-  auto run = [&](auto op) {
+  detail::with_stage_act(act, "bias_act_lincomb", [&](auto op) {
     using Op = decltype(op);
     if (!bias) {  // element chunks
       parallel_for(n, grain, [&](int64_t b, int64_t e) {
         ArrMap<T> K(kout + b, e - b);
         Op::cpu_f(CArrMap<T>(pre + b, e - b), K, T(0), T(0));
-        detail::lincomb_range(x, kk.data(), cc.data(), nk + 1, out, b, e);
+        detail::lincomb_range(x, st.k.data(), st.c.data(), st.size(), out, b, e);
       });
       return;
     }
     // Row chunks: bias[j] joins column j of every row.
     parallel_for(n / cols, std::max<int64_t>(1, grain / cols), [&](int64_t rb, int64_t re) {
-      for (int64_t r = rb; r < re; ++r) {
-        ArrMap<T> K(kout + r * cols, cols);
-        Op::cpu_f(CArrMap<T>(pre + r * cols, cols) + CArrMap<T>(bias, cols), K, T(0), T(0));
-      }
-      detail::lincomb_range(x, kk.data(), cc.data(), nk + 1, out, rb * cols, re * cols);
+      detail::bias_act_rows<Op>(pre, bias, cols, rb, re, kout);
+      detail::lincomb_range(x, st.k.data(), st.c.data(), st.size(), out, rb * cols, re * cols);
     });
-  };
-  if (act == UnaryOp::Tanh) run(unary::Tanh{});
-  else if (act == UnaryOp::Sigmoid) run(unary::Sigmoid{});
-  else fail("bias_act_lincomb: only tanh and sigmoid are fused");
+  });
 }
 
 /// g[k, i] = z[k] * gw[i]: the gradient of W = sum_k z_k A_k with respect to A.

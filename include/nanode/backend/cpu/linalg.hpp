@@ -130,6 +130,19 @@ inline GemmSplit gemm_split(int64_t m, int64_t n, int64_t k) {
   return s;
 }
 
+/// Whether gemm() runs C = op(A) B^T by gemm_lanes_bt (a few rows: transposing B
+/// costs more than it saves).
+template <class T>
+inline bool lanes_bt_takes(int64_t m, int64_t n, int64_t k, T alpha, T beta) {
+  return k > 0 && m >= 16 && lane_gemm_takes(n, k, alpha, beta);
+}
+
+/// Whether a product of m x n x k runs its slabs on the pool: about 1 MFLOP or
+/// more, and not already inside a parallel region.
+inline bool product_parallel(int64_t m, int64_t n, int64_t k) {
+  return 2 * m * n * k >= (int64_t{1} << 20) && !ThreadPool::in_parallel();
+}
+
 /// C = op(A) B^T (or += with `acc`) by lane_gemm, B stored [n][k]: in column slabs
 /// four vectors wide, each task transposing its own rows of B (so B^T is in the
 /// cache of the core that reads it), and in row slabs only as many as keep the
@@ -140,7 +153,7 @@ void gemm_lanes_bt(bool ta, int64_t m, int64_t n, int64_t k, const T* a, int64_t
                    bool acc, T* c, int64_t ldc) {
   constexpr int64_t W = 4 * kLanes<T>;
   const int64_t cols = (n + W - 1) / W;
-  const bool parallel = 2 * m * n * k >= (int64_t{1} << 20) && !ThreadPool::in_parallel();
+  const bool parallel = product_parallel(m, n, k);
   const int64_t threads = ThreadPool::instance().threads();
   const int64_t rows = parallel ? std::clamp<int64_t>((threads + cols - 1) / cols, 1, std::max<int64_t>(1, m / 16)) : 1;
   const int64_t rstep = (m + rows - 1) / rows;
@@ -165,9 +178,9 @@ void gemm_lanes_bt(bool ta, int64_t m, int64_t n, int64_t k, const T* a, int64_t
 /// combined by the one task that reads them, so row slabs would combine them twice).
 template <class T>
 inline bool combine_gemm_bt_takes(int64_t m, int64_t n, int64_t k) {
-  if (m < 16 || k <= 0 || !lane_gemm_takes(n, k, T(1), T(0))) return false;
+  if (!lanes_bt_takes<T>(m, n, k, T(1), T(0))) return false;
   const int64_t cols = (n + 4 * kLanes<T> - 1) / (4 * kLanes<T>);
-  return cols >= ThreadPool::instance().threads() || 2 * m * n * k < (int64_t{1} << 20) || ThreadPool::in_parallel();
+  return cols >= ThreadPool::instance().threads() || !product_parallel(m, n, k);
 }
 
 /// C[m, n] = A[m, k] W^T for W [n, k] = sum_j z[j] coef[j] (each coef[j] [n, k]
@@ -182,7 +195,7 @@ void combine_gemm_bt(int64_t m, int64_t n, int64_t k, const T* a, int64_t lda, c
                      int nk, T* c, int64_t ldc) {
   constexpr int64_t W = 4 * kLanes<T>;
   const int64_t cols = (n + W - 1) / W;
-  const bool parallel = 2 * m * n * k >= (int64_t{1} << 20) && !ThreadPool::in_parallel();
+  const bool parallel = product_parallel(m, n, k);
   auto task = [&](int64_t t) {
     const int64_t j0 = t * W, jn = std::min(W, n - j0);
     std::vector<const T*> rows(static_cast<size_t>(nk));
@@ -200,13 +213,58 @@ void combine_gemm_bt(int64_t m, int64_t n, int64_t k, const T* a, int64_t lda, c
   }
 }
 
+/// Whether linear_stage takes h [m, k] and wt [k, n]: the shapes gemm() runs
+/// x w^T for by gemm_lanes_bt (the graph's product, whose bits it gives).
+template <class T>
+inline bool linear_stage_takes(int64_t m, int64_t n, int64_t k) {
+  return lanes_bt_takes<T>(m, n, k, T(1), T(0));
+}
+
+/// A Runge-Kutta stage without a graph whose dynamics end in act(h w^T + bias):
+/// kout [m, n] = act(h wt + bias) and out = x + sum_j c[j] k[j] + c_new kout, for
+/// h [m, k] (row stride ldh), wt = w^T [k, n] and bias [n]. In slabs of rows, each
+/// task runs its rows of the product (lane_gemm) and then the stage on the rows it
+/// just wrote: one parallel region where the product and bias_act_lincomb take two,
+/// and the product's output is used while it is in the task's cache. Every entry
+/// is the one gemm(h, w^T) and bias_act_lincomb give it: lane_gemm's sums do not
+/// depend on the slabs, and the activation (bias_act_rows) and lincomb_range run
+/// on whole rows as bias_act_lincomb runs them, rows that start on whole SIMD
+/// vectors (n is whole vectors; tensors are 64-byte aligned), so no entry takes a
+/// scalar edge path in one and a vector path in the other. Requires
+/// linear_stage_takes(m, n, k); act Tanh or Sigmoid.
+template <class T>
+void linear_stage(UnaryOp act, int64_t m, int64_t n, int64_t k, const T* h, int64_t ldh, const T* wt, const T* bias,
+                  const T* x, const T* const* ks, const T* c, int nk, T c_new, T* kout, T* out) {
+  NANODE_CHECK(linear_stage_takes<T>(m, n, k), "linear_stage: shapes [", m, ", ", k, "] x [", k, ", ", n,
+               "] are not whole SIMD vectors wide or have under 16 rows");
+  const bool parallel = product_parallel(m, n, k);
+  const int64_t tasks = parallel ? std::clamp<int64_t>(ThreadPool::instance().threads(), 1, std::max<int64_t>(1, m / 16)) : 1;
+  const int64_t step = (m + tasks - 1) / tasks;
+  const detail::StageTerms<T> st(ks, c, nk, kout, c_new);
+  detail::with_stage_act(act, "linear_stage", [&](auto op) {
+    using Op = decltype(op);
+    auto task = [&](int64_t t) {
+      const int64_t i0 = t * step, in = std::min(step, m - i0);
+      if (in <= 0) return;
+      lane_gemm<T>(in, n, k, h + i0 * ldh, ldh, 1, wt, n, false, kout + i0 * n, n);
+      detail::bias_act_rows<Op>(kout, bias, n, i0, i0 + in, kout);
+      detail::lincomb_range(x, st.k.data(), st.c.data(), st.size(), out, i0 * n, (i0 + in) * n);
+    };
+    if (parallel) {
+      parallel_tasks(tasks, task);
+    } else {
+      for (int64_t t = 0; t < tasks; ++t) task(t);
+    }
+  });
+}
+
 /// Row-major C[m, n] = alpha op(A) op(B) + beta C (see gemm_serial), split into
 /// slabs (gemm_split) that the thread pool runs in parallel.
 template <class T>
 void gemm(bool ta, bool tb, int64_t m, int64_t n, int64_t k, T alpha, const T* a, int64_t lda, const T* b,
           int64_t ldb, T beta, T* c, int64_t ldc) {
   if (m == 0 || n == 0) return;
-  if (tb && k > 0 && m >= 16 && lane_gemm_takes(n, k, alpha, beta)) {  // a few rows: transposing B costs more
+  if (tb && lanes_bt_takes(m, n, k, alpha, beta)) {
     gemm_lanes_bt(ta, m, n, k, a, lda, b, ldb, beta == T(1), c, ldc);
     return;
   }
