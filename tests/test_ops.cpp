@@ -360,13 +360,24 @@ TEST_CASE("a time-varying linear layer and a T-NANODE solve give the same bits w
   fo.order = 3;
   tv::MLPDynamics f("trig", {64, 64}, fo, /*final_tanh=*/true);
   tv::MLPDynamics g("trig", {32, 48, 32}, fo, /*final_tanh=*/false);  // TimeLinear::forward with its bias
+  tv::MLPDynamics e("trig", {64, 80, 64}, fo, /*final_tanh=*/true);   // the fused product after a hidden layer
+  fo.order = 10;
+  tv::MLPDynamics w1("trig", {128, 128}, fo, /*final_tanh=*/true);    // W1's layer: products and blocks on the pool
+  struct Case {
+    tv::MLPDynamics* dyn;
+    const char* name;
+    int64_t batch, n;
+    bool fused;
+  };
   for (int threads : {1, 2})
-    for (auto* dyn : {&f, &g})
+    for (const Case c : {Case{&f, "f", 40, 64, true}, Case{&g, "g", 40, 32, false}, Case{&e, "e", 40, 64, true},
+                         Case{&w1, "w1", 256, 128, true}})
       for (const char* method : {"rk4", "euler", "bosh3", "alf"}) {
+        if (c.dyn == &w1 && std::string(method) != "euler") continue;
         set_num_threads(threads);
-        INFO(method << ", " << threads << " threads, " << (dyn == &f ? "f" : "g"));
-        const int64_t n = dyn == &f ? 64 : 32;
-        Var x0(Tensor::uniform({40, n}, -1, 1));
+        INFO(method << ", " << threads << " threads, " << c.name);
+        auto* dyn = c.dyn;
+        Var x0(Tensor::uniform({c.batch, c.n}, -1, 1));
         ode::Options o;
         o.method = method;
         o.steps = std::string(method) == "rk4" ? 5 : 40;
@@ -374,14 +385,17 @@ TEST_CASE("a time-varying linear layer and a T-NANODE solve give the same bits w
         REQUIRE(with.defined());
         Tensor without;
         const ode::Schedule::Totals before = ode::Schedule::totals();
+        auto stats = std::make_shared<ode::Stats>();
         {
           NoGradGuard ng;
-          without = ode::odeint_final(*dyn, x0, 0.0, 1.0, o).data();
+          without = ode::odeint_final(*dyn, x0, 0.0, 1.0, o, stats).data();
         }
         const ode::Schedule::Totals after = ode::Schedule::totals();
         CHECK(after.published == before.published + 1);
-        CHECK(after.served - before.served >= o.steps);  // every step took W(t) from a block
-        if (dyn == &f && std::string(method) != "alf") CHECK(after.fused_stages - before.fused_stages >= o.steps);
+        // Every evaluation took each layer's W(t) from a block.
+        const int64_t layers = static_cast<int64_t>(dyn->layers().size());
+        CHECK(after.served - before.served == stats->evals * layers);
+        if (c.fused && std::string(method) != "alf") CHECK(after.fused_stages - before.fused_stages >= o.steps);
         else CHECK(after.fused_stages == before.fused_stages);  // g ends without a tanh; ALF has no RK stage
         REQUIRE(with.to_vector<float>() == without.to_vector<float>());
         if (std::string(method) != "alf")  // the memory-saving modes return the no-grad pass's state

@@ -44,7 +44,8 @@ class Schedule {
 
   const std::vector<double>& times() const { return times_; }
   /// The first index at or after `from` of t (exactly) in times(), or npos (a
-  /// linear scan: callers look from where they last found a time).
+  /// linear scan from `from`: callers pass the start of their current block, so a
+  /// scheduled time is found within a block's length).
   size_t find(double t, size_t from) const {
     for (size_t i = from; i < times_.size(); ++i)
       if (times_[i] == t) return i;

@@ -33,8 +33,9 @@ inline Var combine_at(const Var& coeffs, const TimeBasis& basis, double t) {
 namespace detail {
 /// W(t) = basis_combine(coeffs, basis.eval(t)) (or its transpose) at the upcoming
 /// times of the running solve's schedule (ode::Schedule), computed a block at a
-/// time in one sweep over the coefficients (basis_combine_many: the same bits) and
-/// kept in the schedule, so that nothing outlives the solve. The transpose is
+/// time with each piece of the coefficients read once for up to 8 times
+/// (basis_combine_many: the same bits) and kept in the schedule, one block per
+/// layer and form at a time, so that nothing outlives the solve. The transpose is
 /// combined from the coefficients transposed once per solve: entry (i, o) of
 /// W(t)^T is the same sum, in the same order, as entry (o, i) of W(t).
 struct ScheduledWeights {

@@ -129,10 +129,11 @@ constexpr int64_t kLincombBlock = 2048;
 
 /// out[q][s, e) = sum_j c[q nk + j] k[j][s, e) for q < NB: NB combinations of the
 /// same arrays k[j] (null ones skipped; no term: zeros), only the coefficients
-/// differing (a time basis at NB times). In pieces of one SIMD vector: each vector
-/// of an array is loaded once and feeds the NB partial sums, which stay in
-/// registers across the terms (re-reading the arrays for each combination would
-/// thrash L1: they sit a multiple of 4 KiB apart). Every entry is c0 k0, then
+/// differing (a time basis at NB times). In pieces of one 64-byte vector: each
+/// piece of an array is loaded once and feeds the NB partial sums, which stay in
+/// registers across the terms where the registers hold them (NB = 8 fills all 16
+/// on AVX2; AVX-512 has 32). Re-reading the arrays for each combination would
+/// thrash L1: they sit a multiple of 4 KiB apart. Every entry is c0 k0, then
 /// + c1 k1, ... in j's order, computed by the same vector operations wherever it
 /// falls (a last partial piece runs on a zero-padded copy), so results do not
 /// depend on NB, on the range or on the compiler's contraction of a * b + c.
@@ -178,7 +179,7 @@ void combine_group(const T* const* k, const T* c, int nk, T* const* out, int64_t
   if (i < e) piece(i, e - i);
 }
 
-/// out[s, s + m) = x + sum_j c[j] k[j] over that range (null k[j] are skipped; x
+/// out[s0, e0) = x + sum_j c[j] k[j] over that range (null k[j] are skipped; x
 /// may be null). Without x, combine_group; with x, in blocks of kLincombBlock that
 /// stay in L1 across the terms, x added last.
 template <class T>
@@ -253,11 +254,6 @@ void lincomb_many(const T* const* k, const T* c, int nk, int B, T* const* out, i
   }
 }
 
-/// The RK stage fused with the dynamics' last bias and activation, in one pass:
-/// kout = act(pre + bias) (bias: one value per column of rows of `cols`, or null)
-/// and out = x + sum_j c[j] k[j] + c_new kout, summed in that order as lincomb
-/// sums (k[j] null: skipped; x null: no x). Chunks (of elements, or of rows with a
-/// bias) are fixed by the size, so the result does not depend on the thread count.
 namespace detail {
 /// A stage's arrays and coefficients as lincomb_range sums them: ks with k_new
 /// appended (bias_act_lincomb's and linear_stage's).
@@ -288,6 +284,11 @@ void with_stage_act(UnaryOp act, const char* who, F&& f) {
 }
 }  // namespace detail
 
+/// The RK stage fused with the dynamics' last bias and activation, in one pass:
+/// kout = act(pre + bias) (bias: one value per column of rows of `cols`, or null)
+/// and out = x + sum_j c[j] k[j] + c_new kout, summed in that order as lincomb
+/// sums (k[j] null: skipped; x null: no x). Chunks (of elements, or of rows with a
+/// bias) are fixed by the size, so the result does not depend on the thread count.
 template <class T>
 void bias_act_lincomb(UnaryOp act, const T* pre, const T* bias, int64_t cols, const T* x, const T* const* k,
                       const T* c, int nk, T c_new, T* kout, T* out, int64_t n) {
