@@ -262,6 +262,7 @@ int main(int argc, char** argv) {
   app.add_flag("--busy", busy,
                "also time W1 with one CPU-bound process per available core running (target: at most 3x the quiet time)");
   CLI11_PARSE(app, argc, argv);
+  if (!no_peer && device == "cpu") bench::fit_openblas_kernels(argv);  // may run the program again
 
   try {
     const bool cuda = device == "cuda";
@@ -281,7 +282,7 @@ int main(int argc, char** argv) {
       std::printf("LibTorch's BLAS: %s\n", blas.description.c_str());
       if (!blas.optimised)
         std::printf("WARNING: LibTorch's dense products run on an unoptimised BLAS: its times are too slow and the "
-                    "ratios flatter nanode (apt install libopenblas0-pthread)\n");
+                    "ratios flatter nanode (%s)\n", blas.why.c_str());
     }
     std::printf("%-4s %-44s %12s %12s %8s %8s\n", "", "workload", "nanode ms", "LibTorch ms", "ratio", "target");
     for (const auto& w : only) {

@@ -7,7 +7,11 @@
 #include <dlfcn.h>
 #include <link.h>
 
+#include <strings.h>
+#include <unistd.h>
+
 #include <climits>
+#include <cstdio>
 #include <cstdlib>
 #include <string>
 #include <vector>
@@ -16,8 +20,58 @@ namespace nanode::bench {
 
 struct BlasInfo {
   std::string description;  ///< e.g. "OpenBLAS 0.3.21 ... (/usr/lib/.../openblas-pthread/libblas.so.3)"
-  bool optimised = false;   ///< false for the reference BLAS, or when none was found
+  bool optimised = false;   ///< false for the reference BLAS, generic kernels, or when none was found
+  std::string why;          ///< when not optimised: what is wrong and what to do
 };
+
+namespace detail {
+/// The OpenBLAS kernels (a name OPENBLAS_CORETYPE takes) that this CPU's
+/// instruction sets fit, or null where OpenBLAS's generic ones are all it can run.
+inline const char* fitting_openblas_core() {
+  __builtin_cpu_init();
+  const bool avx512 = __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+                      __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512dq") &&
+                      __builtin_cpu_supports("avx512cd");
+  if (avx512 && __builtin_cpu_supports("avx512bf16")) return "Cooperlake";
+  if (avx512) return "SkylakeX";
+  if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) return "Haswell";
+  return nullptr;
+}
+
+/// The kernels the loaded OpenBLAS runs (openblas_get_corename), or "" where no
+/// OpenBLAS is loaded.
+inline std::string openblas_core() {
+  using GetCore = char* (*)();
+  auto core = reinterpret_cast<GetCore>(dlsym(RTLD_DEFAULT, "openblas_get_corename"));
+  return core ? std::string(core()) : std::string();
+}
+}  // namespace detail
+
+/// OpenBLAS chooses its kernels for the CPU when it loads (DYNAMIC_ARCH). A release
+/// older than the CPU does not know it and falls back to its generic "Prescott"
+/// kernels (SSE3): Debian 12's 0.3.21 does so on Intel family 6 model 207 (Emerald
+/// Rapids), where LibTorch's W1 then took 639 ms against 253 ms with the Cooperlake
+/// kernels. The peer would run several times slower than its users see with
+/// kernels that fit the CPU, and every ratio would flatter nanode. Where that
+/// happened and OPENBLAS_CORETYPE is unset, this sets it to the kernels the CPU's
+/// instruction sets fit (detail::fitting_openblas_core) and runs the program again
+/// (execv of /proc/self/exe with the same arguments): only a new process loads the
+/// library afresh. It returns where nothing had to change, or where the new run
+/// could not start (it says so; blas_info() then reports the generic kernels).
+inline void fit_openblas_kernels(char** argv) {
+  const std::string core = detail::openblas_core();
+  if (core.empty() || strcasecmp(core.c_str(), "prescott") != 0 || std::getenv("OPENBLAS_CORETYPE")) return;
+  const char* fit = detail::fitting_openblas_core();
+  if (!fit) return;
+  std::printf("LibTorch's OpenBLAS chose its generic %s kernels for this CPU; running again with "
+              "OPENBLAS_CORETYPE=%s, the kernels its instruction sets fit\n",
+              core.c_str(), fit);
+  std::fflush(stdout);
+  setenv("OPENBLAS_CORETYPE", fit, 1);
+  execv("/proc/self/exe", argv);
+  std::printf("WARNING: could not run again with OPENBLAS_CORETYPE=%s; set it yourself\n", fit);
+  unsetenv("OPENBLAS_CORETYPE");
+}
 
 inline BlasInfo blas_info() {
   std::vector<std::string> libs;
@@ -53,8 +107,18 @@ inline BlasInfo blas_info() {
     if (auto nt = reinterpret_cast<GetThreads>(dlsym(RTLD_DEFAULT, "openblas_get_num_threads")))
       what += ", " + std::to_string(nt()) + " threads";
   }
-  if (reference && what.empty()) r.optimised = false, what = "the reference BLAS (netlib), not optimised";
-  if (libs.empty()) what = "none loaded";
+  if (reference && what.empty()) {
+    r.optimised = false, what = "the reference BLAS (netlib), not optimised";
+    r.why = "install libopenblas0-pthread";
+  }
+  const std::string core = detail::openblas_core();
+  const char* fit = detail::fitting_openblas_core();
+  if (!core.empty() && strcasecmp(core.c_str(), "prescott") == 0 && fit) {
+    r.optimised = false;
+    r.why = "OpenBLAS runs its generic Prescott kernels on a CPU that fits its " + std::string(fit) +
+            " ones; set OPENBLAS_CORETYPE=" + fit;
+  }
+  if (libs.empty()) what = "none loaded", r.why = "no BLAS library is loaded";
   r.description = (what.empty() ? std::string("unknown BLAS") : what) + (files.empty() ? "" : " (" + files + ")");
   return r;
 }
