@@ -15,7 +15,10 @@ if(CUDA_COMPILER)
   set(cuda_arg -DCMAKE_CUDA_COMPILER=${CUDA_COMPILER})
 endif()
 run(${CMAKE_COMMAND} -S ${SOURCE_DIR} -B ${WORK_DIR} -DCMAKE_PREFIX_PATH=${PREFIX} -DCMAKE_BUILD_TYPE=Release ${cuda_arg})
-run(${CMAKE_COMMAND} --build ${WORK_DIR})
+# Both programs at once where the machine has the cores (each is a compile of the
+# whole header-only library).
+cmake_host_system_information(RESULT cores QUERY NUMBER_OF_LOGICAL_CORES)
+run(${CMAKE_COMMAND} --build ${WORK_DIR} --parallel ${cores})
 run(${WORK_DIR}/consumer)
 if(EXISTS ${WORK_DIR}/consumer_emulated)
   run(${WORK_DIR}/consumer_emulated)
