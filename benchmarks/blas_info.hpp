@@ -119,6 +119,7 @@ inline BlasInfo blas_info() {
             " ones; set OPENBLAS_CORETYPE=" + fit;
   }
   if (libs.empty()) what = "none loaded", r.why = "no BLAS library is loaded";
+  if (!r.optimised && r.why.empty()) r.why = "not a BLAS known to be optimised; install libopenblas0-pthread";
   r.description = (what.empty() ? std::string("unknown BLAS") : what) + (files.empty() ? "" : " (" + files + ")");
   return r;
 }
