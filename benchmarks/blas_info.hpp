@@ -26,7 +26,8 @@ struct BlasInfo {
 
 namespace detail {
 /// The OpenBLAS kernels (a name OPENBLAS_CORETYPE takes) that this CPU's
-/// instruction sets fit, or null where OpenBLAS's generic ones are all it can run.
+/// instruction sets fit, or null on a CPU with neither AVX-512 nor AVX2 + FMA
+/// (older kernels exist for those, but this picks none: the choice is left as it is).
 inline const char* fitting_openblas_core() {
   __builtin_cpu_init();
   const bool avx512 = __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
@@ -50,8 +51,8 @@ inline std::string openblas_core() {
 /// OpenBLAS chooses its kernels for the CPU when it loads (DYNAMIC_ARCH). A release
 /// older than the CPU does not know it and falls back to its generic "Prescott"
 /// kernels (SSE3): Debian 12's 0.3.21 does so on Intel family 6 model 207 (Emerald
-/// Rapids), where LibTorch's W1 then took 639 ms against 253 ms with the Cooperlake
-/// kernels. The peer would run several times slower than its users see with
+/// Rapids), where LibTorch's W1 then took 639 ms against 231-346 ms with the
+/// Cooperlake kernels. The peer would run several times slower than its users see with
 /// kernels that fit the CPU, and every ratio would flatter nanode. Where that
 /// happened and OPENBLAS_CORETYPE is unset, this sets it to the kernels the CPU's
 /// instruction sets fit (detail::fitting_openblas_core) and runs the program again
