@@ -46,6 +46,13 @@ inline std::string openblas_core() {
   auto core = reinterpret_cast<GetCore>(dlsym(RTLD_DEFAULT, "openblas_get_corename"));
   return core ? std::string(core()) : std::string();
 }
+
+/// The kernels that fit this CPU where the loaded OpenBLAS runs its generic
+/// Prescott ones instead (fit_openblas_kernels, blas_info), else null.
+inline const char* generic_openblas_fit() {
+  const std::string core = openblas_core();
+  return !core.empty() && strcasecmp(core.c_str(), "prescott") == 0 ? fitting_openblas_core() : nullptr;
+}
 }  // namespace detail
 
 /// OpenBLAS chooses its kernels for the CPU when it loads (DYNAMIC_ARCH). A release
@@ -60,13 +67,11 @@ inline std::string openblas_core() {
 /// library afresh. It returns where nothing had to change, or where the new run
 /// could not start (it says so; blas_info() then reports the generic kernels).
 inline void fit_openblas_kernels(char** argv) {
-  const std::string core = detail::openblas_core();
-  if (core.empty() || strcasecmp(core.c_str(), "prescott") != 0 || std::getenv("OPENBLAS_CORETYPE")) return;
-  const char* fit = detail::fitting_openblas_core();
-  if (!fit) return;
-  std::printf("LibTorch's OpenBLAS chose its generic %s kernels for this CPU; running again with "
+  const char* fit = detail::generic_openblas_fit();
+  if (!fit || std::getenv("OPENBLAS_CORETYPE")) return;
+  std::printf("LibTorch's OpenBLAS chose its generic Prescott kernels for this CPU; running again with "
               "OPENBLAS_CORETYPE=%s, the kernels its instruction sets fit\n",
-              core.c_str(), fit);
+              fit);
   std::fflush(stdout);
   setenv("OPENBLAS_CORETYPE", fit, 1);
   execv("/proc/self/exe", argv);
@@ -112,9 +117,7 @@ inline BlasInfo blas_info() {
     r.optimised = false, what = "the reference BLAS (netlib), not optimised";
     r.why = "install libopenblas0-pthread";
   }
-  const std::string core = detail::openblas_core();
-  const char* fit = detail::fitting_openblas_core();
-  if (!core.empty() && strcasecmp(core.c_str(), "prescott") == 0 && fit) {
+  if (const char* fit = detail::generic_openblas_fit()) {
     r.optimised = false;
     r.why = "OpenBLAS runs its generic Prescott kernels on a CPU that fits its " + std::string(fit) +
             " ones; set OPENBLAS_CORETYPE=" + fit;
