@@ -10,6 +10,9 @@
 
 namespace nanode::testing {
 
+/// A float64 leaf that requires grad, from values and a shape.
+inline Var leaf(std::vector<double> v, Shape s) { return Var(Tensor::from_vector(v, s), true); }
+
 /// Random float64 tensor with entries in [lo, hi).
 inline Tensor rand64(const Shape& s, uint64_t seed, double lo = -1.0, double hi = 1.0) {
   Generator g(seed);

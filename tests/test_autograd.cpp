@@ -2,12 +2,13 @@
 // no-grad mode, detach, and errors.
 #include <catch2/catch.hpp>
 
+#include "gradcheck.hpp"
 #include "nanode/nanode.hpp"
 
 using namespace nanode;
 using Catch::Matchers::Contains;
 
-static Var leaf(std::vector<double> v, Shape s) { return Var(Tensor::from_vector(v, s), true); }
+using nanode::testing::leaf;
 
 TEST_CASE("backward of a small expression matches hand derivatives", "[autograd]") {
   Var x = leaf({2.0}, {}), y = leaf({3.0}, {});

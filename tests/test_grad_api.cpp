@@ -4,14 +4,12 @@
 
 #include <cmath>
 
+#include "gradcheck.hpp"
 #include "nanode/nanode.hpp"
 
 using namespace nanode;
 using Catch::Matchers::Contains;
-
-namespace {
-Var leaf(std::vector<double> v, Shape s) { return Var(Tensor::from_vector(v, s), true); }
-}  // namespace
+using nanode::testing::leaf;
 
 TEST_CASE("grad returns d outputs / d inputs and touches no .grad", "[autograd][grad]") {
   Var x = leaf({2.0}, {}), y = leaf({3.0}, {});
