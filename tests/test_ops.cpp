@@ -426,22 +426,35 @@ TEST_CASE("Winograd 3x3 convolution equals im2col, forward and backward", "[ops]
   // channel-last copies take eight at a time, with a remainder (11 in, 13 out) and
   // without (16 in, 8 out). Channel counts that are whole SIMD vectors (8 doubles)
   // take lane_gemm in the Winograd domain: 8 -> 16 and 40 -> 24 (five vectors: a
-  // block of four and one; three); 11 -> 13 takes Eigen's GEMM.
+  // block of four and one; three); 11 -> 13 takes Eigen's GEMM. The copies move
+  // whole runs of 8 pixels through an in-register transpose (the rest one at a
+  // time): 19 -> 12 on 17 x 21 images has both, in float64 and in float32 (8
+  // floats are half the width of 8 doubles).
+  struct Run {
+    Case c;
+    DType dt;
+  };
+  std::vector<Run> runs;
   for (const Case& c : {Case{{2, 3, 6, 6}, 4, 1}, Case{{3, 2, 7, 5}, 3, 0}, Case{{1, 4, 5, 8}, 2, 2}, Case{{2, 1, 3, 3}, 1, 1},
                         Case{{40, 2, 5, 5}, 3, 1}, Case{{3, 2, 30, 29}, 2, 1}, Case{{2, 11, 9, 7}, 13, 1},
-                        Case{{1, 16, 6, 10}, 8, 0}, Case{{3, 8, 6, 6}, 16, 1}, Case{{2, 40, 5, 6}, 24, 1}}) {
-    INFO("input " << c.x << ", " << c.co << " outputs, padding " << c.pad);
+                        Case{{1, 16, 6, 10}, 8, 0}, Case{{3, 8, 6, 6}, 16, 1}, Case{{2, 40, 5, 6}, 24, 1},
+                        Case{{2, 19, 17, 21}, 12, 1}})
+    runs.push_back({c, DType::Float64});
+  runs.push_back({Case{{2, 19, 17, 21}, 12, 1}, DType::Float32});
+  runs.push_back({Case{{3, 16, 8, 16}, 24, 1}, DType::Float32});
+  for (const auto& [c, dt] : runs) {
+    INFO("input " << c.x << ", " << c.co << " outputs, padding " << c.pad << ", " << dtype_name(dt));
     Generator g(21);
-    Tensor x = Tensor::uniform(c.x, -1, 1, g, DType::Float64);
-    Tensor w = Tensor::uniform({c.co, c.x[1], 3, 3}, -1, 1, g, DType::Float64);
-    Tensor b = Tensor::uniform({c.co}, -1, 1, g, DType::Float64);
+    Tensor x = Tensor::uniform(c.x, -1, 1, g, dt);
+    Tensor w = Tensor::uniform({c.co, c.x[1], 3, 3}, -1, 1, g, dt);
+    Tensor b = Tensor::uniform({c.co}, -1, 1, g, dt);
     auto run = [&](bool winograd) {
       cpu::winograd::enabled() = winograd;
       const int64_t keep_min = cpu::winograd::min_channels();
       cpu::winograd::min_channels() = 1;  // Winograd on these small channel counts too
       Var xv(x, true), wv(w, true), bv(b, true);
       Var y = conv2d(xv, wv, bv, Conv2dOptions(1, c.pad));
-      Tensor gy = Tensor::uniform(y.shape(), -1, 1, g, DType::Float64);
+      Tensor gy = Tensor::uniform(y.shape(), -1, 1, g, dt);
       y.backward(gy);
       cpu::winograd::enabled() = true;
       cpu::winograd::min_channels() = keep_min;
@@ -451,10 +464,13 @@ TEST_CASE("Winograd 3x3 convolution equals im2col, forward and backward", "[ops]
     const auto a = run(true);
     g = keep;
     const auto r = run(false);
+    // float32: both paths round differently (Winograd's 1/6 and 1/24); a misplaced
+    // value would be off by O(1).
+    const double tol = dt == DType::Float64 ? 1e-12 : 2e-4 * std::sqrt(9.0 * static_cast<double>(c.x[1] * c.x[0]));
     for (size_t i = 0; i < a.size(); ++i) {
-      const auto av = a[i].to_vector<double>(), rv = r[i].to_vector<double>();
+      const auto av = a[i].to(DType::Float64).to_vector<double>(), rv = r[i].to(DType::Float64).to_vector<double>();
       REQUIRE(av.size() == rv.size());
-      for (size_t k = 0; k < av.size(); ++k) REQUIRE(av[k] == Approx(rv[k]).margin(1e-12));
+      for (size_t k = 0; k < av.size(); ++k) REQUIRE(av[k] == Approx(rv[k]).margin(tol));
     }
   }
 }

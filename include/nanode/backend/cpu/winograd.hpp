@@ -185,6 +185,66 @@ inline int64_t workspace_size(const ConvGeom& g) {
 
 namespace detail {
 
+#if defined(__clang__) || (defined(__GNUC__) && __GNUC__ >= 12)
+#define NANODE_WINOGRAD_SHUFFLE 1
+/// Eight values of T as one GCC/Clang vector (a row of an 8 x 8 block).
+template <class T>
+struct Row8 {
+  typedef T V __attribute__((vector_size(8 * sizeof(T))));
+};
+/// Transposes the 8 x 8 block r[row][column] in registers: three rounds of
+/// two-vector shuffles (pairs, then pairs of pairs, then halves). It only moves
+/// values, so the result is the same on every instruction set.
+template <class T>
+inline void transpose8(typename Row8<T>::V r[8]) {
+  using V = typename Row8<T>::V;
+  V t[8];
+  for (int k = 0; k < 8; k += 2) {
+    t[k] = __builtin_shufflevector(r[k], r[k + 1], 0, 8, 1, 9, 4, 12, 5, 13);
+    t[k + 1] = __builtin_shufflevector(r[k], r[k + 1], 2, 10, 3, 11, 6, 14, 7, 15);
+  }
+  V u[8];
+  for (int h = 0; h < 8; h += 4) {
+    u[h] = __builtin_shufflevector(t[h], t[h + 2], 0, 1, 8, 9, 4, 5, 12, 13);
+    u[h + 1] = __builtin_shufflevector(t[h], t[h + 2], 2, 3, 10, 11, 6, 7, 14, 15);
+    u[h + 2] = __builtin_shufflevector(t[h + 1], t[h + 3], 0, 1, 8, 9, 4, 5, 12, 13);
+    u[h + 3] = __builtin_shufflevector(t[h + 1], t[h + 3], 2, 3, 10, 11, 6, 7, 14, 15);
+  }
+  for (int j = 0; j < 4; ++j) {
+    r[j] = __builtin_shufflevector(u[j], u[j + 4], 0, 1, 2, 3, 8, 9, 10, 11);
+    r[j + 4] = __builtin_shufflevector(u[j], u[j + 4], 4, 5, 6, 7, 12, 13, 14, 15);
+  }
+}
+#else
+#define NANODE_WINOGRAD_SHUFFLE 0
+#endif
+
+/// Moves 8 channels c at `w` positions p between a row of channel planes and
+/// channel-last pixels: with ToPixels, dst[p * ds + c] = src[c * ss + p]; without,
+/// the way back, dst[c * ds + p] = src[p * ss + c]. Whole runs of 8 positions are
+/// transposed in registers, the rest one value at a time.
+template <bool ToPixels, class T>
+inline void move8(const T* src, int64_t ss, T* dst, int64_t ds, int64_t w) {
+  // Where the 8 values of row k of a block are (contiguous), on either side.
+  const auto planes = [](auto* base, int64_t stride, int64_t i, int k) { return base + k * stride + i; };
+  const auto pixels = [](auto* base, int64_t stride, int64_t i, int k) { return base + (i + k) * stride; };
+  int64_t i = 0;
+#if NANODE_WINOGRAD_SHUFFLE
+  using V = typename Row8<T>::V;
+  for (; i + 8 <= w; i += 8) {
+    V r[8];
+    for (int k = 0; k < 8; ++k) std::memcpy(&r[k], ToPixels ? planes(src, ss, i, k) : pixels(src, ss, i, k), sizeof(V));
+    transpose8<T>(r);
+    for (int k = 0; k < 8; ++k) std::memcpy(ToPixels ? pixels(dst, ds, i, k) : planes(dst, ds, i, k), &r[k], sizeof(V));
+  }
+#endif
+  for (; i < w; ++i)
+    for (int64_t c = 0; c < 8; ++c) {
+      if constexpr (ToPixels) dst[i * ds + c] = src[c * ss + i];
+      else dst[c * ds + i] = src[i * ss + c];
+    }
+}
+
 /// xp [Hp][Wp][C] = x [C][H][W] moved to (row + ph, column + pw), zero elsewhere.
 template <class T>
 void pad_channels_last(const T* x, T* xp, int64_t C, int64_t H, int64_t W, int64_t ph, int64_t pw, int64_t Hp,
@@ -204,15 +264,8 @@ void pad_channels_last(const T* x, T* xp, int64_t C, int64_t H, int64_t W, int64
   const int64_t plane = H * W;
   int64_t c0 = 0;
   for (; c0 + B <= C; c0 += B)
-    for (int64_t y = 0; y < h; ++y) {
-      const T* src = x + c0 * plane + y * W;
-      T* __restrict dst = xp + ((y + ph) * Wp + pw) * C + c0;
-      for (int64_t i = 0; i < w; ++i) {
-        T v[B];
-        for (int64_t c = 0; c < B; ++c) v[c] = src[c * plane + i];
-        for (int64_t c = 0; c < B; ++c) dst[i * C + c] = v[c];
-      }
-    }
+    for (int64_t y = 0; y < h; ++y)
+      move8<true>(x + c0 * plane + y * W, plane, xp + ((y + ph) * Wp + pw) * C + c0, C, w);
   for (; c0 < C; ++c0)
     for (int64_t y = 0; y < h; ++y) {
       const T* __restrict src = x + c0 * plane + y * W;
@@ -229,15 +282,8 @@ void crop_channels_first(const T* xp, T* x, int64_t C, int64_t H, int64_t W, int
   const int64_t plane = H * W;
   int64_t c0 = 0;
   for (; c0 + B <= C; c0 += B)
-    for (int64_t y = 0; y < H; ++y) {
-      const T* __restrict src = xp + ((y + ph) * Wp + pw) * C + c0;
-      T* dst = x + c0 * plane + y * W;
-      for (int64_t i = 0; i < W; ++i) {
-        T v[B];
-        for (int64_t c = 0; c < B; ++c) v[c] = src[i * C + c];
-        for (int64_t c = 0; c < B; ++c) dst[c * plane + i] = v[c];
-      }
-    }
+    for (int64_t y = 0; y < H; ++y)
+      move8<false>(xp + ((y + ph) * Wp + pw) * C + c0, C, x + c0 * plane + y * W, plane, W);
   for (; c0 < C; ++c0)
     for (int64_t y = 0; y < H; ++y) {
       const T* __restrict src = xp + ((y + ph) * Wp + pw) * C + c0;
