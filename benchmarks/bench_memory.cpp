@@ -126,7 +126,8 @@ int main(int argc, char** argv) {
     // minutes apart, do not cancel). Within a round each mode's step is bracketed
     // by two steps of its reference (Euler direct; ALF direct for reversible) and
     // set against their mean, so that a speed that drifts during the round biases
-    // no mode: D C D A D F R F (F: ALF direct, R: reversible).
+    // none of them: D C D A D F R F (F: ALF direct, R: reversible). ALF direct
+    // against Euler direct, printed for information, has only the D before it.
     const size_t last = depths.size() - 1;
     std::vector<std::unique_ptr<Setup>> setups;
     for (const auto& r : rows) {

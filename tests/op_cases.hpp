@@ -1,8 +1,9 @@
 #pragma once
 // The op cases every op test walks: for each op registered with
 // NANODE_REGISTER_OP, inputs (float64 on the CPU) and a function of them.
-// test_gradcheck checks them against finite differences; test_backend_ops runs
-// them on every backend present against the CPU float64 result. Constants a case
+// tests/test_gradcheck.cpp (in the test_ops program) checks them against finite
+// differences; tests/test_backend_ops.cpp runs them on every backend present
+// against the CPU float64 result. Constants a case
 // needs beside its inputs go through K() / KT(), which put them on the dtype and
 // device the case runs on.
 #include <map>

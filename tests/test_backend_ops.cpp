@@ -1,8 +1,8 @@
 // One test of every op on every backend (ggml's test-backend-ops in spirit): each
 // op registered with NANODE_REGISTER_OP runs its cases (tests/op_cases.hpp) on
 // every backend this program has — the CPU in float32, and CUDA: emulated
-// kernels (test_backend_ops, linked with nanode::cuda_emulated) or a real GPU
-// (test_backend_ops_device) — and its output and the gradient of every input are
+// kernels (in the emulated test_kernels program, linked with
+// nanode::cuda_emulated) or a real GPU (test_backend_ops_device) — and its output and the gradient of every input are
 // compared with the CPU float64 result. An op without a case fails; an op without
 // a CUDA path fails unless it is on the list of CUDA paths still to write (the
 // GPU half's issue empties it), and an op on that list that has gained its CUDA
@@ -152,7 +152,7 @@ TEST_CASE("every op on every backend matches the CPU in float64, forward and bac
 #ifdef NANODE_TEST_DEVICE_MAIN
 int main(int argc, char** argv) {
   if (nanode::cuda_device_count() == 0) {
-    std::printf("test_backend_ops_device: SKIPPED: no CUDA device (test_backend_ops ran the emulated kernels)\n");
+    std::printf("test_backend_ops_device: SKIPPED: no CUDA device (the emulated test_kernels program ran these cases)\n");
     return 77;
   }
   return Catch::Session().run(argc, argv);

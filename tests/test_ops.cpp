@@ -442,7 +442,9 @@ TEST_CASE("Winograd 3x3 convolution equals im2col, forward and backward", "[ops]
     runs.push_back({c, DType::Float64});
   runs.push_back({Case{{2, 19, 17, 21}, 12, 1}, DType::Float32});
   runs.push_back({Case{{3, 16, 8, 16}, 24, 1}, DType::Float32});
-  for (const auto& [c, dt] : runs) {
+  for (const Run& each : runs) {
+    const Case& c = each.c;  // named, not structured bindings: C++17 lambdas cannot capture those
+    const DType dt = each.dt;
     INFO("input " << c.x << ", " << c.co << " outputs, padding " << c.pad << ", " << dtype_name(dt));
     Generator g(21);
     Tensor x = Tensor::uniform(c.x, -1, 1, g, dt);

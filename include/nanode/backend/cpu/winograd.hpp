@@ -225,11 +225,11 @@ inline void transpose8(typename Row8<T>::V r[8]) {
 /// transposed in registers, the rest one value at a time.
 template <bool ToPixels, class T>
 inline void move8(const T* src, int64_t ss, T* dst, int64_t ds, int64_t w) {
-  // Where the 8 values of row k of a block are (contiguous), on either side.
-  const auto planes = [](auto* base, int64_t stride, int64_t i, int k) { return base + k * stride + i; };
-  const auto pixels = [](auto* base, int64_t stride, int64_t i, int k) { return base + (i + k) * stride; };
   int64_t i = 0;
 #if NANODE_WINOGRAD_SHUFFLE
+  // Where the 8 values of row k of a block are (contiguous), on either side.
+  const auto planes = [](auto* base, int64_t stride, int64_t i0, int k) { return base + k * stride + i0; };
+  const auto pixels = [](auto* base, int64_t stride, int64_t i0, int k) { return base + (i0 + k) * stride; };
   using V = typename Row8<T>::V;
   for (; i + 8 <= w; i += 8) {
     V r[8];
