@@ -185,8 +185,6 @@ inline int64_t workspace_size(const ConvGeom& g) {
 
 namespace detail {
 
-#if defined(__clang__) || (defined(__GNUC__) && __GNUC__ >= 12)
-#define NANODE_WINOGRAD_SHUFFLE 1
 /// Eight values of T as one GCC/Clang vector (a row of an 8 x 8 block).
 template <class T>
 struct Row8 {
@@ -215,9 +213,6 @@ inline void transpose8(typename Row8<T>::V r[8]) {
     r[j + 4] = __builtin_shufflevector(u[j], u[j + 4], 4, 5, 6, 7, 12, 13, 14, 15);
   }
 }
-#else
-#define NANODE_WINOGRAD_SHUFFLE 0
-#endif
 
 /// Moves 8 channels c at `w` positions p between a row of channel planes and
 /// channel-last pixels: with ToPixels, dst[p * ds + c] = src[c * ss + p]; without,
@@ -225,19 +220,17 @@ inline void transpose8(typename Row8<T>::V r[8]) {
 /// transposed in registers, the rest one value at a time.
 template <bool ToPixels, class T>
 inline void move8(const T* src, int64_t ss, T* dst, int64_t ds, int64_t w) {
-  int64_t i = 0;
-#if NANODE_WINOGRAD_SHUFFLE
   // Where the 8 values of row k of a block are (contiguous), on either side.
   const auto planes = [](auto* base, int64_t stride, int64_t i0, int k) { return base + k * stride + i0; };
   const auto pixels = [](auto* base, int64_t stride, int64_t i0, int k) { return base + (i0 + k) * stride; };
   using V = typename Row8<T>::V;
+  int64_t i = 0;
   for (; i + 8 <= w; i += 8) {
     V r[8];
     for (int k = 0; k < 8; ++k) std::memcpy(&r[k], ToPixels ? planes(src, ss, i, k) : pixels(src, ss, i, k), sizeof(V));
     transpose8<T>(r);
     for (int k = 0; k < 8; ++k) std::memcpy(ToPixels ? pixels(dst, ds, i, k) : planes(dst, ds, i, k), &r[k], sizeof(V));
   }
-#endif
   for (; i < w; ++i)
     for (int64_t c = 0; c < 8; ++c) {
       if constexpr (ToPixels) dst[i * ds + c] = src[c * ss + i];
